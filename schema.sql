@@ -1,0 +1,331 @@
+-- fa-sync schema: the only DDL. Applied idempotently by `fa-sync db migrate` and at daemon start.
+-- Every statement here must be safe to run again on a database that already has it.
+
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+DO $$ BEGIN
+    CREATE TYPE run_status AS ENUM ('pending', 'running', 'complete', 'warning', 'error', 'skipped');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+
+DO $$ BEGIN
+    CREATE TYPE run_trigger AS ENUM ('schedule', 'manual', 'cli');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+
+-- 'creating' is the write-ahead intent of a POST (FreeAgent has no idempotency key);
+-- 'linked' marks a row resolved to an existing FreeAgent contact without a write;
+-- 'unchanged' one whose payload equals the last one FreeAgent accepted (nothing sent).
+DO $$ BEGIN
+    CREATE TYPE entity_status AS ENUM (
+        'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
+        'skipped', 'failed');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Connections
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS freeagent_client (
+    id                        bigserial PRIMARY KEY,
+    name                      text NOT NULL UNIQUE
+                              CONSTRAINT freeagent_client_name_not_blank CHECK (btrim(name) <> ''),
+    environment               text NOT NULL DEFAULT 'sandbox'
+                              CONSTRAINT "environment must be production, sandbox or custom"
+                              CHECK (environment IN ('production', 'sandbox', 'custom')),
+    -- Only for environment = 'custom' (a simulator or proxy); must end with /v2/.
+    base_url                  text
+                              CONSTRAINT "custom environment needs a base_url ending in /v2/"
+                              CHECK ((environment <> 'custom' AND base_url IS NULL)
+                                     OR (environment = 'custom' AND base_url ~ '^https?://.+/v2/$')),
+    client_id                 text NOT NULL,
+    client_secret             text NOT NULL,
+    redirect_uri              text NOT NULL DEFAULT 'urn:ietf:wg:oauth:2.0:oob',
+    access_token              text,
+    access_token_expires_at   timestamptz,
+    refresh_token             text,
+    refresh_token_expires_at  timestamptz,
+    -- Bumped on every token write: a replica holding an older version must not use its pair.
+    token_version             bigint NOT NULL DEFAULT 0,
+    user_url                  text,
+    user_email                text,
+    permission_level          integer,
+    company_name              text,
+    company_subdomain         text,
+    rate_limit_per_minute     integer NOT NULL DEFAULT 120
+                              CONSTRAINT "rate_limit_per_minute must be between 1 and 120"
+                              CHECK (rate_limit_per_minute BETWEEN 1 AND 120),
+    rate_limit_per_hour       integer NOT NULL DEFAULT 3600
+                              CONSTRAINT "rate_limit_per_hour must be between 1 and 3600"
+                              CHECK (rate_limit_per_hour BETWEEN 1 AND 3600),
+    -- Sends X-RateLimit-Test: true (sandbox only), which lowers FreeAgent's limit to 5/min.
+    rate_limit_test           boolean NOT NULL DEFAULT false,
+    config_data               jsonb NOT NULL DEFAULT '{}'::jsonb,
+    config_collected_at       timestamptz,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS magento_connection (
+    id                   bigserial PRIMARY KEY,
+    name                 text NOT NULL UNIQUE
+                         CONSTRAINT magento_connection_name_not_blank CHECK (btrim(name) <> ''),
+    base_url             text NOT NULL
+                         CONSTRAINT "base_url must be an http(s) URL"
+                         CHECK (base_url ~ '^https?://'),
+    store_code           text,
+    -- Integration access token, sent as Bearer (needs enable_integration_as_bearer on 2.4.4+)
+    -- or used to sign OAuth 1.0a requests when consumer_key/consumer_secret/token_secret are set.
+    access_token         text NOT NULL,
+    consumer_key         text,
+    consumer_secret      text,
+    access_token_secret  text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Profiles
+-- ---------------------------------------------------------------------------------------------
+
+-- Structural check of a cron expression (5 fields, or 6 with leading seconds). The daemon
+-- validates value ranges again with APScheduler and flags the profile if that fails.
+CREATE OR REPLACE FUNCTION fa_cron_is_valid(expr text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT expr IS NOT NULL
+       AND array_length(regexp_split_to_array(btrim(expr), '\s+'), 1) IN (5, 6)
+       AND NOT EXISTS (
+           SELECT 1 FROM unnest(regexp_split_to_array(btrim(expr), '\s+')) AS f(field)
+           WHERE field !~* '^(\*|\?|[0-9a-z]+(-[0-9a-z]+)?)(/[0-9]+)?(,(\*|[0-9a-z]+(-[0-9a-z]+)?)(/[0-9]+)?)*$'
+       )
+$$;
+
+CREATE TABLE IF NOT EXISTS profile (
+    id                  bigserial PRIMARY KEY,
+    name                text NOT NULL UNIQUE
+                        CONSTRAINT "profile name must not be blank" CHECK (btrim(name) <> ''),
+    type                text NOT NULL
+                        CONSTRAINT "type must be freeagent_contact_export"
+                        CHECK (type IN ('freeagent_contact_export')),
+    enabled             boolean NOT NULL DEFAULT true,
+    schedule            text NOT NULL DEFAULT '*/15 * * * *'
+                        CONSTRAINT "schedule must be cron: 5 fields, or 6 with leading seconds"
+                        CHECK (fa_cron_is_valid(schedule)),
+    timezone            text NOT NULL DEFAULT 'UTC',
+    batch_size          integer NOT NULL DEFAULT 100
+                        CONSTRAINT "batch_size must be between 1 and 1000"
+                        CHECK (batch_size BETWEEN 1 AND 1000),
+    retry_enabled       boolean NOT NULL DEFAULT true,
+    retry_max_attempts  integer NOT NULL DEFAULT 3
+                        CONSTRAINT "retry_max_attempts must be between 1 and 50"
+                        CHECK (retry_max_attempts BETWEEN 1 AND 50),
+    api_behaviour       text NOT NULL DEFAULT 'upsert'
+                        CONSTRAINT "api_behaviour must be upsert, create or update"
+                        CHECK (api_behaviour IN ('upsert', 'create', 'update')),
+    -- append: customers updated since the last successful collect; replace: every customer.
+    collect_mode        text NOT NULL DEFAULT 'append'
+                        CONSTRAINT "collect_mode must be append or replace"
+                        CHECK (collect_mode IN ('append', 'replace')),
+    collection_size     integer NOT NULL DEFAULT 100
+                        CONSTRAINT "collection_size must be between 25 and 100"
+                        CHECK (collection_size BETWEEN 25 AND 100),
+    history_enabled     boolean NOT NULL DEFAULT true,
+    client_id           bigint REFERENCES freeagent_client (id) ON DELETE RESTRICT,
+    connection_id       bigint REFERENCES magento_connection (id) ON DELETE RESTRICT,
+    settings            jsonb NOT NULL DEFAULT '{}'::jsonb
+                        CONSTRAINT "settings must be a JSON object"
+                        CHECK (jsonb_typeof(settings) = 'object'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- Mutable run-time state kept apart from `profile` so writing it never fires a reload.
+CREATE TABLE IF NOT EXISTS profile_state (
+    profile_id           bigint PRIMARY KEY REFERENCES profile (id) ON DELETE CASCADE,
+    -- Magento updated_at of the newest customer seen by the last successful collect (UTC).
+    magento_watermark    timestamptz,
+    guest_watermark      timestamptz,
+    -- Set by the daemon when a row passes SQL checks but cannot be scheduled (bad timezone...).
+    config_error         text,
+    config_error_at      timestamptz
+);
+
+CREATE OR REPLACE FUNCTION fa_profile_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.type IS DISTINCT FROM OLD.type THEN
+        RAISE EXCEPTION 'profile %: type cannot be changed after creation (delete the profile and create a new one)', OLD.name
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.timezone) THEN
+        RAISE EXCEPTION 'profile %: unknown timezone "%"', NEW.name, NEW.timezone
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS profile_guard ON profile;
+CREATE TRIGGER profile_guard BEFORE INSERT OR UPDATE ON profile
+    FOR EACH ROW EXECUTE FUNCTION fa_profile_guard();
+
+-- Live reload: every change to a profile row tells listening daemons which profile changed.
+CREATE OR REPLACE FUNCTION fa_profile_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('fa_sync_profile', COALESCE(NEW.id, OLD.id)::text);
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS profile_notify ON profile;
+CREATE TRIGGER profile_notify AFTER INSERT OR UPDATE OR DELETE ON profile
+    FOR EACH ROW EXECUTE FUNCTION fa_profile_notify();
+
+-- ---------------------------------------------------------------------------------------------
+-- Schedule history
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS profile_run (
+    id              bigserial PRIMARY KEY,
+    profile_id      bigint NOT NULL REFERENCES profile (id) ON DELETE CASCADE,
+    trigger         run_trigger NOT NULL,
+    scheduled_for   timestamptz NOT NULL,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    status          run_status NOT NULL DEFAULT 'pending',
+    collected       integer NOT NULL DEFAULT 0,
+    created         integer NOT NULL DEFAULT 0,
+    updated         integer NOT NULL DEFAULT 0,
+    skipped         integer NOT NULL DEFAULT 0,
+    failed          integer NOT NULL DEFAULT 0,
+    linked          integer NOT NULL DEFAULT 0,
+    unchanged       integer NOT NULL DEFAULT 0,
+    retrying        integer NOT NULL DEFAULT 0,
+    error_summary   text,
+    messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
+    -- Replica that owns the run, and until when; a live owner renews the lease.
+    owner           text,
+    lease_expires_at timestamptz,
+    -- Each claim of a profile gets a new fence; writes carry it so a replica whose lease
+    -- expired can no longer change the ledger after another one took over.
+    fence           bigint NOT NULL DEFAULT 0,
+    -- Each scheduled fire of a profile runs exactly once across replicas.
+    CONSTRAINT profile_run_one_per_fire UNIQUE (profile_id, scheduled_for)
+);
+
+-- Never two runs of one profile at once, whatever replica or CLI started them.
+CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
+    ON profile_run (profile_id) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS profile_run_profile_started
+    ON profile_run (profile_id, scheduled_for DESC);
+
+CREATE SEQUENCE IF NOT EXISTS profile_run_fence;
+
+-- ---------------------------------------------------------------------------------------------
+-- The contact ledger: one row per Magento customer (or guest e-mail) per profile
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS contact_entity (
+    id                   bigserial PRIMARY KEY,
+    profile_id           bigint NOT NULL REFERENCES profile (id) ON DELETE CASCADE,
+    -- 'customer:<id>' for registered customers, 'guest:<lower(email)>' for guest buyers.
+    source_key           text NOT NULL,
+    magento_customer_id  bigint,
+    website_id           integer,
+    email                text,
+    freeagent_url        text,
+    status               entity_status NOT NULL DEFAULT 'pending',
+    attempts             integer NOT NULL DEFAULT 0,
+    next_attempt_at      timestamptz,
+    -- FreeAgent's (or our) words for the last failure, as JSON.
+    last_error           jsonb,
+    -- Every attempt: time, outcome, error. Kept for the dead-letter view.
+    attempt_history      jsonb NOT NULL DEFAULT '[]'::jsonb,
+    payload_hash         text,
+    -- The Magento record as collected; the export builds its payload from this.
+    source_data          jsonb NOT NULL DEFAULT '{}'::jsonb,
+    metadata             jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- Run that holds the row while status is processing/creating, with that run's fence.
+    claimed_by_run       bigint,
+    claim_fence          bigint,
+    collected_at         timestamptz NOT NULL DEFAULT now(),
+    processed_at         timestamptz,
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT contact_entity_one_per_source UNIQUE (profile_id, source_key)
+);
+
+CREATE INDEX IF NOT EXISTS contact_entity_due
+    ON contact_entity (profile_id, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS contact_entity_email
+    ON contact_entity (profile_id, lower(email));
+
+-- FreeAgent contacts seen by `contact collect` / the resolver, per client.
+CREATE TABLE IF NOT EXISTS freeagent_contact (
+    client_id      bigint NOT NULL REFERENCES freeagent_client (id) ON DELETE CASCADE,
+    url            text NOT NULL,
+    email          text,
+    organisation_name text,
+    first_name     text,
+    last_name      text,
+    status         text,
+    data           jsonb NOT NULL,
+    fa_updated_at  timestamptz,
+    seen_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, url)
+);
+CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
+
+-- ---------------------------------------------------------------------------------------------
+-- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
+-- and profile. A sliding log, not fixed windows: our windows cannot be aligned with
+-- FreeAgent's, and a sliding 60 s / 3600 s count never exceeds the limit in any window.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS rate_budget (
+    budget_key     text PRIMARY KEY,
+    blocked_until  timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS rate_event (
+    budget_key  text NOT NULL,
+    at          timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_event_key_at ON rate_event (budget_key, at);
+
+-- Take one request from the budget. Returns 0 when granted, else the seconds to wait.
+CREATE OR REPLACE FUNCTION fa_rate_acquire(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT clock_timestamp()
+) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    v_mw      interval := make_interval(secs => p_minute_window);
+    v_hw      interval := make_interval(secs => p_hour_window);
+    v_blocked timestamptz;
+    v_minute  integer;
+    v_hour    integer;
+    v_oldest  timestamptz;
+BEGIN
+    INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
+    -- The row lock serialises every sender of this user, across processes.
+    SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
+        RETURN extract(epoch FROM v_blocked - p_now);
+    END IF;
+    SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
+      INTO v_minute, v_hour
+      FROM rate_event WHERE budget_key = p_key AND at > p_now - v_hw;
+    IF v_minute >= p_per_minute THEN
+        SELECT at INTO v_oldest FROM rate_event
+         WHERE budget_key = p_key AND at > p_now - v_mw
+         ORDER BY at OFFSET (v_minute - p_per_minute) LIMIT 1;
+        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_mw - p_now));
+    END IF;
+    IF v_hour >= p_per_hour THEN
+        SELECT at INTO v_oldest FROM rate_event
+         WHERE budget_key = p_key AND at > p_now - v_hw
+         ORDER BY at OFFSET (v_hour - p_per_hour) LIMIT 1;
+        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_hw - p_now));
+    END IF;
+    INSERT INTO rate_event (budget_key, at) VALUES (p_key, p_now);
+    IF random() < 0.02 THEN
+        DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
+    END IF;
+    RETURN 0;
+END $$;

@@ -1,0 +1,82 @@
+"""Connecting to PostgreSQL: the pool, migrations, and translation of asyncpg errors.
+
+asyncpg's exceptions stop here: callers see DatabaseError/ConfigError with readable messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from daemon.db.queries import schema_sql
+from daemon.errors import ConfigError, DatabaseError
+
+#: Advisory lock key held while applying schema.sql, so replicas starting together migrate once.
+MIGRATE_LOCK = 0x6661_7379_6E63  # "fasync"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSONB in and out as Python objects; every query can pass dicts and lists directly.
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections speak JSON; statement cache off so PgBouncer (transaction
+    mode) works: prepared statements do not survive a server-connection switch there."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            statement_cache_size=0,
+            command_timeout=60,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> None:
+    """Apply schema.sql (idempotent) under an advisory lock."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+        await conn.execute(schema_sql())
+
+
+def translate(exc: asyncpg.PostgresError, *, what: str) -> Exception:
+    """Turn a constraint violation into a sentence a person can act on."""
+    if isinstance(exc, asyncpg.CheckViolationError):
+        name = getattr(exc, "constraint_name", None)
+        return ConfigError(f"{what}: {name}" if name and " " in name else f"{what}: {exc.message}")
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ConfigError(f"{what}: already exists ({exc.detail or exc.message})")
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return ConfigError(f"{what}: still referenced or refers to a missing row ({exc.detail})")
+    if isinstance(exc, asyncpg.NotNullViolationError | asyncpg.InvalidTextRepresentationError):
+        return ConfigError(f"{what}: {exc.message}")
+    if isinstance(exc, asyncpg.RaiseError):
+        return ConfigError(exc.message)
+    return DatabaseError(f"{what}: {exc.message if hasattr(exc, 'message') else exc}")
+
+
+@asynccontextmanager
+async def translated(what: str) -> AsyncIterator[None]:
+    """Run a block, translating PostgreSQL errors into fa-sync errors."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        raise translate(exc, what=what) from exc
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    """A record as a plain dict (for JSON output)."""
+    return dict(row) if row is not None else {}

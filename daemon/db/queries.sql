@@ -1,0 +1,394 @@
+-- Every SQL statement fa-sync runs, by name. Loaded by daemon/db/queries.py.
+-- Each query: a `-- name:` header, then a one-line description.
+
+-- ============================================================================ clients
+
+-- name: client_insert
+-- Register a FreeAgent OAuth client.
+INSERT INTO freeagent_client (name, environment, base_url, client_id, client_secret, redirect_uri,
+                              rate_limit_per_minute, rate_limit_per_hour, rate_limit_test)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: client_list
+-- All FreeAgent clients.
+SELECT * FROM freeagent_client ORDER BY id;
+
+-- name: client_get
+-- One client by id.
+SELECT * FROM freeagent_client WHERE id = $1;
+
+-- name: client_get_by_name
+-- One client by name.
+SELECT * FROM freeagent_client WHERE name = $1;
+
+-- name: client_delete
+-- Remove a client (refused by the FK while a profile uses it).
+DELETE FROM freeagent_client WHERE name = $1 RETURNING id;
+
+-- name: client_lock
+-- Lock the client row while refreshing its tokens: serialises refreshes across replicas.
+SELECT * FROM freeagent_client WHERE id = $1 FOR UPDATE;
+
+-- name: client_save_tokens
+-- Store a new token pair; token_version tells other holders their copy is stale.
+UPDATE freeagent_client
+   SET access_token = $2, access_token_expires_at = $3,
+       refresh_token = $4, refresh_token_expires_at = $5,
+       token_version = token_version + 1, updated_at = now()
+ WHERE id = $1
+RETURNING token_version;
+
+-- name: client_save_identity
+-- Remember whom the tokens act for (budget key, permission gate) and the company.
+UPDATE freeagent_client
+   SET user_url = $2, user_email = $3, permission_level = $4,
+       company_name = $5, company_subdomain = $6, updated_at = now()
+ WHERE id = $1;
+
+-- name: client_save_config
+-- Store collected FreeAgent configuration data (company, users, categories...).
+UPDATE freeagent_client SET config_data = $2, config_collected_at = now(), updated_at = now()
+ WHERE id = $1;
+
+-- name: client_clear_config
+-- Delete collected configuration data.
+UPDATE freeagent_client SET config_data = '{}'::jsonb, config_collected_at = NULL, updated_at = now()
+ WHERE id = $1;
+
+-- ============================================================================ rate limits
+
+-- name: rate_acquire
+-- Take one request from a user's shared budget; 0 = go, else seconds to wait.
+SELECT fa_rate_acquire($1, $2, $3, $4, $5);
+
+-- name: rate_block
+-- A 429 pauses every sender of this user until Retry-After has passed.
+INSERT INTO rate_budget (budget_key, blocked_until)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+ON CONFLICT (budget_key) DO UPDATE
+   SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+
+-- ============================================================================ magento
+
+-- name: connection_insert
+-- Register a Magento connection.
+INSERT INTO magento_connection (name, base_url, store_code, access_token,
+                                consumer_key, consumer_secret, access_token_secret)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
+
+-- name: connection_list
+-- All Magento connections.
+SELECT * FROM magento_connection ORDER BY id;
+
+-- name: connection_get
+-- One Magento connection by id.
+SELECT * FROM magento_connection WHERE id = $1;
+
+-- name: connection_get_by_name
+-- One Magento connection by name.
+SELECT * FROM magento_connection WHERE name = $1;
+
+-- name: connection_delete
+-- Remove a Magento connection.
+DELETE FROM magento_connection WHERE name = $1 RETURNING id;
+
+-- ============================================================================ profiles
+
+-- name: profile_insert
+-- Create a profile with defaults for every column not given.
+INSERT INTO profile (name, type, client_id, connection_id, schedule, settings)
+VALUES ($1, $2, $3, $4, coalesce($5, '*/15 * * * *'), coalesce($6, '{}'::jsonb))
+RETURNING *;
+
+-- name: profile_list
+-- All profiles with their run-time state.
+SELECT p.*, s.config_error, s.magento_watermark
+  FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
+ ORDER BY p.id;
+
+-- name: profile_get
+-- One profile by id.
+SELECT p.*, s.config_error, s.magento_watermark
+  FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
+ WHERE p.id = $1;
+
+-- name: profile_get_by_name
+-- One profile by name.
+SELECT p.*, s.config_error, s.magento_watermark
+  FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
+ WHERE p.name = $1;
+
+-- name: profile_delete
+-- Delete a profile (its runs and ledger go with it).
+DELETE FROM profile WHERE name = $1 RETURNING id;
+
+-- name: profile_set_error
+-- Flag a profile the daemon cannot schedule; NULL clears the flag.
+INSERT INTO profile_state (profile_id, config_error, config_error_at)
+VALUES ($1, $2, CASE WHEN $2::text IS NULL THEN NULL ELSE now() END)
+ON CONFLICT (profile_id) DO UPDATE
+   SET config_error = EXCLUDED.config_error, config_error_at = EXCLUDED.config_error_at;
+
+-- name: profile_state_get
+-- Watermarks of a profile.
+SELECT * FROM profile_state WHERE profile_id = $1;
+
+-- name: profile_set_watermarks
+-- Advance the collect watermarks after a successful collect.
+INSERT INTO profile_state (profile_id, magento_watermark, guest_watermark)
+VALUES ($1, $2, $3)
+ON CONFLICT (profile_id) DO UPDATE
+   SET magento_watermark = coalesce(EXCLUDED.magento_watermark, profile_state.magento_watermark),
+       guest_watermark = coalesce(EXCLUDED.guest_watermark, profile_state.guest_watermark);
+
+-- ============================================================================ runs
+
+-- name: run_expire_stale
+-- Close runs whose owner stopped renewing its lease (crashed replica) so the profile is free.
+UPDATE profile_run
+   SET status = 'error', finished_at = now(),
+       error_summary = 'lease expired: replica ' || coalesce(owner, '?') || ' stopped renewing it'
+ WHERE profile_id = $1 AND status = 'running' AND lease_expires_at < now()
+RETURNING id;
+
+-- name: run_claim
+-- Claim one fire of a profile; nothing returned when the fire was taken or a run is active.
+INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
+                         lease_expires_at, fence)
+VALUES ($1, $2, $3, 'running', now(), $4, now() + make_interval(secs => $5),
+        nextval('profile_run_fence'))
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: run_record_skipped
+-- Account for a fire that could not run (profile busy, disabled, misconfigured).
+INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, finished_at,
+                         error_summary, owner)
+VALUES ($1, $2, $3, 'skipped', now(), now(), $4, $5)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: run_active
+-- The running run of a profile, if any.
+SELECT * FROM profile_run WHERE profile_id = $1 AND status = 'running';
+
+-- name: run_renew
+-- Extend the lease; no row means the run was taken over (fencing).
+UPDATE profile_run SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE id = $1 AND fence = $2 AND status = 'running'
+RETURNING id;
+
+-- name: run_finish
+-- Close a run with its outcome and counts (only while we still own it).
+UPDATE profile_run
+   SET status = $3, finished_at = now(), collected = $4, created = $5, updated = $6,
+       skipped = $7, failed = $8, linked = $9, unchanged = $10, retrying = $11,
+       error_summary = $12, messages = $13, lease_expires_at = NULL
+ WHERE id = $1 AND fence = $2 AND status = 'running'
+RETURNING *;
+
+-- name: run_release_owner
+-- Shutdown: close this replica's running runs so another replica can take the profile at once.
+UPDATE profile_run
+   SET status = 'error', finished_at = now(),
+       error_summary = 'interrupted by shutdown; unfinished records resume on the next run'
+ WHERE owner = $1 AND status = 'running'
+RETURNING id;
+
+-- name: run_history
+-- Recent runs, newest first, optionally for one profile.
+SELECT r.*, p.name AS profile_name
+  FROM profile_run r JOIN profile p ON p.id = r.profile_id
+ WHERE $1::bigint IS NULL OR r.profile_id = $1
+ ORDER BY r.scheduled_for DESC, r.id DESC
+ LIMIT $2;
+
+-- name: run_get
+-- One run by id.
+SELECT * FROM profile_run WHERE id = $1;
+
+-- name: run_purge
+-- Retention: drop finished history older than the cut-off.
+DELETE FROM profile_run WHERE status <> 'running' AND scheduled_for < $1;
+
+-- name: run_delete_history_disabled
+-- Profiles with history disabled keep only their last finished run.
+DELETE FROM profile_run r
+ USING profile p
+ WHERE p.id = r.profile_id AND NOT p.history_enabled AND r.status <> 'running'
+   AND r.id < (SELECT max(id) FROM profile_run x WHERE x.profile_id = r.profile_id);
+
+-- ============================================================================ ledger
+
+-- name: entity_upsert
+-- Queue a collected Magento record: new rows are pending; a changed record goes back to pending.
+INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, website_id, email,
+                            source_data, collected_at, status)
+VALUES ($1, $2, $3, $4, $5, $6, now(), 'pending')
+ON CONFLICT (profile_id, source_key) DO UPDATE
+   SET source_data = EXCLUDED.source_data, email = EXCLUDED.email,
+       website_id = EXCLUDED.website_id, collected_at = now(), updated_at = now(),
+       status = CASE WHEN contact_entity.status IN ('processing', 'creating')
+                     THEN contact_entity.status ELSE 'pending' END,
+       attempts = CASE WHEN contact_entity.status IN ('processing', 'creating')
+                       THEN contact_entity.attempts ELSE 0 END,
+       next_attempt_at = NULL
+ WHERE contact_entity.source_data IS DISTINCT FROM EXCLUDED.source_data
+RETURNING id, (xmax = 0) AS inserted;
+
+-- name: entity_exists
+-- Whether a source key is already on the ledger (new-customer queueing can be switched off).
+SELECT EXISTS (SELECT 1 FROM contact_entity WHERE profile_id = $1 AND source_key = $2);
+
+-- name: entity_claim_batch
+-- Claim due rows for this run; SKIP LOCKED keeps concurrent claimers apart.
+WITH due AS (
+    SELECT id FROM contact_entity
+     WHERE profile_id = $1
+       AND ($4::bigint[] IS NULL OR id = ANY($4))
+       AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()
+                                    OR $4::bigint[] IS NOT NULL))
+            OR (status IN ('processing', 'creating')
+                AND claimed_by_run IS DISTINCT FROM $2
+                AND (next_attempt_at IS NULL OR next_attempt_at <= now()
+                     OR $4::bigint[] IS NOT NULL)))
+     ORDER BY id
+     LIMIT $5
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE contact_entity c
+   SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
+                     ELSE 'processing'::entity_status END,
+       claimed_by_run = $2, claim_fence = $3, updated_at = now()
+  FROM due
+ WHERE c.id = due.id
+RETURNING c.*;
+
+-- name: entity_release_run
+-- Shutdown or lost lease: hand this run's unfinished rows back to the queue.
+UPDATE contact_entity
+   SET status = CASE WHEN status = 'creating' THEN status ELSE 'pending' END,
+       claimed_by_run = NULL, updated_at = now()
+ WHERE claimed_by_run = $1 AND status IN ('processing', 'creating');
+
+-- name: entity_mark_creating
+-- Write-ahead intent before a POST: a crash after FreeAgent's 201 is reconciled, not repeated.
+UPDATE contact_entity c
+   SET status = 'creating', metadata = c.metadata || jsonb_build_object('create_intent', $4::jsonb),
+       updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_finish
+-- Record an outcome (created, updated, linked, unchanged, skipped); fenced by the run.
+UPDATE contact_entity c
+   SET status = $4, freeagent_url = coalesce($5, c.freeagent_url),
+       payload_hash = coalesce($6, c.payload_hash), last_error = $7,
+       metadata = (c.metadata - 'create_intent') || $8::jsonb,
+       attempt_history = c.attempt_history || $9::jsonb,
+       attempts = CASE WHEN $4 IN ('created', 'updated', 'linked', 'unchanged') THEN 0
+                       ELSE c.attempts END,
+       next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_fail
+-- Record a failed attempt: back to the queue after next_attempt_at, or dead ($4 = 'failed').
+UPDATE contact_entity c
+   SET status = $4, last_error = $5, attempts = c.attempts + 1, next_attempt_at = $6,
+       attempt_history = c.attempt_history || $7::jsonb,
+       claimed_by_run = NULL, processed_at = now(), updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_url_owner
+-- Which other ledger row of this profile already owns a FreeAgent contact URL.
+SELECT id, source_key FROM contact_entity
+ WHERE profile_id = $1 AND freeagent_url = $2 AND id <> $3
+ ORDER BY id LIMIT 1;
+
+-- name: entity_list
+-- Ledger rows for the CLI, filtered by status.
+SELECT e.*, p.name AS profile_name
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE ($1::bigint IS NULL OR e.profile_id = $1)
+   AND ($2::text IS NULL OR e.status::text = $2)
+ ORDER BY e.id
+ LIMIT $3;
+
+-- name: entity_retry
+-- Re-queue failed (or given) rows for another attempt.
+UPDATE contact_entity
+   SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now()
+ WHERE ($1::bigint IS NULL OR profile_id = $1)
+   AND status::text = coalesce($2, 'failed')
+   AND ($3::bigint[] IS NULL OR id = ANY($3))
+RETURNING id;
+
+-- name: entity_counts
+-- Rows per status for one profile.
+SELECT status::text, count(*)::int AS n FROM contact_entity WHERE profile_id = $1 GROUP BY status;
+
+-- name: entity_get_many
+-- Rows by id (dry run, CLI).
+SELECT * FROM contact_entity WHERE profile_id = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
+ ORDER BY id LIMIT $3;
+
+-- name: entity_link_by_email
+-- Import: link ledger rows without a contact to a FreeAgent contact with the same e-mail.
+UPDATE contact_entity
+   SET freeagent_url = $3, status = CASE WHEN status = 'pending' THEN 'pending' ELSE 'linked' END,
+       metadata = metadata || jsonb_build_object('linked_by', 'import'), updated_at = now()
+ WHERE profile_id = $1 AND lower(email) = lower($2) AND freeagent_url IS NULL
+RETURNING id;
+
+-- ============================================================================ FreeAgent contact index
+
+-- name: fa_contact_upsert
+-- Remember a FreeAgent contact seen in a listing or created by us.
+INSERT INTO freeagent_contact (client_id, url, email, organisation_name, first_name, last_name,
+                               status, data, fa_updated_at, seen_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+ON CONFLICT (client_id, url) DO UPDATE
+   SET email = EXCLUDED.email, organisation_name = EXCLUDED.organisation_name,
+       first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+       status = EXCLUDED.status, data = EXCLUDED.data, fa_updated_at = EXCLUDED.fa_updated_at,
+       seen_at = now();
+
+-- name: fa_contact_by_email
+-- FreeAgent contacts with this e-mail, oldest first (the one to link to).
+SELECT * FROM freeagent_contact
+ WHERE client_id = $1 AND lower(email) = lower($2)
+ ORDER BY fa_updated_at NULLS FIRST, url;
+
+-- name: fa_contact_by_name
+-- FreeAgent contacts with this organisation or person name (no e-mail to match on).
+SELECT * FROM freeagent_contact
+ WHERE client_id = $1
+   AND ((organisation_name IS NOT NULL AND lower(organisation_name) = lower($2))
+        OR (lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) = lower($3)))
+ ORDER BY url;
+
+-- name: fa_contact_count
+-- How many contacts are indexed for a client.
+SELECT count(*)::int FROM freeagent_contact WHERE client_id = $1;
+
+-- name: fa_contact_sync_mark
+-- The newest FreeAgent updated_at indexed for a client (start of the next incremental read).
+SELECT max(fa_updated_at) FROM freeagent_contact WHERE client_id = $1;
+
+-- name: fa_contact_list
+-- Indexed FreeAgent contacts of a client.
+SELECT * FROM freeagent_contact WHERE client_id = $1 ORDER BY url;
+
+-- name: fa_contact_all_emails
+-- Every indexed e-mail of a client, for import.
+SELECT url, email FROM freeagent_contact WHERE client_id = $1 AND email IS NOT NULL ORDER BY url;

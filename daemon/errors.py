@@ -1,0 +1,70 @@
+"""The fa-sync exception hierarchy.
+
+    FaSyncError
+    ├── ConfigError            a profile, client or setting is unusable as written
+    ├── DatabaseError          PostgreSQL refused or dropped us
+    ├── LeaseLost              another replica took over a run; stop writing at once
+    └── ApiError               a remote API answered with an error (status, body)
+        ├── TransientApiError  timeouts, dropped connections, 429, 5xx: retried with backoff
+        │   └── RateLimited    429; carries Retry-After
+        ├── AuthError          401 after a refresh, revoked grant: needs re-authorisation
+        └── RejectedRecord     4xx about one record (422 validation...): stored on the ledger row
+
+Messages say which object and what was expected: "profile 7: cron has 4 fields, expected 5".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FaSyncError(Exception):
+    """Base class of every error fa-sync raises on purpose."""
+
+
+class ConfigError(FaSyncError):
+    """A profile, client, connection or setting cannot be used as written."""
+
+
+class DatabaseError(FaSyncError):
+    """PostgreSQL refused a statement or the connection was lost."""
+
+
+class LeaseLost(FaSyncError):
+    """This replica no longer owns the run: another one took it over after the lease expired."""
+
+
+class ApiError(FaSyncError):
+    """A remote API answered with an error status."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: Any = None, service: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.service = service
+
+    def as_json(self) -> dict[str, Any]:
+        """The error as stored on a ledger row: the remote API's own words, never our secrets."""
+        return {"service": self.service, "status": self.status, "message": str(self), "body": self.body}
+
+
+class TransientApiError(ApiError):
+    """Worth retrying later: timeouts, connection errors, 5xx and 429."""
+
+
+class RateLimited(TransientApiError):
+    """HTTP 429; retry_after is the server's Retry-After in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
+        super().__init__(message, status=429, **kwargs)
+        self.retry_after = retry_after
+
+
+class AuthError(ApiError):
+    """Credentials are missing, revoked or refused even after a refresh."""
+
+
+class RejectedRecord(ApiError):
+    """The API refused this one record (validation); retrying the same payload will not help."""

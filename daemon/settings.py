@@ -1,0 +1,68 @@
+"""Process-wide settings: environment variables prefixed FA_SYNC_, or a .env file.
+
+Per-profile behaviour lives in the `profile` table, not here: these are the knobs of the process.
+"""
+
+from __future__ import annotations
+
+import socket
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """One Settings object is built in main() and passed to whatever needs it."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_SYNC_", env_file=".env", extra="ignore")
+
+    #: PostgreSQL DSN. Also read from plain DATABASE_URL. Unset: an embedded server is started.
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias="DATABASE_URL"
+    )
+    #: Where the embedded PostgreSQL keeps its data when database_url is unset.
+    data_dir: Path = Path(".fa-sync/pgdata")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    #: Directory for request/response logs of profiles that enable them.
+    request_log_dir: Path = Path("logs")
+    #: Identifies this replica in run leases; unique per process.
+    replica_id: str = Field(default_factory=_default_replica_id)
+    #: How long a run lease lasts without renewal; renewed every third of it.
+    lease_seconds: float = 30.0
+    #: Full re-read of all profiles, in case a NOTIFY was lost.
+    resync_seconds: float = 60.0
+    #: SIGTERM: how long running batches may take to finish (below systemd's 90 s).
+    shutdown_grace_seconds: float = 30.0
+    #: APScheduler misfire grace: a fire missed by less than this still runs.
+    misfire_grace_seconds: int = 300
+    #: Days of profile_run history kept.
+    history_retention_days: int = 7
+    #: Concurrent FreeAgent writes per run.
+    export_concurrency: int = 4
+    #: HTTP timeouts (seconds).
+    http_timeout: float = 30.0
+    #: Attempts per HTTP request for transient errors, within one record attempt.
+    http_retry_attempts: int = 5
+    #: Upper bound of one backoff sleep between HTTP retries.
+    http_retry_max_wait: float = 60.0
+    #: Rate-limit windows in seconds (FreeAgent: 60 and 3600; tests shorten them).
+    rate_minute_window: float = 60.0
+    rate_hour_window: float = 3600.0
+    #: Backoff base for per-record retries across runs (seconds, doubled per attempt).
+    record_retry_base_seconds: float = 60.0
+    #: Sent on every request; FreeAgent asks apps to identify themselves.
+    user_agent: str = "fa-sync/0.1 (+https://github.com/fa-sync)"
+    #: Prometheus metrics port for `fa-sync run` (0 disables).
+    metrics_port: int = 0
+
+    def dsn(self) -> str | None:
+        """The configured DSN, or None for the embedded server."""
+        return self.database_url.get_secret_value() if self.database_url else None
