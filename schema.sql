@@ -1,7 +1,6 @@
 -- fa-sync schema: the only DDL. Applied idempotently by `fa-sync db migrate` and at daemon start.
 -- Every statement here must be safe to run again on a database that already has it.
 
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 DO $$ BEGIN
     CREATE TYPE run_status AS ENUM ('pending', 'running', 'complete', 'warning', 'error', 'skipped');

@@ -6,6 +6,7 @@ asyncpg's exceptions stop here: callers see DatabaseError/ConfigError with reada
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -80,3 +81,9 @@ async def translated(what: str) -> AsyncIterator[None]:
 def row_dict(row: Any) -> dict[str, Any]:
     """A record as a plain dict (for JSON output)."""
     return dict(row) if row is not None else {}
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database (keeps ?host= for unix sockets)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))

@@ -183,7 +183,7 @@ RETURNING id;
 -- name: run_finish
 -- Close a run with its outcome and counts (only while we still own it).
 UPDATE profile_run
-   SET status = $3, finished_at = now(), collected = $4, created = $5, updated = $6,
+   SET status = $3::run_status, finished_at = now(), collected = $4, created = $5, updated = $6,
        skipped = $7, failed = $8, linked = $9, unchanged = $10, retrying = $11,
        error_summary = $12, messages = $13, lease_expires_at = NULL
  WHERE id = $1 AND fence = $2 AND status = 'running'
@@ -231,7 +231,7 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
    SET source_data = EXCLUDED.source_data, email = EXCLUDED.email,
        website_id = EXCLUDED.website_id, collected_at = now(), updated_at = now(),
        status = CASE WHEN contact_entity.status IN ('processing', 'creating')
-                     THEN contact_entity.status ELSE 'pending' END,
+                     THEN contact_entity.status ELSE 'pending'::entity_status END,
        attempts = CASE WHEN contact_entity.status IN ('processing', 'creating')
                        THEN contact_entity.attempts ELSE 0 END,
        next_attempt_at = NULL
@@ -269,7 +269,7 @@ RETURNING c.*;
 -- name: entity_release_run
 -- Shutdown or lost lease: hand this run's unfinished rows back to the queue.
 UPDATE contact_entity
-   SET status = CASE WHEN status = 'creating' THEN status ELSE 'pending' END,
+   SET status = CASE WHEN status = 'creating' THEN status ELSE 'pending'::entity_status END,
        claimed_by_run = NULL, updated_at = now()
  WHERE claimed_by_run = $1 AND status IN ('processing', 'creating');
 
@@ -286,11 +286,11 @@ RETURNING c.id;
 -- name: entity_finish
 -- Record an outcome (created, updated, linked, unchanged, skipped); fenced by the run.
 UPDATE contact_entity c
-   SET status = $4, freeagent_url = coalesce($5, c.freeagent_url),
+   SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
        metadata = (c.metadata - 'create_intent') || $8::jsonb,
        attempt_history = c.attempt_history || $9::jsonb,
-       attempts = CASE WHEN $4 IN ('created', 'updated', 'linked', 'unchanged') THEN 0
+       attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
        next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
@@ -301,7 +301,8 @@ RETURNING c.id;
 -- name: entity_fail
 -- Record a failed attempt: back to the queue after next_attempt_at, or dead ($4 = 'failed').
 UPDATE contact_entity c
-   SET status = $4, last_error = $5, attempts = c.attempts + 1, next_attempt_at = $6,
+   SET status = $4::entity_status, last_error = $5, attempts = c.attempts + 1,
+       next_attempt_at = $6,
        attempt_history = c.attempt_history || $7::jsonb,
        claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
@@ -345,7 +346,9 @@ SELECT * FROM contact_entity WHERE profile_id = $1 AND ($2::bigint[] IS NULL OR 
 -- name: entity_link_by_email
 -- Import: link ledger rows without a contact to a FreeAgent contact with the same e-mail.
 UPDATE contact_entity
-   SET freeagent_url = $3, status = CASE WHEN status = 'pending' THEN 'pending' ELSE 'linked' END,
+   SET freeagent_url = $3,
+       status = CASE WHEN status = 'pending' THEN 'pending'::entity_status
+                     ELSE 'linked'::entity_status END,
        metadata = metadata || jsonb_build_object('linked_by', 'import'), updated_at = now()
  WHERE profile_id = $1 AND lower(email) = lower($2) AND freeagent_url IS NULL
 RETURNING id;
