@@ -142,6 +142,7 @@ CREATE TABLE IF NOT EXISTS profile_state (
     -- Magento updated_at of the newest customer seen by the last successful collect (UTC).
     magento_watermark    timestamptz,
     guest_watermark      timestamptz,
+    last_full_collect_at timestamptz,
     -- Set by the daemon when a row passes SQL checks but cannot be scheduled (bad timezone...).
     config_error         text,
     config_error_at      timestamptz
@@ -175,6 +176,16 @@ END $$;
 DROP TRIGGER IF EXISTS profile_notify ON profile;
 CREATE TRIGGER profile_notify AFTER INSERT OR UPDATE OR DELETE ON profile
     FOR EACH ROW EXECUTE FUNCTION fa_profile_notify();
+
+-- Append to a JSON array keeping only the newest `cap` entries (bounded attempt history).
+CREATE OR REPLACE FUNCTION fa_jsonb_append_capped(arr jsonb, elem jsonb, cap integer)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_agg(e ORDER BY i), '[]'::jsonb)
+      FROM (SELECT e, i
+              FROM jsonb_array_elements(coalesce(arr, '[]'::jsonb) || jsonb_build_array(elem))
+                   WITH ORDINALITY AS t(e, i)
+             ORDER BY i DESC LIMIT cap) AS newest
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Schedule history

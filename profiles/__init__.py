@@ -1,0 +1,36 @@
+"""Profile types: each sub-package turns a profile row into work.
+
+The daemon looks a type up here by the profile's `type` column and knows nothing else of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from daemon.context import RunContext
+from daemon.db.records import Profile
+
+ProfileExecutor = Callable[[RunContext], Awaitable[None]]
+
+
+def executor_for(profile_type: str) -> ProfileExecutor | None:
+    """The executor of a profile type, or None for a type this version does not know."""
+    if profile_type == "freeagent_contact_export":
+        from profiles.freeagent_contact_export.job import execute
+
+        return execute
+    return None
+
+
+def validate_profile(profile: Profile) -> str | None:
+    """Why this row cannot run (unknown type, bad settings), or None."""
+    if profile.type == "freeagent_contact_export":
+        from daemon.errors import ConfigError
+        from profiles.freeagent_contact_export.config import load_settings
+
+        try:
+            load_settings(profile.name, profile.settings)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+    return f"profile {profile.name}: unknown type {profile.type!r}"

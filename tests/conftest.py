@@ -84,3 +84,71 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(database_dsn, max_size=8)
     yield p
     await p.close()
+
+
+# -- the simulated stack --------------------------------------------------------------------
+
+import aiohttp  # noqa: E402
+
+from daemon.clients.transport import Transport  # noqa: E402
+from daemon.context import RunOptions  # noqa: E402
+from daemon.db.records import RunTrigger  # noqa: E402
+from daemon.resources import ClientFactory  # noqa: E402
+from daemon.runner import RunOutcome, Runner  # noqa: E402
+from daemon.settings import Settings  # noqa: E402
+from simulators.freeagent import FreeAgentState  # noqa: E402
+from simulators.magento import MagentoState  # noqa: E402
+from simulators.stack import Stack, register, simulators  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for tests: no .env, fast retries, logs under tmp_path."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path / "pg",
+        request_log_dir=tmp_path / "logs",
+        http_retry_attempts=6,
+        http_retry_max_wait=0.05,
+        record_retry_base_seconds=0.0,
+        lease_seconds=10.0,
+        replica_id="test-replica",
+    )
+
+
+@pytest.fixture
+async def factory(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[ClientFactory]:
+    """API clients over one aiohttp session, as the daemon builds them."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        transport = Transport(session=session, settings=settings)
+        yield ClientFactory(pool=pool, settings=settings, transport=transport)
+
+
+@pytest.fixture
+def freeagent_state() -> FreeAgentState:
+    return FreeAgentState()
+
+
+@pytest.fixture
+def magento_state() -> MagentoState:
+    return MagentoState.seeded(customers=30, guest_orders=8)
+
+
+@pytest.fixture
+async def stack(
+    pool: asyncpg.Pool, freeagent_state: FreeAgentState, magento_state: MagentoState
+) -> AsyncIterator[Stack]:
+    """Both simulators on loopback and a profile `demo` pointing at them."""
+    async with simulators(freeagent=freeagent_state, magento=magento_state) as s:
+        yield await register(pool, s)
+
+
+@pytest.fixture
+def run_profile(pool: asyncpg.Pool, settings: Settings, factory: ClientFactory):  # type: ignore[no-untyped-def]
+    """Run a profile once (the CLI's run-once path) and return its outcome."""
+
+    async def go(profile_id: int, **options: object) -> RunOutcome:
+        runner = Runner(pool=pool, settings=settings, resources=factory)
+        return await runner.fire(profile_id, trigger=RunTrigger.CLI, options=RunOptions(**options))  # type: ignore[arg-type]
+
+    return go

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from daemon.db.queries import schema_sql
+from daemon.db.queries import QUERIES, schema_sql
 from daemon.errors import ConfigError, DatabaseError
 
 #: Advisory lock key held while applying schema.sql, so replicas starting together migrate once.
@@ -49,7 +49,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 async def migrate(pool: asyncpg.Pool) -> None:
     """Apply schema.sql (idempotent) under an advisory lock."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+        await conn.execute(QUERIES["advisory_xact_lock"], MIGRATE_LOCK)
         await conn.execute(schema_sql())
 
 

@@ -1,6 +1,12 @@
 -- Every SQL statement fa-sync runs, by name. Loaded by daemon/db/queries.py.
 -- Each query: a `-- name:` header, then a one-line description.
 
+-- ============================================================================ locks
+
+-- name: advisory_xact_lock
+-- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
+SELECT pg_advisory_xact_lock($1);
+
 -- ============================================================================ clients
 
 -- name: client_insert
@@ -120,6 +126,25 @@ SELECT p.*, s.config_error, s.magento_watermark
   FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
  WHERE p.name = $1;
 
+-- name: profile_update
+-- `profile set`: change any column; NULL leaves a column as it is.
+UPDATE profile
+   SET enabled = coalesce($2, enabled),
+       schedule = coalesce($3, schedule),
+       timezone = coalesce($4, timezone),
+       batch_size = coalesce($5, batch_size),
+       retry_enabled = coalesce($6, retry_enabled),
+       retry_max_attempts = coalesce($7, retry_max_attempts),
+       api_behaviour = coalesce($8, api_behaviour),
+       collect_mode = coalesce($9, collect_mode),
+       collection_size = coalesce($10, collection_size),
+       history_enabled = coalesce($11, history_enabled),
+       client_id = coalesce($12, client_id),
+       connection_id = coalesce($13, connection_id),
+       settings = coalesce($14, settings)
+ WHERE name = $1
+RETURNING id;
+
 -- name: profile_delete
 -- Delete a profile (its runs and ledger go with it).
 DELETE FROM profile WHERE name = $1 RETURNING id;
@@ -136,12 +161,14 @@ ON CONFLICT (profile_id) DO UPDATE
 SELECT * FROM profile_state WHERE profile_id = $1;
 
 -- name: profile_set_watermarks
--- Advance the collect watermarks after a successful collect.
-INSERT INTO profile_state (profile_id, magento_watermark, guest_watermark)
-VALUES ($1, $2, $3)
+-- Advance the collect watermarks after a successful collect (never backwards).
+INSERT INTO profile_state (profile_id, magento_watermark, guest_watermark, last_full_collect_at)
+VALUES ($1, $2, $3, $4)
 ON CONFLICT (profile_id) DO UPDATE
-   SET magento_watermark = coalesce(EXCLUDED.magento_watermark, profile_state.magento_watermark),
-       guest_watermark = coalesce(EXCLUDED.guest_watermark, profile_state.guest_watermark);
+   SET magento_watermark = greatest(EXCLUDED.magento_watermark, profile_state.magento_watermark),
+       guest_watermark = greatest(EXCLUDED.guest_watermark, profile_state.guest_watermark),
+       last_full_collect_at = coalesce(EXCLUDED.last_full_collect_at,
+                                       profile_state.last_full_collect_at);
 
 -- ============================================================================ runs
 
@@ -289,7 +316,7 @@ UPDATE contact_entity c
    SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
        metadata = (c.metadata - 'create_intent') || $8::jsonb,
-       attempt_history = c.attempt_history || $9::jsonb,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $9::jsonb, 25),
        attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
        next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
@@ -303,12 +330,25 @@ RETURNING c.id;
 UPDATE contact_entity c
    SET status = $4::entity_status, last_error = $5, attempts = c.attempts + 1,
        next_attempt_at = $6,
-       attempt_history = c.attempt_history || $7::jsonb,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $7::jsonb, 25),
        claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
+
+-- name: entity_customer_ids
+-- Registered customers on the ledger (deletion sweep).
+SELECT id, magento_customer_id FROM contact_entity
+ WHERE profile_id = $1 AND magento_customer_id IS NOT NULL
+   AND NOT coalesce((metadata ->> 'deleted_in_magento')::boolean, false);
+
+-- name: entity_mark_deleted
+-- The Magento customer is gone: queue the row so the export hides its FreeAgent contact.
+UPDATE contact_entity
+   SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
+       metadata = metadata || '{"deleted_in_magento": true}'::jsonb
+ WHERE id = $1;
 
 -- name: entity_url_owner
 -- Which other ledger row of this profile already owns a FreeAgent contact URL.
@@ -343,15 +383,30 @@ SELECT status::text, count(*)::int AS n FROM contact_entity WHERE profile_id = $
 SELECT * FROM contact_entity WHERE profile_id = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
  ORDER BY id LIMIT $3;
 
--- name: entity_link_by_email
--- Import: link ledger rows without a contact to a FreeAgent contact with the same e-mail.
-UPDATE contact_entity
-   SET freeagent_url = $3,
-       status = CASE WHEN status = 'pending' THEN 'pending'::entity_status
+-- name: entity_import_links
+-- Import: link each e-mail's first unlinked ledger row to the oldest FreeAgent contact with it.
+WITH contacts AS (
+    SELECT DISTINCT ON (lower(email)) lower(email) AS email, url
+      FROM freeagent_contact
+     WHERE client_id = $2 AND email IS NOT NULL AND btrim(email) <> ''
+     ORDER BY lower(email), fa_updated_at NULLS FIRST, url
+), rows AS (
+    SELECT DISTINCT ON (lower(e.email)) e.id, c.url
+      FROM contact_entity e JOIN contacts c ON c.email = lower(e.email)
+     WHERE e.profile_id = $1 AND e.freeagent_url IS NULL
+       AND e.status NOT IN ('processing', 'creating')
+       AND NOT EXISTS (SELECT 1 FROM contact_entity o
+                        WHERE o.profile_id = $1 AND o.freeagent_url = c.url)
+     ORDER BY lower(e.email), e.id
+)
+UPDATE contact_entity e
+   SET freeagent_url = rows.url,
+       status = CASE WHEN e.status = 'pending' THEN 'pending'::entity_status
                      ELSE 'linked'::entity_status END,
-       metadata = metadata || jsonb_build_object('linked_by', 'import'), updated_at = now()
- WHERE profile_id = $1 AND lower(email) = lower($2) AND freeagent_url IS NULL
-RETURNING id;
+       metadata = e.metadata || '{"linked_by": "import"}'::jsonb, updated_at = now()
+  FROM rows
+ WHERE e.id = rows.id
+RETURNING e.id;
 
 -- ============================================================================ FreeAgent contact index
 
@@ -395,3 +450,12 @@ SELECT * FROM freeagent_contact WHERE client_id = $1 ORDER BY url;
 -- name: fa_contact_all_emails
 -- Every indexed e-mail of a client, for import.
 SELECT url, email FROM freeagent_contact WHERE client_id = $1 AND email IS NOT NULL ORDER BY url;
+
+-- ============================================================================ CLI
+
+-- name: client_import_refresh_token
+-- Headless set-up: store an existing refresh token; the first use refreshes it.
+UPDATE freeagent_client
+   SET refresh_token = $2, access_token = NULL, access_token_expires_at = NULL,
+       token_version = token_version + 1, updated_at = now()
+ WHERE id = $1;

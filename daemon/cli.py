@@ -1,0 +1,94 @@
+"""The `fa-sync` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from aiohttp import web
+
+from daemon import cli_profiles  # noqa: F401  (registers profile commands)
+from daemon.cli_admin import client_app, magento_app, profile_app
+from daemon.cli_contacts import contact_app, queue_app, register
+from daemon.cli_support import console, run_async, settings
+from daemon.db.pool import migrate
+from daemon.logs import configure
+from daemon.process import main as daemon_main
+from daemon.process import open_services
+from daemon.settings import Settings
+
+app = typer.Typer(
+    help="fa-sync: keeps FreeAgent contacts in step with Magento 2 customers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold secrets
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(client_app, name="client")
+app.add_typer(magento_app, name="magento")
+app.add_typer(profile_app, name="profile")
+app.add_typer(contact_app, name="contact")
+app.add_typer(queue_app, name="queue")
+register(app)
+
+
+@db_app.command("migrate")
+@run_async
+async def db_migrate() -> None:
+    """Apply schema.sql (idempotent; the daemon also does this at start)."""
+    async with open_services(settings(), migrate_schema=False) as s:
+        await migrate(s.pool)
+    console.print("schema up to date")
+
+
+@app.command("run")
+def run() -> None:
+    """Run the daemon: every enabled profile on its schedule, until SIGTERM/SIGINT."""
+    s = Settings()
+    configure(log_format=s.log_format, level=s.log_level)
+    raise typer.Exit(asyncio.run(daemon_main(s)))
+
+
+@app.command("simulate")
+def simulate(
+    service: Annotated[str, typer.Argument(help="freeagent | magento")],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    customers: Annotated[int, typer.Option(help="magento: seeded customers")] = 50,
+    guest_orders: Annotated[int, typer.Option(help="magento: seeded guest orders")] = 10,
+    seed: int = 7,
+) -> None:
+    """Serve a FreeAgent or Magento simulator (demo and tests; never production)."""
+    if service == "freeagent":
+        from simulators.freeagent import FreeAgentState, create_app
+
+        state = FreeAgentState(seed=seed)
+        access, refresh = state.issue_tokens()
+        console.print(f"FreeAgent simulator: http://{host}:{port}/v2/ client demo-client/demo-secret")
+        console.print(f"refresh token for `fa-sync client authorize --refresh-token`: {refresh}")
+        web.run_app(create_app(state), host=host, port=port, print=None)
+    elif service == "magento":
+        from simulators.magento import MagentoState
+        from simulators.magento import create_app as create_magento
+
+        console.print(f"Magento simulator: http://{host}:{port} bearer token demo-magento-token")
+        web.run_app(create_magento(MagentoState.seeded(customers, guest_orders, seed)),
+                    host=host, port=port, print=None)
+    else:
+        raise typer.BadParameter("service must be freeagent or magento")
+
+
+@app.command("demo")
+def demo(
+    customers: Annotated[int, typer.Option(help="Magento customers to seed.")] = 60,
+    faults: Annotated[bool, typer.Option(help="Inject 429s and 5xx along the way.")] = True,
+) -> None:
+    """Export simulated Magento customers to a simulated FreeAgent, end to end, and show it."""
+    from daemon.demo import run_demo
+
+    raise typer.Exit(run_async(run_demo)(customers=customers, faults=faults))
+
+
+if __name__ == "__main__":
+    app()

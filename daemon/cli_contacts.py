@@ -1,0 +1,175 @@
+"""CLI: run the contact export once (collect, export, import, dry run), history, the queue."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from daemon.cli_admin import JsonOpt
+from daemon.cli_profiles import profile_by_name
+from daemon.cli_support import console, run_async, settings, show
+from daemon.context import RunOptions
+from daemon.db.queries import QUERIES
+from daemon.db.records import RunTrigger
+from daemon.errors import FaSyncError
+from daemon.process import Services, open_services
+from daemon.runner import RunOutcome, Runner
+from profiles.freeagent_contact_export.dryrun import plan_export
+from profiles.freeagent_contact_export.resolve import ContactIndex
+
+contact_app = typer.Typer(help="Contacts: collect, export, import.", no_args_is_help=True)
+queue_app = typer.Typer(help="The contact ledger (export queue).", no_args_is_help=True)
+
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name.")]
+COUNT_KEYS = ["collected", "created", "updated", "linked", "unchanged", "skipped", "failed", "retrying"]
+
+
+async def run_once(s: Services, profile_name: str, options: RunOptions) -> RunOutcome:
+    """One run of a profile now, with a progress display; the same path the daemon uses."""
+    profile = await profile_by_name(s, profile_name)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            progress.update(task, description=stage, completed=done, total=total)
+
+        runner = Runner(pool=s.pool, settings=s.settings, resources=s.factory)
+        opts = RunOptions(**{**options.__dict__, "progress": report})
+        outcome = await runner.fire(profile.id, trigger=RunTrigger.CLI, options=opts)
+    return outcome
+
+
+def print_outcome(outcome: RunOutcome, as_json: bool) -> None:
+    row: dict[str, Any] = {"run": outcome.run_id, "status": outcome.status,
+                           **outcome.counts.as_dict(), "error": outcome.error}
+    show([row], ["run", "status", *COUNT_KEYS, "error"], title="run result", as_json=as_json)
+    if outcome.status in ("error", "skipped") and not as_json:
+        raise typer.Exit(1)
+
+
+@contact_app.command("collect")
+@run_async
+async def contact_collect(
+    profile: ProfileOpt,
+    full: Annotated[bool, typer.Option(help="Every customer, not only recent changes.")] = False,
+    freeagent: Annotated[bool, typer.Option(help="Also refresh the FreeAgent contact index.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Collect Magento customers (and guests) into the queue; refresh the FreeAgent contacts."""
+    async with open_services(settings()) as s:
+        outcome = await run_once(s, profile, RunOptions(collect=True, export=False, full=full))
+        if freeagent and outcome.status not in ("error", "skipped"):
+            p = await profile_by_name(s, profile)
+            fa = await s.factory.freeagent(p.client_id, profile_name=p.name)
+            seen = await ContactIndex(pool=s.pool, client_id=p.client_id or 0, freeagent=fa).refresh(full=full)
+            console.print(f"FreeAgent contacts read: {seen}")
+    print_outcome(outcome, as_json)
+
+
+@contact_app.command("export")
+@run_async
+async def contact_export(
+    profile: ProfileOpt,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Only these ledger rows.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be sent; send nothing.")] = False,
+    collect: Annotated[bool, typer.Option(help="Collect from Magento first.")] = True,
+    full: Annotated[bool, typer.Option(help="Full collect.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export queued customers to FreeAgent now (run-once mode of the daemon's own path)."""
+    async with open_services(settings()) as s:
+        if dry_run:
+            await _dry_run(s, profile, ids, as_json)
+            return
+        outcome = await run_once(s, profile, RunOptions(collect=collect and not ids, full=full,
+                                                        ids=tuple(ids) if ids else None))
+    print_outcome(outcome, as_json)
+
+
+async def _dry_run(s: Services, profile_name: str, ids: list[int] | None, as_json: bool) -> None:
+    profile = await profile_by_name(s, profile_name)
+    try:
+        fa = await s.factory.freeagent(profile.client_id, profile_name=profile.name)
+        await ContactIndex(pool=s.pool, client_id=profile.client_id or 0, freeagent=fa).refresh()
+    except FaSyncError as exc:
+        console.print(f"[yellow]FreeAgent contacts not refreshed ({exc}); using the stored index[/yellow]")
+    plan = await plan_export(pool=s.pool, profile=profile, ids=ids)
+    rows = [p.__dict__ for p in plan]
+    show(rows, ["entity_id", "source_key", "email", "action", "reason", "url"],
+         title=f"dry run of {profile_name}: nothing was sent", as_json=as_json)
+
+
+@contact_app.command("import")
+@run_async
+async def contact_import(
+    profile: ProfileOpt,
+    collect: Annotated[bool, typer.Option(help="Collect from Magento first.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Link existing FreeAgent contacts to Magento customers by e-mail; creates none."""
+    async with open_services(settings()) as s:
+        outcome = await run_once(s, profile, RunOptions(collect=collect, import_only=True))
+    print_outcome(outcome, as_json)
+
+
+def history_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in rows]
+
+
+async def _profile_id(s: Services, name: str | None) -> int | None:
+    return (await profile_by_name(s, name)).id if name else None
+
+
+@queue_app.command("list")
+@run_async
+async def queue_list(
+    profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, failed, created...")] = None,
+    limit: int = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ledger rows, e.g. the dead letters: --status failed."""
+    async with open_services(settings()) as s:
+        rows = [dict(r) for r in await s.pool.fetch(
+            QUERIES["entity_list"], await _profile_id(s, profile), status, limit)]
+    for r in rows:
+        r["error"] = (r.get("last_error") or {}).get("message") or (r.get("last_error") or {}).get("reason")
+    cols = ["id", "profile_name", "source_key", "email", "status", "attempts", "next_attempt_at",
+            "freeagent_url", "error"]
+    if as_json:
+        cols += ["last_error", "attempt_history"]
+    show(rows, cols, title="contact queue", as_json=as_json)
+
+
+@queue_app.command("retry")
+@run_async
+async def queue_retry(
+    profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
+    status: Annotated[str, typer.Option(help="Re-queue rows with this status.")] = "failed",
+    ids: Annotated[list[int] | None, typer.Option("--id")] = None,
+) -> None:
+    """Put failed rows back in the queue for the next run."""
+    async with open_services(settings()) as s:
+        rows = await s.pool.fetch(QUERIES["entity_retry"], await _profile_id(s, profile), status, ids)
+    console.print(f"{len(rows)} row(s) re-queued")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach history (a top-level command) to the main app."""
+
+    @app.command("history")
+    @run_async
+    async def history(
+        profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
+        limit: int = 20,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Schedule history: recent runs, newest first."""
+        async with open_services(settings()) as s:
+            rows = history_rows(await s.pool.fetch(
+                QUERIES["run_history"], await _profile_id(s, profile), limit))
+        show(rows, ["id", "profile_name", "trigger", "scheduled_for", "status", *COUNT_KEYS,
+                    "error_summary"], title="history", as_json=as_json)

@@ -1,0 +1,77 @@
+"""What one run of a profile is given, and what it reports back.
+
+A profile type is a coroutine `execute(ctx: RunContext) -> None` that fills ctx.counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from daemon.db.records import Profile, Run
+from daemon.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run was asked to behave (CLI flags; the schedule uses the defaults)."""
+
+    collect: bool = True  #: fetch from Magento before exporting
+    export: bool = True  #: send to FreeAgent (False: collect only)
+    full: bool = False  #: collect every customer, not only those updated since the watermark
+    ids: tuple[int, ...] | None = None  #: only these ledger rows (contact export --id)
+    #: Link ledger rows to existing FreeAgent contacts by e-mail instead of exporting.
+    import_only: bool = False
+    #: Progress callback for the CLI: (stage, done, total or None).
+    progress: Callable[[str, int, int | None], None] | None = None
+
+
+@dataclass
+class RunCounts:
+    """Counts and notable messages of one run, written to its profile_run row."""
+
+    collected: int = 0
+    created: int = 0
+    updated: int = 0
+    linked: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retrying: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, level: str, message: str, **data: Any) -> None:
+        """Keep at most 200 messages so a bad run cannot bloat its history row."""
+        if len(self.messages) < 200:
+            self.messages.append({"level": level, "message": message, **data})
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+
+class Resources(Protocol):
+    """Builds API clients for a profile; implemented in daemon.resources."""
+
+    async def freeagent(self, client_id: int | None) -> Any: ...
+    async def magento(self, connection_id: int | None) -> Any: ...
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs, passed in (no globals)."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    profile: Profile
+    run: Run
+    resources: Resources
+    options: RunOptions
+    counts: RunCounts
+    #: Set when the process is shutting down: finish the current batch, claim no more.
+    stopping: asyncio.Event
+    clock: Callable[[], datetime]

@@ -1,0 +1,271 @@
+"""The daemon process: build resources, start background tasks, await stop, shut down.
+
+Background tasks: the profile listener (LISTEN on a dedicated connection, re-established with
+backoff after PostgreSQL restarts, with a periodic full resync in case a NOTIFY was lost) and
+housekeeping (history retention). If one of them dies, the daemon stops loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from daemon.clients.transport import Transport
+from daemon.db.embedded import start_embedded
+from daemon.db.pool import create_pool, migrate
+from daemon.db.queries import QUERIES
+from daemon.db.records import Profile, RunTrigger
+from daemon.errors import DatabaseError
+from daemon.logs import get_logger
+from daemon.resources import ClientFactory
+from daemon.runner import Runner, utcnow
+from daemon.scheduler import ProfileScheduler
+from daemon.settings import Settings
+from profiles import validate_profile
+
+log = get_logger(__name__)
+
+CHANNEL = "fa_sync_profile"
+#: Connection errors that mean "PostgreSQL is away", as opposed to a bad statement.
+DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+           asyncpg.CannotConnectNowError, DatabaseError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class Services:
+    """What main() builds once and passes around (no globals)."""
+
+    settings: Settings
+    dsn: str
+    pool: asyncpg.Pool
+    factory: ClientFactory
+    session: aiohttp.ClientSession
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, migrate_schema: bool = True) -> AsyncIterator[Services]:
+    """Database (embedded if DATABASE_URL is unset), schema, HTTP session and client factory."""
+    server = None
+    dsn = settings.dsn()
+    if dsn is None:
+        dsn, server = await asyncio.to_thread(start_embedded, settings.data_dir)
+    pool = await connect_with_retry(dsn)
+    try:
+        if migrate_schema:
+            await migrate(pool)
+        timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            transport = Transport(session=session, settings=settings)
+            factory = ClientFactory(pool=pool, settings=settings, transport=transport)
+            yield Services(settings, dsn, pool, factory, session)
+    finally:
+        await pool.close()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.cleanup()
+
+
+async def connect_with_retry(dsn: str, attempts: int = 30) -> asyncpg.Pool:
+    """A pool, waiting for PostgreSQL to accept connections (it may be starting too)."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await create_pool(dsn)
+        except DatabaseError:
+            if attempt == attempts:
+                raise
+            log.warning("database_unavailable", attempt=attempt, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+class Daemon:
+    """Schedules every enabled profile and runs their fires until told to stop."""
+
+    def __init__(self, services: Services, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.stopping = asyncio.Event()
+        self._clock = clock
+        self.runner = Runner(pool=services.pool, settings=self.settings,
+                             resources=services.factory, stopping=self.stopping, clock=clock)
+        self.scheduler = ProfileScheduler(
+            on_fire=self.fire, misfire_grace_seconds=self.settings.misfire_grace_seconds, clock=clock)
+        self._runs: set[asyncio.Task[Any]] = set()
+        self._reload_wanted = asyncio.Event()
+        #: Set after each completed reload (tests await it instead of sleeping).
+        self.reloaded = asyncio.Condition()
+        self.reload_count = 0
+        self._errors: dict[int, str | None] = {}
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until stop is set (signal) or a background task dies."""
+        self.scheduler.start()
+        tasks = [
+            asyncio.create_task(self._listen_forever(), name="profile-listener"),
+            asyncio.create_task(self._reloader(), name="profile-reloader"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        log.info("daemon_started", replica=self.settings.replica_id)
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception():
+                    log.error("background_task_died", task=task.get_name(),
+                              error=repr(task.exception()))
+                    raise RuntimeError(f"background task {task.get_name()} died") from task.exception()
+        finally:
+            for task in [stopper, *tasks]:
+                task.cancel()
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop firing, let running batches finish within the grace period, release the rest."""
+        self.scheduler.shutdown()
+        self.stopping.set()
+        if self._runs:
+            log.info("draining_runs", running=len(self._runs),
+                     grace_seconds=self.settings.shutdown_grace_seconds)
+            _, pending = await asyncio.wait(self._runs, timeout=self.settings.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(*DB_DOWN, asyncpg.PostgresError):
+            released = await self.services.pool.fetch(QUERIES["run_release_owner"], self.settings.replica_id)
+            if released:
+                log.warning("runs_released", runs=[r["id"] for r in released])
+        log.info("daemon_stopped")
+
+    # -- fires ----------------------------------------------------------------------------
+
+    async def fire(self, profile_id: int, scheduled_for: datetime) -> None:
+        """APScheduler's job: start the run as a task and return, so the scheduler never waits."""
+        if self.stopping.is_set():
+            return
+        task = asyncio.create_task(self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
+                                   name=f"fire-{profile_id}")
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger) -> None:
+        """Run one fire; if PostgreSQL went away mid-run, try again once it is back."""
+        for attempt in range(1, 4):
+            try:
+                await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                return
+            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+                log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
+                if self.stopping.is_set():
+                    return
+                await asyncio.sleep(min(2 ** attempt, 30))
+                # A retry is a new, manual fire: the scheduled one is closed (or its lease expires).
+                scheduled_for, trigger = self._clock(), RunTrigger.MANUAL
+
+    # -- profile reloads --------------------------------------------------------------------
+
+    def _notified(self, *_: Any) -> None:
+        self._reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            try:
+                await self.reload()
+            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+                log.warning("profile_reload_failed", error=repr(exc))
+
+    async def reload(self) -> None:
+        """Read every profile and bring the schedule in line; flag rows that cannot run."""
+        rows = await self.services.pool.fetch(QUERIES["profile_list"])
+        profiles = [Profile.from_row(r) for r in rows]
+        valid = []
+        for profile in profiles:
+            problem = validate_profile(profile)
+            if problem:
+                await self._flag(profile, problem)
+            else:
+                valid.append(profile)
+        for profile_id, error in self.scheduler.sync(valid).items():
+            profile = next(p for p in profiles if p.id == profile_id)
+            await self._flag(profile, error)
+        for profile in valid:
+            if profile.config_error and self.scheduler.next_fire(profile.id) is not None:
+                await self._flag(profile, None)
+        async with self.reloaded:
+            self.reload_count += 1
+            self.reloaded.notify_all()
+
+    async def _flag(self, profile: Profile, error: str | None) -> None:
+        if error:
+            self.scheduler.remove(profile.id)
+            log.error("profile_invalid", profile=profile.name, error=error)
+        if profile.config_error != error:
+            await self.services.pool.execute(QUERIES["profile_set_error"], profile.id, error)
+
+    async def _listen_forever(self) -> None:
+        """LISTEN for profile changes; reconnect with backoff; resync periodically and after."""
+        delay = 0.5
+        while True:
+            try:
+                await self._listen_once()
+                delay = 0.5
+            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+                log.warning("listener_reconnecting", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    async def _listen_once(self) -> None:
+        # LISTEN needs a session connection: behind PgBouncer point this one at a session pool.
+        conn = await asyncpg.connect(self.services.dsn)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+            log.info("listening", channel=CHANNEL)
+            self._reload_wanted.set()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), timeout=self.settings.resync_seconds)
+                if not lost.is_set():
+                    await conn.fetchval("SELECT 1")  # liveness of a quiet connection
+                    self._reload_wanted.set()
+            raise ConnectionError("listener connection closed")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    async def _housekeeping(self) -> None:
+        """History retention, hourly."""
+        while True:
+            cutoff = self._clock() - timedelta(days=self.settings.history_retention_days)
+            try:
+                result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
+                log.info("history_purged", result=result, older_than=cutoff.isoformat())
+            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+                log.warning("history_purge_failed", error=repr(exc))
+            await asyncio.sleep(3600)
+
+
+async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """`fa-sync run`: serve until SIGTERM/SIGINT; exit 0 after a clean drain."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_services(settings) as services:
+        await Daemon(services).serve(stop)
+    return 0

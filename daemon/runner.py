@@ -1,0 +1,206 @@
+"""One run of one profile: claim the fire, hold the lease, execute the stages, write history.
+
+Claiming is PostgreSQL's job: `profile_run` has one row per (profile, scheduled_for) and a
+partial unique index on running runs, so across replicas a fire runs once and a profile never
+runs twice at once. A lease, renewed while the run lives, lets another replica take over from a
+dead one; the run's fence, checked by every ledger write, stops the old owner writing after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from daemon.context import Resources, RunContext, RunCounts, RunOptions
+from daemon.db.queries import QUERIES
+from daemon.db.records import Profile, Run, RunStatus, RunTrigger
+from daemon.errors import FaSyncError, LeaseLost
+from daemon.logs import get_logger
+from daemon.settings import Settings
+from profiles import ProfileExecutor, executor_for
+
+log = get_logger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a fire came to: a finished run, or why it did not run."""
+
+    run_id: int | None
+    status: str
+    counts: RunCounts
+    error: str | None = None
+
+
+class Runner:
+    """Runs profiles; shared by the daemon's schedule and the CLI (run-once mode)."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        resources: Resources,
+        stopping: asyncio.Event | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._resources = resources
+        self._stopping = stopping or asyncio.Event()
+        self._clock = clock
+
+    async def fire(
+        self,
+        profile_id: int,
+        scheduled_for: datetime | None = None,
+        *,
+        trigger: RunTrigger = RunTrigger.SCHEDULE,
+        options: RunOptions | None = None,
+    ) -> RunOutcome:
+        """Claim and run one fire of a profile; never raises for a bad profile."""
+        options = options or RunOptions()
+        scheduled_for = scheduled_for or self._clock()
+        row = await self._pool.fetchrow(QUERIES["profile_get"], profile_id)
+        if row is None:
+            return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "profile no longer exists")
+        profile = Profile.from_row(row)
+        if trigger is RunTrigger.SCHEDULE and not profile.enabled:
+            return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "profile disabled")
+        executor = executor_for(profile.type)
+        if executor is None:
+            reason = f"profile {profile.name}: unknown type {profile.type!r}"
+            return await self._record_skip(profile, trigger, scheduled_for, reason)
+        run = await self._claim(profile, trigger, scheduled_for)
+        if isinstance(run, RunOutcome):
+            return run
+        with structlog.contextvars.bound_contextvars(
+            profile=profile.name, profile_id=profile.id, run_id=run.id, trigger=str(trigger)
+        ):
+            return await self._run(profile, run, executor, options)
+
+    async def _claim(
+        self, profile: Profile, trigger: RunTrigger, scheduled_for: datetime
+    ) -> Run | RunOutcome:
+        expired = await self._pool.fetch(QUERIES["run_expire_stale"], profile.id)
+        for r in expired:
+            log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
+        row = await self._pool.fetchrow(
+            QUERIES["run_claim"], profile.id, str(trigger), scheduled_for,
+            self._settings.replica_id, self._settings.lease_seconds,
+        )
+        if row is not None:
+            return Run.from_row(row)
+        active = await self._pool.fetchrow(QUERIES["run_active"], profile.id)
+        if active is None:
+            # Another replica already took this very fire: nothing to account for here.
+            return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "fire already taken")
+        reason = f"run #{active['id']} of profile {profile.name} is still running (owner {active['owner']})"
+        return await self._record_skip(profile, trigger, scheduled_for, reason)
+
+    async def _record_skip(
+        self, profile: Profile, trigger: RunTrigger, scheduled_for: datetime, reason: str
+    ) -> RunOutcome:
+        run_id = await self._pool.fetchval(
+            QUERIES["run_record_skipped"], profile.id, str(trigger), scheduled_for, reason,
+            self._settings.replica_id,
+        )
+        log.info("run_skipped", profile=profile.name, reason=reason)
+        return RunOutcome(run_id, RunStatus.SKIPPED, RunCounts(), reason)
+
+    async def _run(
+        self, profile: Profile, run: Run, executor: ProfileExecutor, options: RunOptions
+    ) -> RunOutcome:
+        counts = RunCounts()
+        ctx = RunContext(
+            pool=self._pool, settings=self._settings, profile=profile, run=run,
+            resources=self._resources, options=options, counts=counts,
+            stopping=self._stopping, clock=self._clock,
+        )
+        log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
+        status, error = RunStatus.COMPLETE, None
+        job = asyncio.create_task(executor(ctx), name=f"run-{run.id}")
+        lease = asyncio.create_task(self._keep_lease(run, job), name=f"lease-{run.id}")
+        try:
+            await job
+        except LeaseLost as exc:
+            status, error = RunStatus.ERROR, str(exc)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                await self._interrupted(run, counts, lease)
+                raise
+            # Only the job was cancelled: by the lease keeper, which lost the lease.
+            status, error = RunStatus.ERROR, "lease lost; another replica may own the profile"
+        except FaSyncError as exc:
+            status, error = RunStatus.ERROR, str(exc)
+            log.error("run_failed", error=error)
+        except Exception as exc:  # a bug must not take the daemon down with it
+            status, error = RunStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("run_crashed")
+        finally:
+            lease.cancel()
+        if lease.done() and not lease.cancelled() and isinstance(lease.exception(), LeaseLost):
+            status, error = RunStatus.ERROR, str(lease.exception())
+        if status is RunStatus.COMPLETE and (counts.failed or counts.retrying or counts.skipped):
+            status = RunStatus.WARNING
+        return await self._finish(profile, run, status, counts, error)
+
+    async def _finish(
+        self, profile: Profile, run: Run, status: RunStatus, counts: RunCounts, error: str | None
+    ) -> RunOutcome:
+        c = counts
+        row = await self._pool.fetchrow(
+            QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
+            c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
+        )
+        await self._pool.execute(QUERIES["entity_release_run"], run.id)
+        if row is None:
+            log.error("run_finish_fenced", reason="lease lost: another replica owns this profile now")
+        if not profile.history_enabled:
+            await self._pool.execute(QUERIES["run_delete_history_disabled"])
+        log.info("run_finished", status=str(status), error=error, **c.as_dict())
+        return RunOutcome(run.id, status, counts, error)
+
+    async def _interrupted(self, run: Run, counts: RunCounts, lease: asyncio.Task[Any]) -> None:
+        """Shutdown cut the run short: hand its rows back and close it, so the next run resumes."""
+        lease.cancel()
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            await asyncio.shield(self._close_interrupted(run, counts))
+
+    async def _close_interrupted(self, run: Run, counts: RunCounts) -> None:
+        c = counts
+        await self._pool.execute(QUERIES["entity_release_run"], run.id)
+        await self._pool.fetchrow(
+            QUERIES["run_finish"], run.id, run.fence, str(RunStatus.ERROR), c.collected,
+            c.created, c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying,
+            "interrupted by shutdown; unfinished records resume on the next run", c.messages,
+        )
+        log.warning("run_interrupted", **c.as_dict())
+
+    async def _keep_lease(self, run: Run, job: asyncio.Task[Any]) -> None:
+        """Renew the lease every third of its length; if it cannot be kept, stop the run."""
+        lease = self._settings.lease_seconds
+        last_ok = self._clock()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                renewed = await self._pool.fetchval(QUERIES["run_renew"], run.id, run.fence, lease)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("run_lease_renew_failed", error=str(exc))
+                renewed = None if (self._clock() - last_ok).total_seconds() > lease else run.id
+            if renewed is None:
+                job.cancel()
+                raise LeaseLost(f"run {run.id}: lease lost; another replica may own the profile now")
+            last_ok = self._clock()

@@ -1,0 +1,98 @@
+"""The profile's own options: the JSONB `settings` column, validated.
+
+Unknown keys are refused, so a typo in a hand-edited row is reported instead of ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from daemon.errors import ConfigError
+from profiles.freeagent_contact_export.models import ContactOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContactDefaults(_Strict):
+    """Contact Configuration: values every exported contact gets."""
+
+    status: Literal["Active", "Hidden"] = "Active"
+    uses_contact_invoice_sequence: bool | None = None
+    contact_name_on_invoices: bool | None = None
+    default_payment_terms_in_days: int | None = Field(default=None, ge=0, le=365)
+    charge_sales_tax: Literal["Auto", "Always", "Never"] | None = None
+    locale: str | None = None
+
+
+class StoreSettings(_Strict):
+    """Store Configuration: which stores to export, and each store's invoice locale."""
+
+    restrict: bool = False  #: export only customers of store_ids / website_ids
+    store_ids: list[int] = []
+    website_ids: list[int] = []
+    #: Magento store id -> FreeAgent locale ("fr") or Magento locale ("fr_FR").
+    locales: dict[int, str] = {}
+
+
+class EventSettings(_Strict):
+    """Event Configuration."""
+
+    #: Put customers new to the ledger in the export queue (off: only known customers update).
+    queue_new_customers: bool = True
+    #: Hide the FreeAgent contact when its Magento customer is deleted (checked on full collects).
+    hide_deleted_customers: bool = False
+
+
+class LogSettings(_Strict):
+    """Log Configuration: request/response logs (secrets scrubbed) under FA_SYNC_REQUEST_LOG_DIR."""
+
+    log_requests: bool = False
+    log_responses: bool = False
+
+
+class ContactExportSettings(_Strict):
+    """Everything in profile.settings for freeagent_contact_export."""
+
+    contact: ContactDefaults = ContactDefaults()
+    store: StoreSettings = StoreSettings()
+    events: EventSettings = EventSettings()
+    logging: LogSettings = LogSettings()
+    #: Also export guest-checkout buyers (one contact per e-mail).
+    include_guests: bool = True
+    #: Re-read customers updated this long before the watermark (clock skew, late commits).
+    collect_overlap_seconds: int = Field(default=300, ge=0, le=86400)
+    #: Force a full collect this often: address-only edits do not move Magento's updated_at.
+    full_collect_every_hours: float | None = Field(default=24, gt=0)
+    #: Customers sharing an e-mail (several websites, guest + account) share one contact.
+    share_contacts_by_email: bool = True
+
+    def contact_options(self) -> ContactOptions:
+        """The pure mapping's view of these settings."""
+        c = self.contact
+        return ContactOptions(
+            status=c.status,
+            uses_contact_invoice_sequence=c.uses_contact_invoice_sequence,
+            contact_name_on_invoices=c.contact_name_on_invoices,
+            default_payment_terms_in_days=c.default_payment_terms_in_days,
+            charge_sales_tax=c.charge_sales_tax,
+            locale=c.locale,
+            store_locales=dict(self.store.locales),
+        )
+
+
+def load_settings(profile_name: str, raw: dict[str, object]) -> ContactExportSettings:
+    """Validate a profile's settings JSON; ConfigError names the profile and the bad key."""
+    try:
+        settings = ContactExportSettings.model_validate(raw)
+        settings.contact_options()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"profile {profile_name}: invalid settings: {problems}") from exc
+    return settings

@@ -1,0 +1,366 @@
+"""Export: create, update or hide FreeAgent contacts for claimed ledger rows, and record it.
+
+FreeAgent has no upsert and no idempotency key. A create is therefore written ahead: the row
+becomes `creating` with an intent (time, e-mail, payload hash) committed before the POST. If the
+POST's outcome is unknown (timeout, dropped connection, 5xx, a crash) the intent is reconciled by
+looking the contact up in FreeAgent before anything is created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from daemon.context import RunContext
+from daemon.db.queries import QUERIES
+from daemon.db.records import ContactEntity, EntityStatus
+from daemon.errors import (
+    ApiError,
+    AuthError,
+    LeaseLost,
+    RejectedRecord,
+    TransientApiError,
+)
+from daemon.logs import get_logger
+from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.models import (
+    Buyer,
+    MagentoCustomer,
+    MagentoGuestOrder,
+    Skipped,
+    payload_hash,
+)
+from profiles.freeagent_contact_export.payload import build_contact_payload
+from profiles.freeagent_contact_export.resolve import ContactIndex, identity_key, identity_lock
+
+log = get_logger(__name__)
+
+#: Contacts created this long before an intent still count as ours when reconciling.
+INTENT_SLACK = timedelta(minutes=2)
+#: Ceiling of the per-record backoff across runs.
+MAX_RECORD_BACKOFF = timedelta(hours=6)
+
+
+def read_buyer(row: ContactEntity) -> Buyer | Skipped:
+    """The collected Magento record as a Buyer, or why it cannot be read."""
+    try:
+        if row.source_key.startswith("guest:"):
+            return Buyer.from_guest_order(MagentoGuestOrder.model_validate(row.source_data))
+        return Buyer.from_customer(MagentoCustomer.model_validate(row.source_data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return Skipped(f"Magento record unreadable: {where}: {first['msg']}")
+
+
+def record_backoff(base_seconds: float, attempts: int) -> timedelta:
+    """Exponential per-record backoff across runs: base, 2*base, 4*base... capped."""
+    return min(timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1)), MAX_RECORD_BACKOFF)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A row ready to send: the payload and its hash."""
+
+    row: ContactEntity
+    payload: dict[str, Any]
+    hash: str
+    email: str | None
+
+
+class Exporter:
+    """Sends claimed rows to FreeAgent with bounded concurrency and records each outcome."""
+
+    def __init__(
+        self,
+        *,
+        ctx: RunContext,
+        freeagent: Any,
+        index: ContactIndex,
+        cfg: ContactExportSettings,
+        client_id: int,
+    ) -> None:
+        self._ctx = ctx
+        self._fa = freeagent
+        self._index = index
+        self._cfg = cfg
+        self._client_id = client_id
+        self._options = cfg.contact_options()
+        self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
+
+    async def export_batch(self, rows: list[ContactEntity]) -> None:
+        """Export rows concurrently; an auth failure or a lost lease stops the run."""
+        results = await asyncio.gather(*(self._guarded(r) for r in rows), return_exceptions=True)
+        for result in results:
+            if isinstance(result, AuthError | LeaseLost):
+                raise result
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _guarded(self, row: ContactEntity) -> None:
+        async with self._limit:
+            try:
+                await self._export(row)
+            except (AuthError, LeaseLost):
+                raise
+            except RejectedRecord as exc:
+                await self._fail(row, exc, permanent=True)
+            except TransientApiError as exc:
+                await self._fail(row, exc, permanent=False)
+            except ApiError as exc:
+                await self._fail(row, exc, permanent=True)
+
+    async def _export(self, row: ContactEntity) -> None:
+        buyer = read_buyer(row)
+        built = buyer if isinstance(buyer, Skipped) else build_contact_payload(buyer, self._options)
+        if isinstance(built, Skipped):
+            await self._finish(row, EntityStatus.SKIPPED, error={"reason": built.reason})
+            self._ctx.counts.skipped += 1
+            log.info("record_skipped", entity_id=row.id, reason=built.reason)
+            return
+        email = built.email
+        prepared = Prepared(row, built.to_api(), payload_hash(built), email)
+        if row.metadata.get("deleted_in_magento"):
+            await self._hide(prepared)
+            return
+        key = identity_key(self._client_id, email, prepared.payload)
+        async with identity_lock(self._ctx.pool, key):
+            url, how = await self._resolve(prepared)
+            if url is None:
+                await self._create_or_skip(prepared)
+                return
+        if how == "reconciled":
+            await self._adopt_reconciled(prepared, url)
+            return
+        if how == "index" and await self._shared_with_other_row(prepared, url):
+            return
+        if (
+            how == "stored"
+            and row.metadata.get("shared_with")
+            and self._cfg.share_contacts_by_email
+        ):
+            # The contact belongs to the row it is shared with; updating it from two
+            # customers would make it flip between their details.
+            await self._finish(row, EntityStatus.LINKED, url=url, hash_=prepared.hash)
+            self._ctx.counts.linked += 1
+            return
+        await self._update_or_keep(prepared, url, linked_now=how == "index")
+
+    async def _resolve(self, p: Prepared) -> tuple[str | None, str]:
+        """(url, how): the stored URL, an unfinished create's contact, or an index hit."""
+        if p.row.freeagent_url:
+            return p.row.freeagent_url, "stored"
+        intent = p.row.metadata.get("create_intent")
+        if intent:
+            found = await self._reconcile(p, intent)
+            if found:
+                log.info("create_reconciled", entity_id=p.row.id, url=found)
+                return found, "reconciled"
+        found = await self._index.find(p.payload, p.email)
+        return found, "index"
+
+    async def _adopt_reconciled(self, p: Prepared, url: str) -> None:
+        """An earlier POST did create the contact: keep it, bring it up to date if needed."""
+        if p.row.metadata.get("create_intent", {}).get("payload_hash") != p.hash:
+            await self._fa.update_contact(url, p.payload)
+        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, reconciled=True)
+        self._ctx.counts.created += 1
+
+    async def _reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
+        """Look for the contact an unfinished POST may have created."""
+        at = datetime.fromisoformat(intent["at"]) - INTENT_SLACK
+        await self._index.refresh(since=at)
+        return await self._index.find(p.payload, p.email)
+
+    async def _shared_with_other_row(self, p: Prepared, url: str) -> bool:
+        """Another ledger row (same e-mail: other website, guest) already owns this contact."""
+        if not self._cfg.share_contacts_by_email:
+            return False
+        owner = await self._ctx.pool.fetchrow(
+            QUERIES["entity_url_owner"], self._ctx.profile.id, url, p.row.id
+        )
+        if owner is None:
+            return False
+        await self._finish(
+            p.row, EntityStatus.LINKED, url=url, hash_=p.hash, shared_with=owner["source_key"]
+        )
+        self._ctx.counts.linked += 1
+        return True
+
+    async def _create_or_skip(self, p: Prepared) -> None:
+        if self._ctx.profile.api_behaviour == "update":
+            reason = "api_behaviour is update: no FreeAgent contact exists to update"
+            await self._finish(p.row, EntityStatus.SKIPPED, error={"reason": reason})
+            self._ctx.counts.skipped += 1
+            return
+        url = await self._create(p)
+        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash)
+        self._ctx.counts.created += 1
+        log.info("contact_created", entity_id=p.row.id, url=url)
+
+    async def _create(self, p: Prepared) -> str:
+        """POST with a committed intent; an ambiguous failure is reconciled before a retry."""
+        now = self._ctx.clock()
+        intent = {
+            "at": now.isoformat(),
+            "email": p.email,
+            "attempt": p.row.attempts + 1,
+            "payload_hash": p.hash,
+            "run_id": self._ctx.run.id,
+        }
+        marked = await self._ctx.pool.fetchval(
+            QUERIES["entity_mark_creating"], p.row.id, self._ctx.run.id, self._ctx.run.fence, intent
+        )
+        if marked is None:
+            raise LeaseLost(f"run {self._ctx.run.id}: lease lost before creating entity {p.row.id}")
+        tries = max(1, self._ctx.settings.http_retry_attempts)
+        for attempt in range(1, tries + 1):
+            try:
+                contact: dict[str, Any] = await self._fa.create_contact(p.payload)
+                await self._index.remember(contact)
+                return str(contact["url"])
+            except TransientApiError as exc:
+                found = await self._reconcile(p, intent)
+                if found:
+                    log.info("create_outcome_recovered", entity_id=p.row.id, url=found)
+                    return found
+                if attempt == tries:
+                    raise
+                log.warning("create_retry", entity_id=p.row.id, error=str(exc), attempt=attempt)
+                await asyncio.sleep(min(2.0**attempt * 0.1, 5.0))
+        raise AssertionError("unreachable")
+
+    async def _update_or_keep(self, p: Prepared, url: str, linked_now: bool) -> None:
+        behaviour = self._ctx.profile.api_behaviour
+        if behaviour == "create":
+            status = EntityStatus.LINKED if linked_now else EntityStatus.UNCHANGED
+            await self._finish(
+                p.row,
+                status,
+                url=url,
+                note="api_behaviour is create: existing contacts are not updated",
+            )
+            self._ctx.counts.linked += linked_now
+            self._ctx.counts.unchanged += not linked_now
+            return
+        if not linked_now and p.hash == p.row.payload_hash:
+            await self._finish(p.row, EntityStatus.UNCHANGED, url=url)
+            self._ctx.counts.unchanged += 1
+            return
+        try:
+            await self._fa.update_contact(url, p.payload)
+        except RejectedRecord as exc:
+            if exc.status != 404:
+                raise
+            # The contact was deleted in FreeAgent: forget it and create a new one.
+            log.warning("contact_gone", entity_id=p.row.id, url=url)
+            async with identity_lock(
+                self._ctx.pool, identity_key(self._client_id, p.email, p.payload)
+            ):
+                new_url = await self._create(p)
+            await self._finish(p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, replaced=url)
+            self._ctx.counts.created += 1
+            return
+        await self._finish(
+            p.row, EntityStatus.UPDATED, url=url, hash_=p.hash, linked_existing=linked_now or None
+        )
+        self._ctx.counts.updated += 1
+        log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
+
+    async def _hide(self, p: Prepared) -> None:
+        """Delete Customers Externally: the Magento customer is gone, hide the contact."""
+        if p.row.freeagent_url:
+            await self._fa.hide_contact(p.row.freeagent_url)
+        await self._finish(
+            p.row,
+            EntityStatus.UPDATED,
+            note="customer deleted in Magento; contact hidden",
+            hidden=True,
+        )
+        self._ctx.counts.updated += 1
+
+    async def _finish(
+        self,
+        row: ContactEntity,
+        status: EntityStatus,
+        *,
+        url: str | None = None,
+        hash_: str | None = None,
+        error: dict[str, Any] | None = None,
+        **meta: Any,
+    ) -> None:
+        meta = {k: v for k, v in meta.items() if v is not None}
+        entry = {
+            "at": self._ctx.clock().isoformat(),
+            "run_id": self._ctx.run.id,
+            "outcome": str(status),
+            **({"error": error} if error else {}),
+        }
+        done = await self._ctx.pool.fetchval(
+            QUERIES["entity_finish"],
+            row.id,
+            self._ctx.run.id,
+            self._ctx.run.fence,
+            str(status),
+            url,
+            hash_,
+            error,
+            meta,
+            entry,
+        )
+        if done is None:
+            raise LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {row.id} not recorded")
+
+    async def _fail(self, row: ContactEntity, exc: ApiError, *, permanent: bool) -> None:
+        """Permanent errors fail at once; transient ones retry with backoff up to the limit."""
+        profile = self._ctx.profile
+        attempts = row.attempts + 1
+        retry = not permanent and profile.retry_enabled and attempts < profile.retry_max_attempts
+        intent = "create_intent" in row.metadata or row.status == EntityStatus.CREATING
+        if retry:
+            status = EntityStatus.CREATING if intent else EntityStatus.PENDING
+            next_at = self._ctx.clock() + record_backoff(
+                self._ctx.settings.record_retry_base_seconds, attempts
+            )
+            self._ctx.counts.retrying += 1
+        else:
+            status, next_at = EntityStatus.FAILED, None
+            self._ctx.counts.failed += 1
+        error = exc.as_json()
+        entry = {
+            "at": self._ctx.clock().isoformat(),
+            "run_id": self._ctx.run.id,
+            "outcome": str(status),
+            "attempt": attempts,
+            "error": error,
+        }
+        done = await self._ctx.pool.fetchval(
+            QUERIES["entity_fail"],
+            row.id,
+            self._ctx.run.id,
+            self._ctx.run.fence,
+            str(status),
+            error,
+            next_at,
+            entry,
+        )
+        if done is None:
+            raise LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {row.id} not recorded")
+        log.warning(
+            "record_failed" if status is EntityStatus.FAILED else "record_retry_scheduled",
+            entity_id=row.id,
+            error=str(exc),
+            status=exc.status,
+            attempts=attempts,
+            next_attempt_at=next_at.isoformat() if next_at else None,
+        )
+        self._ctx.counts.note(
+            "error" if status is EntityStatus.FAILED else "warning",
+            str(exc),
+            entity_id=row.id,
+            email=row.email,
+        )

@@ -1,0 +1,98 @@
+"""One run of a freeagent_contact_export profile: collect -> queue -> resolve -> export -> record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.context import RunContext
+from daemon.db.queries import QUERIES
+from daemon.db.records import ContactEntity
+from daemon.errors import ConfigError
+from daemon.logs import get_logger
+from profiles.freeagent_contact_export.collect import Collector
+from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
+from profiles.freeagent_contact_export.export import Exporter
+from profiles.freeagent_contact_export.resolve import ContactIndex
+
+log = get_logger(__name__)
+
+#: FreeAgent returns e-mail and address fields only to users with this permission level or more.
+MIN_PERMISSION_LEVEL = 3
+
+
+async def execute(ctx: RunContext) -> None:
+    """Run every stage the options ask for; ConfigError stops the run with a clear message."""
+    cfg = load_settings(ctx.profile.name, ctx.profile.settings)
+    if ctx.options.collect:
+        magento = await ctx.resources.magento(ctx.profile.connection_id)
+        await Collector(ctx, magento, cfg).run()
+    if not ctx.options.export:
+        return
+    freeagent = await open_freeagent(ctx, cfg)
+    index = ContactIndex(pool=ctx.pool, client_id=_client_id(ctx), freeagent=freeagent)
+    if ctx.options.import_only:
+        await index.refresh(full=True)
+        linked = await ctx.pool.fetch(
+            QUERIES["entity_import_links"], ctx.profile.id, _client_id(ctx)
+        )
+        ctx.counts.linked = len(linked)
+        log.info("contacts_imported", linked=len(linked))
+        return
+    await index.refresh()
+    exporter = Exporter(
+        ctx=ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=_client_id(ctx)
+    )
+    await drain(ctx, exporter)
+
+
+def _client_id(ctx: RunContext) -> int:
+    if ctx.profile.client_id is None:
+        raise ConfigError(
+            f"profile {ctx.profile.name}: no FreeAgent client (fa-sync profile set "
+            f"{ctx.profile.name} --client NAME)"
+        )
+    return ctx.profile.client_id
+
+
+async def open_freeagent(ctx: RunContext, cfg: ContactExportSettings) -> Any:
+    """The profile's FreeAgent client, refusing users who cannot see contact details."""
+    freeagent = await ctx.resources.freeagent(
+        _client_id(ctx),
+        profile_name=ctx.profile.name,
+        log_requests=cfg.logging.log_requests,
+        log_responses=cfg.logging.log_responses,
+    )
+    me = await freeagent.users_me()
+    level = me.get("permission_level")
+    if isinstance(level, int) and level < MIN_PERMISSION_LEVEL:
+        raise ConfigError(
+            f"profile {ctx.profile.name}: FreeAgent user {me.get('email')} has permission level "
+            f"{level}; contacts' e-mail and address need level {MIN_PERMISSION_LEVEL} or more"
+        )
+    return freeagent
+
+
+async def drain(ctx: RunContext, exporter: Exporter) -> None:
+    """Claim and export batches until none is due or the process is stopping."""
+    done: set[int] = set()
+    ids = list(ctx.options.ids) if ctx.options.ids else None
+    while not ctx.stopping.is_set():
+        wanted = [i for i in ids if i not in done] if ids is not None else None
+        if wanted == []:
+            break
+        rows = await ctx.pool.fetch(
+            QUERIES["entity_claim_batch"],
+            ctx.profile.id,
+            ctx.run.id,
+            ctx.run.fence,
+            wanted,
+            ctx.profile.batch_size,
+        )
+        batch = [ContactEntity.from_row(r) for r in rows if r["id"] not in done]
+        if not batch:
+            break
+        await exporter.export_batch(batch)
+        done.update(r.id for r in batch)
+        if ctx.options.progress:
+            ctx.options.progress("export", len(done), None)
+        log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())

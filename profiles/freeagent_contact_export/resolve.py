@@ -1,0 +1,120 @@
+"""Resolve: which FreeAgent contact a ledger row maps to.
+
+FreeAgent has no search by e-mail and no uniqueness, so we keep an index of its contacts
+(`freeagent_contact`), refreshed incrementally with `updated_since`. A row's stored URL wins;
+else the index is asked by e-mail (then by name when there is no e-mail), so an existing contact
+is linked instead of duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from daemon.db.queries import QUERIES
+from daemon.logs import get_logger
+from profiles.freeagent_contact_export.collect import parse_magento_time
+
+log = get_logger(__name__)
+
+#: Re-read contacts updated this long before the newest one indexed (FreeAgent clock, commits).
+REFRESH_OVERLAP = timedelta(minutes=5)
+
+
+def parse_fa_time(value: Any) -> datetime | None:
+    """FreeAgent timestamps: ISO 8601 UTC with milliseconds and a Z."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return parse_magento_time(value)
+
+
+def _norm(value: Any) -> str | None:
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text.lower() or None
+
+
+class ContactIndex:
+    """The FreeAgent contacts of one client, as far as we have seen them."""
+
+    def __init__(self, *, pool: asyncpg.Pool, client_id: int, freeagent: Any) -> None:
+        self._pool = pool
+        self._client_id = client_id
+        self._freeagent = freeagent
+
+    async def refresh(self, *, since: datetime | None = None, full: bool = False) -> int:
+        """Read contacts changed since the newest indexed one (or since `since`)."""
+        if since is None and not full:
+            mark = await self._pool.fetchval(QUERIES["fa_contact_sync_mark"], self._client_id)
+            since = mark - REFRESH_OVERLAP if mark else None
+        seen = 0
+        # view=all may omit Hidden contacts (unverified): read hidden too, a duplicate of a
+        # hidden contact is still a duplicate.
+        for view in ("all", "hidden"):
+            async for contact in self._freeagent.iter_contacts(view=view, updated_since=since):
+                await self.remember(contact)
+                seen += 1
+        log.info("contact_index_refreshed", seen=seen, since=since.isoformat() if since else None)
+        return seen
+
+    async def remember(self, contact: dict[str, Any]) -> None:
+        """Index a contact we listed or just created."""
+        url = contact.get("url")
+        if not isinstance(url, str):
+            return
+        await self._pool.execute(
+            QUERIES["fa_contact_upsert"],
+            self._client_id,
+            url,
+            contact.get("email"),
+            contact.get("organisation_name"),
+            contact.get("first_name"),
+            contact.get("last_name"),
+            contact.get("status"),
+            contact,
+            parse_fa_time(contact.get("updated_at")),
+        )
+
+    async def find(self, payload: dict[str, Any], email: str | None) -> str | None:
+        """URL of an existing contact for this e-mail (or, without one, this exact name)."""
+        if email:
+            row = await self._pool.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
+            return row["url"] if row else None
+        org = _norm(payload.get("organisation_name"))
+        person = _norm(f"{payload.get('first_name') or ''} {payload.get('last_name') or ''}")
+        if not org and not person:
+            return None
+        row = await self._pool.fetchrow(
+            QUERIES["fa_contact_by_name"], self._client_id, org or "\x00", person or "\x00"
+        )
+        return row["url"] if row else None
+
+
+def identity_key(client_id: int, email: str | None, payload: dict[str, Any]) -> int:
+    """A 64-bit advisory-lock key for "this person at this FreeAgent client"."""
+    who = (email or "").lower() or "|".join(
+        _norm(payload.get(k)) or "" for k in ("organisation_name", "first_name", "last_name")
+    )
+    digest = hashlib.blake2b(f"{client_id}:{who}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@asynccontextmanager
+async def identity_lock(pool: asyncpg.Pool, key: int) -> AsyncIterator[None]:
+    """Hold a transaction-level advisory lock while a contact is resolved and created.
+
+    Two rows with one e-mail (two websites, a guest and an account, two profiles on one
+    FreeAgent client, two replicas) then resolve one after the other, and the second links
+    to the contact the first created. Transaction-scoped, so it also works behind PgBouncer
+    in transaction mode.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(QUERIES["advisory_xact_lock"], key)
+        yield
