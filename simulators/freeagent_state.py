@@ -143,6 +143,8 @@ class FreeAgentState:
     refresh_per_minute: int = 15  #: token refreshes per user per minute window
     error_rate: float = 0.0  #: fraction of API requests answered 502/503 with an HTML body
     latency: float = 0.0  #: seconds added to each API request
+    #: E-mails FreeAgent answers 422 for (a validation failure on demand, lower case).
+    rejected_emails: set[str] = field(default_factory=set)
     drop_after_create_rate: float = 0.0  #: fraction of stored creates whose 201 is never sent
     require_user_agent: bool = True  #: 400 when User-Agent is missing
     permission_level: int = 8  #: the authorising user's level (0-8); < 3 hides contact details
@@ -229,8 +231,14 @@ class FreeAgentState:
         url = self.contact_url(contact_id, base_url)
         return render_contact(url, self.contacts[contact_id], self.permission_level)
 
+    def _refuse_listed_email(self, attributes: dict[str, Any]) -> None:
+        email = str(attributes.get("email") or "").lower()
+        if email and email in self.rejected_emails:
+            raise ContactError(422, ["Email is invalid"])
+
     def create_contact(self, attributes: dict[str, Any]) -> int:
         """Validate and store a new contact; raises ContactError like the API would."""
+        self._refuse_listed_email(attributes)
         stored = prepare_changes({}, attributes, self.permission_level)
         stamp = format_timestamp(self.wall_clock())
         stored = {**stored, "created_at": stamp, "updated_at": stamp}
@@ -241,6 +249,7 @@ class FreeAgentState:
     def update_contact(self, contact_id: int, attributes: dict[str, Any]) -> None:
         """Merge changed fields; updated_at moves only when something changed, as in Rails."""
         existing = self.contacts[contact_id]
+        self._refuse_listed_email(attributes)
         merged = prepare_changes(existing, attributes, self.permission_level)
         if merged != existing:
             merged["updated_at"] = format_timestamp(self.wall_clock())

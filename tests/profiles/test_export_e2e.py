@@ -2,21 +2,279 @@
 
 from __future__ import annotations
 
-import asyncpg
+from collections import Counter
+from typing import Any
 
+import asyncpg
+import pytest
+
+from simulators.freeagent import FreeAgentState
+from simulators.magento import MagentoState
 from simulators.stack import Stack
 
 
-def _emails(stack: Stack) -> set[str]:
-    return {c["email"].lower() for c in stack.freeagent.contacts_list() if c.get("email")}
+async def _ledger(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await pool.fetch("SELECT * FROM contact_entity ORDER BY id")]
+
+
+def _contacts_by_email(stack: Stack) -> Counter[str]:
+    return Counter(c["email"].lower() for c in stack.freeagent.contacts_list() if c.get("email"))
+
+
+async def _assert_exported_once(pool: asyncpg.Pool, stack: Stack) -> list[dict[str, Any]]:
+    """Every exportable ledger row points at a live contact; no e-mail has two contacts."""
+    rows = await _ledger(pool)
+    contacts = {c["url"]: c for c in stack.freeagent.contacts_list()}
+    exportable = [r for r in rows if r["status"] != "skipped"]
+    assert exportable, "nothing was exported"
+    for row in exportable:
+        assert row["status"] in ("created", "updated", "linked", "unchanged"), row
+        assert row["freeagent_url"] in contacts, row
+    by_email = _contacts_by_email(stack)
+    assert max(by_email.values()) == 1, [e for e, n in by_email.items() if n > 1]
+    assert {r["email"].lower() for r in exportable} == set(by_email)
+    return rows
+
+
+def _customer(magento: MagentoState, predicate: Any) -> dict[str, Any]:
+    return next(c for c in magento.customers.values() if predicate(c))
+
+
+def _plain_person(c: dict[str, Any]) -> bool:
+    """An ordinary named customer (not one of the awkward seeds)."""
+    first, last = c.get("firstname", ""), c.get("lastname", "")
+    return first.isascii() and first.isalpha() and last.isascii() and last.isalpha()
 
 
 async def test_profile_exports_every_customer_once(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
     """Every seeded customer ends as exactly one FreeAgent contact; ledger and history agree."""
     outcome = await run_profile(stack.profile_id)
-    assert outcome.error is None, outcome.error
-    print(outcome)
-    statuses = await pool.fetch("SELECT status::text, count(*) FROM contact_entity GROUP BY 1")
-    print(statuses)
-    contacts = stack.freeagent.contacts_list()
-    assert contacts
+    assert outcome.error is None
+    rows = await _assert_exported_once(pool, stack)
+    run = await pool.fetchrow("SELECT * FROM profile_run WHERE id = $1", outcome.run_id)
+    assert run["status"] in ("complete", "warning")
+    assert run["created"] == len(stack.freeagent.contacts_list())
+    assert run["collected"] == len(rows)
+    assert run["finished_at"] is not None
+
+
+async def test_contact_fields_are_mapped_from_the_customer(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Names, e-mail, billing address and country name reach FreeAgent as the reference says."""
+    customer = _customer(stack.magento, lambda c: any(
+        a.get("default_billing") and a.get("country_id") == "GB" and a.get("city")
+        for a in c.get("addresses", [])) and _plain_person(c))
+    billing = next(a for a in customer["addresses"] if a.get("default_billing"))
+    await run_profile(stack.profile_id)
+    url = await pool.fetchval(
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
+    assert contact["first_name"] == customer["firstname"].strip()
+    assert contact["last_name"] == customer["lastname"].strip()
+    assert contact["email"] == customer["email"].strip().lower()
+    assert contact["address1"] == billing["street"][0].strip()
+    assert contact["town"] == billing["city"].strip()
+    assert contact["postcode"] == billing["postcode"].strip()
+    assert contact["country"] == "United Kingdom"
+
+
+async def test_existing_contact_with_same_email_is_linked_not_duplicated(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A FreeAgent contact that already has the customer's e-mail is linked and updated."""
+    customer = _customer(stack.magento, lambda c: _plain_person(c) and c.get("addresses"))
+    existing = stack.freeagent.add_contact(
+        {"first_name": "Old", "last_name": "Name", "email": customer["email"].upper()})
+    await run_profile(stack.profile_id)
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+    assert row["freeagent_url"] == existing
+    assert _contacts_by_email(stack)[customer["email"].lower()] == 1
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == existing)
+    assert contact["first_name"] == customer["firstname"].strip()
+
+
+async def test_second_run_over_unchanged_customers_sends_no_writes(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Unchanged customers send no request that writes."""
+    await run_profile(stack.profile_id)
+    stack.freeagent.reset_counters()
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.error is None
+    assert stack.freeagent.write_count() == 0
+    assert outcome.counts.created == outcome.counts.updated == 0
+
+
+async def test_full_pass_over_unchanged_customers_sends_no_writes(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Even a full re-collect sends nothing when payloads equal what FreeAgent accepted."""
+    await run_profile(stack.profile_id)
+    stack.freeagent.reset_counters()
+    await run_profile(stack.profile_id, full=True)
+    assert stack.freeagent.write_count() == 0
+
+
+async def test_changed_customer_is_updated_with_put(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """A customer changed in Magento is sent again as a PUT to its stored contact URL."""
+    await run_profile(stack.profile_id)
+    customer = _customer(stack.magento, _plain_person)
+    url = await pool.fetchval(
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+    stack.magento.update_customer(customer["id"], lastname="Renamed")
+    stack.freeagent.reset_counters()
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.counts.updated == 1 and outcome.counts.created == 0
+    writes = [(r.method, r.path) for r in stack.freeagent.requests if r.method in ("POST", "PUT")]
+    assert writes == [("PUT", "/v2/contacts/" + url.rsplit("/", 1)[1])]
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
+    assert contact["last_name"] == "Renamed"
+
+
+@pytest.fixture
+def faulty_freeagent() -> FreeAgentState:
+    state = FreeAgentState(error_rate=0.15, seed=3)
+    state.inject_429(8, retry_after=1)
+    return state
+
+
+async def test_429_burst_and_5xx_faults_still_export_everyone(
+    pool: asyncpg.Pool, faulty_freeagent: FreeAgentState, magento_state: MagentoState, run_profile
+) -> None:
+    """Rate limiting and server errors delay the export; they lose and duplicate nothing."""
+    from simulators.stack import register, simulators
+
+    magento_state.error_rate = 0.1
+    async with simulators(freeagent=faulty_freeagent, magento=magento_state) as s:
+        stack = await register(pool, s)
+        for _ in range(4):  # rows whose retries ran out in one run are retried by the next
+            await run_profile(stack.profile_id)
+            left = await pool.fetchval(
+                "SELECT count(*) FROM contact_entity WHERE status IN ('pending', 'creating')")
+            if left == 0:
+                break
+        assert faulty_freeagent.count_429 >= 8
+        await _assert_exported_once(pool, stack)
+
+
+@pytest.fixture
+def dropping_freeagent() -> FreeAgentState:
+    return FreeAgentState(drop_after_create_rate=0.3, seed=5)
+
+
+async def test_creates_whose_answer_is_lost_are_not_duplicated(
+    pool: asyncpg.Pool, dropping_freeagent: FreeAgentState, magento_state: MagentoState, run_profile
+) -> None:
+    """A create stored by FreeAgent whose 201 never arrived is reconciled, not repeated."""
+    from simulators.stack import register, simulators
+
+    async with simulators(freeagent=dropping_freeagent, magento=magento_state) as s:
+        stack = await register(pool, s)
+        await run_profile(stack.profile_id)
+        assert any(r.dropped for r in dropping_freeagent.requests)
+        await _assert_exported_once(pool, stack)
+
+
+async def test_customer_without_name_or_company_is_skipped_with_reason(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Nothing FreeAgent could accept is sent; the row says why."""
+    nameless = stack.magento.add_customer(email="nobody@example.com", firstname=" ", lastname=" ")
+    await run_profile(stack.profile_id)
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{nameless['id']}")
+    assert row["status"] == "skipped"
+    assert "name" in row["last_error"]["reason"]
+    assert "nobody@example.com" not in _contacts_by_email(stack)
+
+
+async def test_dry_run_sends_nothing_and_explains(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """The dry run plans creates for queued customers and makes no write call."""
+    from daemon.db.records import Profile
+    from profiles.freeagent_contact_export.dryrun import plan_export
+
+    await run_profile(stack.profile_id, export=False)
+    stack.freeagent.reset_counters()
+    profile = Profile.from_row(await pool.fetchrow("SELECT * FROM profile WHERE id = $1", stack.profile_id))
+    plan = await plan_export(pool=pool, profile=profile, ids=None)
+    assert plan and {p.action for p in plan} <= {"create", "skip", "update", "link"}
+    assert any(p.action == "create" for p in plan)
+    assert stack.freeagent.write_count() == 0
+    assert stack.freeagent.contacts_list() == []
+
+
+async def test_import_links_existing_contacts_and_creates_none(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Import links customers to FreeAgent contacts by e-mail and never creates one."""
+    customer = _customer(stack.magento, _plain_person)
+    url = stack.freeagent.add_contact({"organisation_name": "Existing Ltd", "email": customer["email"]})
+    outcome = await run_profile(stack.profile_id, import_only=True)
+    assert outcome.counts.linked == 1
+    assert len(stack.freeagent.contacts_list()) == 1
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+    assert row["freeagent_url"] == url
+
+
+async def test_update_behaviour_never_creates(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """api_behaviour=update skips customers without a FreeAgent contact."""
+    await pool.execute("UPDATE profile SET api_behaviour = 'update'")
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.counts.created == 0
+    assert stack.freeagent.contacts_list() == []
+
+
+async def test_create_behaviour_leaves_existing_contacts_alone(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """api_behaviour=create links an existing contact without changing it."""
+    customer = _customer(stack.magento, _plain_person)
+    url = stack.freeagent.add_contact({"first_name": "Keep", "last_name": "Me", "email": customer["email"]})
+    await pool.execute("UPDATE profile SET api_behaviour = 'create'")
+    await run_profile(stack.profile_id)
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
+    assert contact["first_name"] == "Keep"
+
+
+async def test_rejected_record_fails_with_freeagents_words_and_others_continue(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A 422 lands on the ledger row as FreeAgent's own message, at once; the rest is exported."""
+    bad = _customer(stack.magento, _plain_person)
+    stack.freeagent.rejected_emails.add(bad["email"].lower())
+    outcome = await run_profile(stack.profile_id)
+    row = await pool.fetchrow("SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{bad['id']}")
+    assert row["status"] == "failed"
+    assert row["attempts"] == 1  # validation errors are not retried blindly
+    assert "Email is invalid" in row["last_error"]["message"]
+    assert row["last_error"]["status"] == 422
+    assert outcome.status == "warning" and outcome.counts.failed == 1
+    assert outcome.counts.created == len(stack.freeagent.contacts_list())
+
+
+async def test_long_names_are_truncated_not_rejected(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """Strings over FreeAgent's limits are cut by the mapping, so the contact is accepted."""
+    long = stack.magento.add_customer(email="long@example.com", firstname="Long", lastname="X" * 300)
+    await run_profile(stack.profile_id)
+    row = await pool.fetchrow("SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{long['id']}")
+    assert row["status"] == "created", row["last_error"]
+
+
+async def test_failed_rows_are_listed_and_requeued(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """Dead letters stay on the ledger with their history until `queue retry` re-queues them."""
+    from daemon.db.queries import QUERIES
+
+    bad = _customer(stack.magento, _plain_person)
+    stack.freeagent.rejected_emails.add(bad["email"].lower())
+    await run_profile(stack.profile_id)
+    failed = await pool.fetch(QUERIES["entity_list"], None, "failed", 100)
+    assert [r["source_key"] for r in failed] == [f"customer:{bad['id']}"]
+    assert failed[0]["attempt_history"][-1]["error"]["status"] == 422
+    stack.freeagent.rejected_emails.clear()
+    requeued = await pool.fetch(QUERIES["entity_retry"], None, "failed", None)
+    assert len(requeued) == 1
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.counts.created == 1 and outcome.counts.failed == 0
