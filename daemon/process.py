@@ -27,7 +27,7 @@ from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
 from daemon.logs import get_logger
 from daemon.resources import ClientFactory
-from daemon.runner import Runner, utcnow
+from daemon.runner import RunOutcome, Runner, utcnow
 from daemon.scheduler import ProfileScheduler
 from daemon.settings import Settings
 from profiles import validate_profile
@@ -106,6 +106,9 @@ class Daemon:
         #: Set after each completed reload (tests await it instead of sleeping).
         self.reloaded = asyncio.Condition()
         self.reload_count = 0
+        #: Outcomes of finished fires, newest last (tests await `runs_changed`).
+        self.outcomes: list[RunOutcome] = []
+        self.runs_changed = asyncio.Condition()
         self._errors: dict[int, str | None] = {}
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -163,7 +166,10 @@ class Daemon:
         """Run one fire; if PostgreSQL went away mid-run, try again once it is back."""
         for attempt in range(1, 4):
             try:
-                await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                outcome = await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                async with self.runs_changed:
+                    self.outcomes = [*self.outcomes[-99:], outcome]
+                    self.runs_changed.notify_all()
                 return
             except DB_DOWN + (asyncpg.PostgresError,) as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
