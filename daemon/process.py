@@ -26,6 +26,7 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
 from daemon.logs import get_logger
+from daemon.metrics import Metrics
 from daemon.resources import ClientFactory
 from daemon.runner import RunOutcome, Runner, utcnow
 from daemon.scheduler import ProfileScheduler
@@ -97,8 +98,10 @@ class Daemon:
         self.settings = services.settings
         self.stopping = asyncio.Event()
         self._clock = clock
+        self.metrics = Metrics()
         self.runner = Runner(pool=services.pool, settings=self.settings,
-                             resources=services.factory, stopping=self.stopping, clock=clock)
+                             resources=services.factory, stopping=self.stopping, clock=clock,
+                             metrics=self.metrics)
         self.scheduler = ProfileScheduler(
             on_fire=self.fire, misfire_grace_seconds=self.settings.misfire_grace_seconds, clock=clock)
         self._runs: set[asyncio.Task[Any]] = set()
@@ -273,5 +276,8 @@ async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with open_services(settings) as services:
-        await Daemon(services).serve(stop)
+        daemon = Daemon(services)
+        if settings.metrics_port:
+            daemon.metrics.serve(settings.metrics_port)
+        await daemon.serve(stop)
     return 0

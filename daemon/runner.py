@@ -23,6 +23,7 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, Run, RunStatus, RunTrigger
 from daemon.errors import FaSyncError, LeaseLost
 from daemon.logs import get_logger
+from daemon.metrics import Metrics
 from daemon.settings import Settings
 from profiles import ProfileExecutor, executor_for
 
@@ -54,12 +55,14 @@ class Runner:
         resources: Resources,
         stopping: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._resources = resources
         self._stopping = stopping or asyncio.Event()
         self._clock = clock
+        self._metrics = metrics
 
     async def fire(
         self,
@@ -171,6 +174,9 @@ class Runner:
         if not profile.history_enabled:
             await self._pool.execute(QUERIES["run_delete_history_disabled"])
         log.info("run_finished", status=str(status), error=error, **c.as_dict())
+        if self._metrics is not None:
+            seconds = (self._clock() - (run.started_at or run.scheduled_for)).total_seconds()
+            self._metrics.observe_run(profile.name, str(status), c, seconds)
         return RunOutcome(run.id, status, counts, error)
 
     async def _interrupted(self, run: Run, counts: RunCounts, lease: asyncio.Task[Any]) -> None:

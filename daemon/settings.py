@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     http_timeout: float = 30.0
     #: Attempts per HTTP request for transient errors, within one record attempt.
     http_retry_attempts: int = 5
+    #: Attempts per HTTP request while the server keeps answering 429 (each waits Retry-After).
+    http_rate_limit_attempts: int = 30
     #: Upper bound of one backoff sleep between HTTP retries.
     http_retry_max_wait: float = 60.0
     #: Rate-limit windows in seconds (FreeAgent: 60 and 3600; tests shorten them).

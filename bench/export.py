@@ -1,0 +1,94 @@
+"""Export benchmark: throughput and write economy of one profile against the simulators.
+
+Prints ratios measured in one run (machines here are shared and noisy):
+  writes per customer on the first export (1.0 is ideal: one POST each),
+  writes per customer on a second export over unchanged data (0 is the target),
+  FreeAgent requests per customer, customers exported per second, peak memory.
+
+    .venv/bin/python bench/export.py --customers 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from daemon.clients.transport import Transport  # noqa: E402
+from daemon.context import RunOptions  # noqa: E402
+from daemon.db.embedded import start_embedded  # noqa: E402
+from daemon.db.pool import create_pool, dsn_with_database, migrate  # noqa: E402
+from daemon.db.records import RunTrigger  # noqa: E402
+from daemon.logs import configure  # noqa: E402
+from daemon.resources import ClientFactory  # noqa: E402
+from daemon.runner import Runner  # noqa: E402
+from daemon.settings import Settings  # noqa: E402
+from simulators.freeagent import FreeAgentState  # noqa: E402
+from simulators.magento import MagentoState  # noqa: E402
+from simulators.stack import register, simulators  # noqa: E402
+
+
+async def _database(server_dsn: str) -> str:
+    conn = await asyncpg.connect(server_dsn)
+    await conn.execute("DROP DATABASE IF EXISTS fa_sync_bench WITH (FORCE)")
+    await conn.execute("CREATE DATABASE fa_sync_bench")
+    await conn.close()
+    return dsn_with_database(server_dsn, "fa_sync_bench")
+
+
+async def bench(customers: int, dsn: str | None) -> None:
+    configure(log_format="console", level="ERROR")
+    server = None
+    if dsn is None:
+        dsn, server = start_embedded(Path(".fa-sync/bench-pgdata"))
+    db = await _database(dsn)
+    pool = await create_pool(db, max_size=12)
+    await migrate(pool)
+    # FreeAgent's windows shrunk 600x so the limiter, not the clock, is what is measured.
+    settings = Settings(_env_file=None, rate_minute_window=0.1, rate_hour_window=6.0,  # type: ignore[call-arg]
+                        record_retry_base_seconds=0, export_concurrency=8)
+    fa = FreeAgentState(minute_window=0.1, hour_window=6.0)
+    mg = MagentoState.seeded(customers=customers, guest_orders=customers // 10)
+    async with aiohttp.ClientSession() as session, simulators(freeagent=fa, magento=mg) as stack:
+        await register(pool, stack, profile="bench")
+        factory = ClientFactory(pool=pool, settings=settings,
+                                transport=Transport(session=session, settings=settings))
+        runner = Runner(pool=pool, settings=settings, resources=factory)
+        started = time.perf_counter()
+        first = await runner.fire(stack.profile_id, trigger=RunTrigger.CLI, options=RunOptions())
+        elapsed = time.perf_counter() - started
+        exported = first.counts.created + first.counts.updated + first.counts.linked
+        writes_first, requests_first = fa.write_count(), len(fa.requests)
+        fa.reset_counters()
+        second = await runner.fire(stack.profile_id, trigger=RunTrigger.CLI, options=RunOptions(full=True))
+        rows = first.counts.collected
+        print(f"customers+guests collected       {rows}")
+        print(f"first export                     {first.status}: {first.counts.as_dict()}")
+        print(f"writes per record, first export  {writes_first / max(exported, 1):.3f}  (1.0 ideal)")
+        print(f"requests per record, first       {requests_first / max(rows, 1):.3f}")
+        print(f"writes per record, unchanged     {fa.write_count() / max(rows, 1):.3f}  (0 target)  [{second.status}]")
+        print(f"records per second               {exported / elapsed:.1f}")
+        print(f"peak RSS                         {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    await pool.close()
+    if server is not None:
+        server.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--dsn", default=None, help="PostgreSQL server DSN (default: embedded)")
+    args = parser.parse_args()
+    asyncio.run(bench(args.customers, args.dsn))
+
+
+if __name__ == "__main__":
+    main()
