@@ -9,6 +9,7 @@ looking the contact up in FreeAgent before anything is created again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +56,24 @@ def read_buyer(row: ContactEntity) -> Buyer | Skipped:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return Skipped(f"Magento record unreadable: {where}: {first['msg']}")
+
+
+#: Text attributes fa-sync manages: when a customer loses one (company removed, address line
+#: gone), the update sends "" so FreeAgent clears it instead of keeping the stale value.
+CLEARABLE = frozenset({
+    "first_name", "last_name", "organisation_name", "email", "phone_number", "address1",
+    "address2", "address3", "town", "region", "postcode", "sales_tax_registration_number",
+})
+
+
+def update_body(p: Prepared, *, linked_now: bool) -> dict[str, Any]:
+    """The PUT body: the payload, plus blanks for managed fields we sent before and no longer
+    have. A contact linked just now was not written by us: leave its other fields alone."""
+    if linked_now:
+        return p.payload
+    previous = set(p.row.metadata.get("sent_fields") or ())
+    blanks = {k: "" for k in (previous & CLEARABLE) - p.payload.keys()}
+    return {**p.payload, **blanks}
 
 
 def record_backoff(base_seconds: float, attempts: int) -> timedelta:
@@ -167,7 +186,7 @@ class Exporter:
         """An earlier POST did create the contact: keep it, bring it up to date if needed."""
         if p.row.metadata.get("create_intent", {}).get("payload_hash") != p.hash:
             await self._fa.update_contact(url, p.payload)
-        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, reconciled=True)
+        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, reconciled=True)
         self._ctx.counts.created += 1
 
     async def _reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
@@ -198,7 +217,7 @@ class Exporter:
             self._ctx.counts.skipped += 1
             return
         url = await self._create(p)
-        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash)
+        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload)
         self._ctx.counts.created += 1
         log.info("contact_created", entity_id=p.row.id, url=url)
 
@@ -252,7 +271,7 @@ class Exporter:
             self._ctx.counts.unchanged += 1
             return
         try:
-            await self._fa.update_contact(url, p.payload)
+            await self._fa.update_contact(url, update_body(p, linked_now=linked_now))
         except RejectedRecord as exc:
             if exc.status != 404:
                 raise
@@ -262,11 +281,11 @@ class Exporter:
                 self._ctx.pool, identity_key(self._client_id, p.email, p.payload)
             ):
                 new_url = await self._create(p)
-            await self._finish(p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, replaced=url)
+            await self._finish(p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, sent=p.payload, replaced=url)
             self._ctx.counts.created += 1
             return
         await self._finish(
-            p.row, EntityStatus.UPDATED, url=url, hash_=p.hash, linked_existing=linked_now or None
+            p.row, EntityStatus.UPDATED, url=url, hash_=p.hash, sent=p.payload, linked_existing=linked_now or None
         )
         self._ctx.counts.updated += 1
         log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
@@ -291,9 +310,12 @@ class Exporter:
         url: str | None = None,
         hash_: str | None = None,
         error: dict[str, Any] | None = None,
+        sent: Iterable[str] | None = None,
         **meta: Any,
     ) -> None:
         meta = {k: v for k, v in meta.items() if v is not None}
+        if hash_ is not None and sent is not None:
+            meta["sent_fields"] = sorted(sent)
         entry = {
             "at": self._ctx.clock().isoformat(),
             "run_id": self._ctx.run.id,

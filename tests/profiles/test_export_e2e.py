@@ -278,3 +278,26 @@ async def test_failed_rows_are_listed_and_requeued(pool: asyncpg.Pool, stack: St
     assert len(requeued) == 1
     outcome = await run_profile(stack.profile_id)
     assert outcome.counts.created == 1 and outcome.counts.failed == 0
+
+
+async def test_field_removed_in_magento_is_cleared_in_freeagent(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A managed field the customer no longer has is blanked, not left stale."""
+    customer = stack.magento.add_customer(
+        email="clear.me@example.com", firstname="Clara", lastname="Clear",
+        addresses=[{"firstname": "Clara", "lastname": "Clear", "company": "Clear Co",
+                    "street": ["1 Road"], "city": "Leeds", "postcode": "LS1 1AA",
+                    "country_id": "GB", "telephone": "0113 000", "default_billing": True}])
+    await run_profile(stack.profile_id)
+    url = await pool.fetchval(
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+    address = dict(stack.magento.customers[customer["id"]]["addresses"][0])
+    address.pop("company")
+    address.pop("telephone")
+    stack.magento.update_customer(customer["id"], addresses=[address])
+    await run_profile(stack.profile_id)
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
+    assert "organisation_name" not in contact
+    assert "phone_number" not in contact
+    assert contact["first_name"] == "Clara"
