@@ -20,20 +20,21 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+# ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.clients.transport import Transport  # noqa: E402
-from daemon.context import RunOptions  # noqa: E402
-from daemon.db.embedded import start_embedded  # noqa: E402
-from daemon.db.pool import create_pool, dsn_with_database, migrate  # noqa: E402
-from daemon.db.records import RunTrigger  # noqa: E402
-from daemon.logs import configure  # noqa: E402
-from daemon.resources import ClientFactory  # noqa: E402
-from daemon.runner import Runner  # noqa: E402
-from daemon.settings import Settings  # noqa: E402
-from simulators.freeagent import FreeAgentState  # noqa: E402
-from simulators.magento import MagentoState  # noqa: E402
-from simulators.stack import register, simulators  # noqa: E402
+from daemon.clients.transport import Transport
+from daemon.context import RunOptions
+from daemon.db.embedded import start_embedded
+from daemon.db.pool import create_pool, dsn_with_database, migrate
+from daemon.db.records import RunTrigger
+from daemon.logs import configure
+from daemon.resources import ClientFactory
+from daemon.runner import Runner
+from daemon.settings import Settings
+from simulators.freeagent import FreeAgentState
+from simulators.magento import MagentoState
+from simulators.stack import register, simulators
 
 
 async def _database(server_dsn: str) -> str:
@@ -53,14 +54,20 @@ async def bench(customers: int, dsn: str | None) -> None:
     pool = await create_pool(db, max_size=12)
     await migrate(pool)
     # FreeAgent's windows shrunk 600x so the limiter, not the clock, is what is measured.
-    settings = Settings(_env_file=None, rate_minute_window=0.1, rate_hour_window=6.0,  # type: ignore[call-arg]
-                        record_retry_base_seconds=0, export_concurrency=8)
+    settings = Settings(
+        _env_file=None,
+        rate_minute_window=0.1,
+        rate_hour_window=6.0,  # type: ignore[call-arg]
+        record_retry_base_seconds=0,
+        export_concurrency=8,
+    )
     fa = FreeAgentState(minute_window=0.1, hour_window=6.0)
     mg = MagentoState.seeded(customers=customers, guest_orders=customers // 10)
     async with aiohttp.ClientSession() as session, simulators(freeagent=fa, magento=mg) as stack:
         await register(pool, stack, profile="bench")
-        factory = ClientFactory(pool=pool, settings=settings,
-                                transport=Transport(session=session, settings=settings))
+        factory = ClientFactory(
+            pool=pool, settings=settings, transport=Transport(session=session, settings=settings)
+        )
         runner = Runner(pool=pool, settings=settings, resources=factory)
         started = time.perf_counter()
         first = await runner.fire(stack.profile_id, trigger=RunTrigger.CLI, options=RunOptions())
@@ -68,15 +75,21 @@ async def bench(customers: int, dsn: str | None) -> None:
         exported = first.counts.created + first.counts.updated + first.counts.linked
         writes_first, requests_first = fa.write_count(), len(fa.requests)
         fa.reset_counters()
-        second = await runner.fire(stack.profile_id, trigger=RunTrigger.CLI, options=RunOptions(full=True))
+        second = await runner.fire(
+            stack.profile_id, trigger=RunTrigger.CLI, options=RunOptions(full=True)
+        )
         rows = first.counts.collected
         print(f"customers+guests collected       {rows}")
         print(f"first export                     {first.status}: {first.counts.as_dict()}")
-        print(f"writes per record, first export  {writes_first / max(exported, 1):.3f}  (1.0 ideal)")
+        print(
+            f"writes per record, first export  {writes_first / max(exported, 1):.3f}  (1.0 ideal)"
+        )
         print(f"requests per record, first       {requests_first / max(rows, 1):.3f}")
-        print(f"writes per record, unchanged     {fa.write_count() / max(rows, 1):.3f}  (0 target)  [{second.status}]")
+        unchanged = fa.write_count() / max(rows, 1)
+        print(f"writes per record, unchanged     {unchanged:.3f}  (0 target)  [{second.status}]")
         print(f"records per second               {exported / elapsed:.1f}")
-        print(f"peak RSS                         {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS                         {peak:.0f} MiB")
     await pool.close()
     if server is not None:
         server.cleanup()

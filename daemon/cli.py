@@ -64,8 +64,10 @@ def simulate(
         from simulators.freeagent import FreeAgentState, create_app
 
         state = FreeAgentState(seed=seed)
-        access, refresh = state.issue_tokens()
-        console.print(f"FreeAgent simulator: http://{host}:{port}/v2/ client demo-client/demo-secret")
+        _access, refresh = state.issue_tokens()
+        console.print(
+            f"FreeAgent simulator: http://{host}:{port}/v2/ client demo-client/demo-secret"
+        )
         console.print(f"refresh token for `fa-sync client authorize --refresh-token`: {refresh}")
         web.run_app(create_app(state), host=host, port=port, print=None)
     elif service == "magento":
@@ -73,8 +75,12 @@ def simulate(
         from simulators.magento import create_app as create_magento
 
         console.print(f"Magento simulator: http://{host}:{port} bearer token demo-magento-token")
-        web.run_app(create_magento(MagentoState.seeded(customers, guest_orders, seed)),
-                    host=host, port=port, print=None)
+        web.run_app(
+            create_magento(MagentoState.seeded(customers, guest_orders, seed)),
+            host=host,
+            port=port,
+            print=None,
+        )
     else:
         raise typer.BadParameter("service must be freeagent or magento")
 

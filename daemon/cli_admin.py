@@ -43,8 +43,9 @@ def _client_view(row: Any) -> dict[str, Any]:
 async def client_add(
     name: str,
     client_id: Annotated[str, typer.Option(help="OAuth identifier from dev.freeagent.com.")],
-    client_secret: Annotated[str, typer.Option(prompt=True, hide_input=True,
-                                               envvar="FA_SYNC_CLIENT_SECRET")],
+    client_secret: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, envvar="FA_SYNC_CLIENT_SECRET")
+    ],
     environment: Annotated[str, typer.Option(help="production | sandbox | custom")] = "sandbox",
     base_url: Annotated[str | None, typer.Option(help="custom only: API root ending /v2/")] = None,
     redirect_uri: str = "urn:ietf:wg:oauth:2.0:oob",
@@ -54,8 +55,18 @@ async def client_add(
 ) -> None:
     """Register a FreeAgent app's credentials."""
     async with open_services(settings()) as s, translated(f"client {name}"):
-        await s.pool.fetchrow(QUERIES["client_insert"], name, environment, base_url, client_id,
-                              client_secret, redirect_uri, per_minute, per_hour, rate_limit_test)
+        await s.pool.fetchrow(
+            QUERIES["client_insert"],
+            name,
+            environment,
+            base_url,
+            client_id,
+            client_secret,
+            redirect_uri,
+            per_minute,
+            per_hour,
+            rate_limit_test,
+        )
     console.print(f"client [bold]{name}[/bold] added; next: fa-sync client authorize {name}")
 
 
@@ -65,8 +76,21 @@ async def client_list(as_json: JsonOpt = False) -> None:
     """List FreeAgent clients (secrets are never shown)."""
     async with open_services(settings()) as s:
         rows = [_client_view(r) for r in await s.pool.fetch(QUERIES["client_list"])]
-    show(rows, ["id", "name", "environment", "user_email", "company_name", "permission_level",
-                "refresh_token", "access_token_expires_at"], title="FreeAgent clients", as_json=as_json)
+    show(
+        rows,
+        [
+            "id",
+            "name",
+            "environment",
+            "user_email",
+            "company_name",
+            "permission_level",
+            "refresh_token",
+            "access_token_expires_at",
+        ],
+        title="FreeAgent clients",
+        as_json=as_json,
+    )
 
 
 @client_app.command("show")
@@ -84,9 +108,13 @@ async def client_show(name: str, as_json: JsonOpt = False) -> None:
 async def client_authorize(
     name: str,
     code: Annotated[str | None, typer.Option(help="Code from the approve redirect.")] = None,
-    refresh_token: Annotated[str | None, typer.Option(
-        help="Import an existing refresh token (headless servers).",
-        envvar="FA_SYNC_REFRESH_TOKEN")] = None,
+    refresh_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Import an existing refresh token (headless servers).",
+            envvar="FA_SYNC_REFRESH_TOKEN",
+        ),
+    ] = None,
 ) -> None:
     """Without options print the approve URL; then pass --code (or --refresh-token)."""
     async with open_services(settings()) as s:
@@ -103,8 +131,10 @@ async def client_authorize(
         fa = await s.factory.freeagent(row.id, profile_name=name)
         user, company = await fa.users_me(), await fa.company()
         await record_identity(s.pool, row.id, user=user, company=company)
-    console.print(f"client [bold]{name}[/bold] authorised for {user.get('email')} at "
-                  f"{company.get('name')} (permission level {user.get('permission_level')})")
+    console.print(
+        f"client [bold]{name}[/bold] authorised for {user.get('email')} at "
+        f"{company.get('name')} (permission level {user.get('permission_level')})"
+    )
 
 
 @client_app.command("config")
@@ -122,17 +152,22 @@ async def client_config(
             console.print(f"configuration data of {name} deleted")
             return
         fa = await s.factory.freeagent(row.id, profile_name=name)
-        data = {"company": await fa.company(), "user": await fa.users_me(),
-                "business_categories": await fa.business_categories()}
+        data: dict[str, Any] = {
+            "company": await fa.company(),
+            "user": await fa.users_me(),
+            "business_categories": await fa.business_categories(),
+        }
         await s.pool.execute(QUERIES["client_save_config"], row.id, data)
         await record_identity(s.pool, row.id, user=data["user"], company=data["company"])
     if as_json:
         console.print_json(json.dumps(data, default=str))
     else:
         c = data["company"]
-        console.print(f"{c.get('name')}: {c.get('type')}, currency {c.get('currency')}, "
-                      f"sales tax {c.get('sales_tax_registration_status')}; "
-                      f"{len(data['business_categories'])} business categories stored")
+        console.print(
+            f"{c.get('name')}: {c.get('type')}, currency {c.get('currency')}, "
+            f"sales tax {c.get('sales_tax_registration_status')}; "
+            f"{len(data['business_categories'])} business categories stored"
+        )
 
 
 @client_app.command("remove")
@@ -150,17 +185,36 @@ async def client_remove(name: str) -> None:
 async def magento_add(
     name: str,
     url: Annotated[str, typer.Option(help="Shop root, e.g. https://shop.example.com")],
-    token: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="FA_SYNC_MAGENTO_TOKEN",
-                                       help="Integration access token.")],
+    token: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            envvar="FA_SYNC_MAGENTO_TOKEN",
+            help="Integration access token.",
+        ),
+    ],
     store_code: str | None = None,
-    consumer_key: Annotated[str | None, typer.Option(help="OAuth 1.0a signing instead of Bearer.")] = None,
-    consumer_secret: Annotated[str | None, typer.Option(envvar="FA_SYNC_MAGENTO_CONSUMER_SECRET")] = None,
+    consumer_key: Annotated[
+        str | None, typer.Option(help="OAuth 1.0a signing instead of Bearer.")
+    ] = None,
+    consumer_secret: Annotated[
+        str | None, typer.Option(envvar="FA_SYNC_MAGENTO_CONSUMER_SECRET")
+    ] = None,
     token_secret: Annotated[str | None, typer.Option(envvar="FA_SYNC_MAGENTO_TOKEN_SECRET")] = None,
 ) -> None:
     """Register a Magento 2 integration."""
     async with open_services(settings()) as s, translated(f"Magento connection {name}"):
-        await s.pool.fetchrow(QUERIES["connection_insert"], name, url.rstrip("/"), store_code, token,
-                              consumer_key, consumer_secret, token_secret)
+        await s.pool.fetchrow(
+            QUERIES["connection_insert"],
+            name,
+            url.rstrip("/"),
+            store_code,
+            token,
+            consumer_key,
+            consumer_secret,
+            token_secret,
+        )
     console.print(f"Magento connection [bold]{name}[/bold] added")
 
 
@@ -172,8 +226,12 @@ async def magento_list(as_json: JsonOpt = False) -> None:
         rows = [dict(r) for r in await s.pool.fetch(QUERIES["connection_list"])]
     for r in rows:
         r["auth"] = "oauth1" if r.get("consumer_key") else "bearer"
-    show(rows, ["id", "name", "base_url", "store_code", "auth"], title="Magento connections",
-         as_json=as_json)
+    show(
+        rows,
+        ["id", "name", "base_url", "store_code", "auth"],
+        title="Magento connections",
+        as_json=as_json,
+    )
 
 
 @magento_app.command("remove")

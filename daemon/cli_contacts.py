@@ -15,7 +15,7 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.errors import FaSyncError
 from daemon.process import Services, open_services
-from daemon.runner import RunOutcome, Runner
+from daemon.runner import Runner, RunOutcome
 from profiles.freeagent_contact_export.dryrun import plan_export
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
@@ -23,14 +23,29 @@ contact_app = typer.Typer(help="Contacts: collect, export, import.", no_args_is_
 queue_app = typer.Typer(help="The contact ledger (export queue).", no_args_is_help=True)
 
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name.")]
-COUNT_KEYS = ["collected", "created", "updated", "linked", "unchanged", "skipped", "failed", "retrying"]
+COUNT_KEYS = [
+    "collected",
+    "created",
+    "updated",
+    "linked",
+    "unchanged",
+    "skipped",
+    "failed",
+    "retrying",
+]
 
 
 async def run_once(s: Services, profile_name: str, options: RunOptions) -> RunOutcome:
     """One run of a profile now, with a progress display; the same path the daemon uses."""
     profile = await profile_by_name(s, profile_name)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("starting", total=None)
 
         def report(stage: str, done: int, total: int | None) -> None:
@@ -43,8 +58,12 @@ async def run_once(s: Services, profile_name: str, options: RunOptions) -> RunOu
 
 
 def print_outcome(outcome: RunOutcome, as_json: bool) -> None:
-    row: dict[str, Any] = {"run": outcome.run_id, "status": outcome.status,
-                           **outcome.counts.as_dict(), "error": outcome.error}
+    row: dict[str, Any] = {
+        "run": outcome.run_id,
+        "status": outcome.status,
+        **outcome.counts.as_dict(),
+        "error": outcome.error,
+    }
     show([row], ["run", "status", *COUNT_KEYS, "error"], title="run result", as_json=as_json)
     if outcome.status in ("error", "skipped") and not as_json:
         raise typer.Exit(1)
@@ -55,7 +74,9 @@ def print_outcome(outcome: RunOutcome, as_json: bool) -> None:
 async def contact_collect(
     profile: ProfileOpt,
     full: Annotated[bool, typer.Option(help="Every customer, not only recent changes.")] = False,
-    freeagent: Annotated[bool, typer.Option(help="Also refresh the FreeAgent contact index.")] = True,
+    freeagent: Annotated[
+        bool, typer.Option(help="Also refresh the FreeAgent contact index.")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Collect Magento customers (and guests) into the queue; refresh the FreeAgent contacts."""
@@ -64,7 +85,9 @@ async def contact_collect(
         if freeagent and outcome.status not in ("error", "skipped"):
             p = await profile_by_name(s, profile)
             fa = await s.factory.freeagent(p.client_id, profile_name=p.name)
-            seen = await ContactIndex(pool=s.pool, client_id=p.client_id or 0, freeagent=fa).refresh(full=full)
+            seen = await ContactIndex(
+                pool=s.pool, client_id=p.client_id or 0, freeagent=fa
+            ).refresh(full=full)
             console.print(f"FreeAgent contacts read: {seen}")
     print_outcome(outcome, as_json)
 
@@ -84,8 +107,11 @@ async def contact_export(
         if dry_run:
             await _dry_run(s, profile, ids, as_json)
             return
-        outcome = await run_once(s, profile, RunOptions(collect=collect and not ids, full=full,
-                                                        ids=tuple(ids) if ids else None))
+        outcome = await run_once(
+            s,
+            profile,
+            RunOptions(collect=collect and not ids, full=full, ids=tuple(ids) if ids else None),
+        )
     print_outcome(outcome, as_json)
 
 
@@ -95,11 +121,17 @@ async def _dry_run(s: Services, profile_name: str, ids: list[int] | None, as_jso
         fa = await s.factory.freeagent(profile.client_id, profile_name=profile.name)
         await ContactIndex(pool=s.pool, client_id=profile.client_id or 0, freeagent=fa).refresh()
     except FaSyncError as exc:
-        console.print(f"[yellow]FreeAgent contacts not refreshed ({exc}); using the stored index[/yellow]")
+        console.print(
+            f"[yellow]FreeAgent contacts not refreshed ({exc}); using the stored index[/yellow]"
+        )
     plan = await plan_export(pool=s.pool, profile=profile, ids=ids)
     rows = [p.__dict__ for p in plan]
-    show(rows, ["entity_id", "source_key", "email", "action", "reason", "url"],
-         title=f"dry run of {profile_name}: nothing was sent", as_json=as_json)
+    show(
+        rows,
+        ["entity_id", "source_key", "email", "action", "reason", "url"],
+        title=f"dry run of {profile_name}: nothing was sent",
+        as_json=as_json,
+    )
 
 
 @contact_app.command("import")
@@ -133,12 +165,27 @@ async def queue_list(
 ) -> None:
     """Ledger rows, e.g. the dead letters: --status failed."""
     async with open_services(settings()) as s:
-        rows = [dict(r) for r in await s.pool.fetch(
-            QUERIES["entity_list"], await _profile_id(s, profile), status, limit)]
+        rows = [
+            dict(r)
+            for r in await s.pool.fetch(
+                QUERIES["entity_list"], await _profile_id(s, profile), status, limit
+            )
+        ]
     for r in rows:
-        r["error"] = (r.get("last_error") or {}).get("message") or (r.get("last_error") or {}).get("reason")
-    cols = ["id", "profile_name", "source_key", "email", "status", "attempts", "next_attempt_at",
-            "freeagent_url", "error"]
+        r["error"] = (r.get("last_error") or {}).get("message") or (r.get("last_error") or {}).get(
+            "reason"
+        )
+    cols = [
+        "id",
+        "profile_name",
+        "source_key",
+        "email",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "freeagent_url",
+        "error",
+    ]
     if as_json:
         cols += ["last_error", "attempt_history"]
     show(rows, cols, title="contact queue", as_json=as_json)
@@ -153,7 +200,9 @@ async def queue_retry(
 ) -> None:
     """Put failed rows back in the queue for the next run."""
     async with open_services(settings()) as s:
-        rows = await s.pool.fetch(QUERIES["entity_retry"], await _profile_id(s, profile), status, ids)
+        rows = await s.pool.fetch(
+            QUERIES["entity_retry"], await _profile_id(s, profile), status, ids
+        )
     console.print(f"{len(rows)} row(s) re-queued")
 
 
@@ -169,7 +218,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Schedule history: recent runs, newest first."""
         async with open_services(settings()) as s:
-            rows = history_rows(await s.pool.fetch(
-                QUERIES["run_history"], await _profile_id(s, profile), limit))
-        show(rows, ["id", "profile_name", "trigger", "scheduled_for", "status", *COUNT_KEYS,
-                    "error_summary"], title="history", as_json=as_json)
+            rows = history_rows(
+                await s.pool.fetch(QUERIES["run_history"], await _profile_id(s, profile), limit)
+            )
+        show(
+            rows,
+            [
+                "id",
+                "profile_name",
+                "trigger",
+                "scheduled_for",
+                "status",
+                *COUNT_KEYS,
+                "error_summary",
+            ],
+            title="history",
+            as_json=as_json,
+        )

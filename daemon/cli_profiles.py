@@ -17,8 +17,18 @@ from daemon.process import Services, open_services
 from daemon.scheduler import parse_cron
 from profiles import validate_profile
 
-PROFILE_COLUMNS = ["id", "name", "type", "enabled", "schedule", "timezone", "batch_size",
-                   "api_behaviour", "collect_mode", "config_error"]
+PROFILE_COLUMNS = [
+    "id",
+    "name",
+    "type",
+    "enabled",
+    "schedule",
+    "timezone",
+    "batch_size",
+    "api_behaviour",
+    "collect_mode",
+    "config_error",
+]
 
 
 async def profile_by_name(services: Services, name: str) -> Profile:
@@ -69,7 +79,9 @@ async def profile_create(
     name: str,
     client: Annotated[str, typer.Option(help="FreeAgent client name.")],
     magento: Annotated[str, typer.Option(help="Magento connection name.")],
-    schedule: Annotated[str, typer.Option(help="Cron: 5 fields, or 6 with seconds.")] = "*/15 * * * *",
+    schedule: Annotated[
+        str, typer.Option(help="Cron: 5 fields, or 6 with seconds.")
+    ] = "*/15 * * * *",
     profile_type: Annotated[str, typer.Option("--type")] = "freeagent_contact_export",
     settings_json: Annotated[str, typer.Option("--settings", help="JSON object.")] = "{}",
 ) -> None:
@@ -82,8 +94,15 @@ async def profile_create(
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--settings is not JSON: {exc}") from exc
         async with translated(f"profile {name}"), s.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(QUERIES["profile_insert"], name, profile_type, client_id,
-                                      connection_id, schedule, settings_obj)
+            row = await conn.fetchrow(
+                QUERIES["profile_insert"],
+                name,
+                profile_type,
+                client_id,
+                connection_id,
+                schedule,
+                settings_obj,
+            )
             _check(Profile.from_row(row))
     console.print(f"profile [bold]{name}[/bold] created (schedule {schedule})")
 
@@ -103,7 +122,9 @@ async def profile_show(name: str, as_json: JsonOpt = False) -> None:
     """Every column of one profile, with its ledger counts."""
     async with open_services(settings()) as s:
         profile = await profile_by_name(s, name)
-        counts = {r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)}
+        counts = {
+            r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)
+        }
     row = {**profile.__dict__, "ledger": counts}
     show([row], row.keys(), title=f"profile {name}", as_json=as_json)
 
@@ -123,22 +144,45 @@ async def profile_set(
     history: Annotated[bool | None, typer.Option("--history/--no-history")] = None,
     client: str | None = None,
     magento: str | None = None,
-    settings_json: Annotated[str | None, typer.Option("--settings", help="Replace settings (JSON).")] = None,
+    settings_json: Annotated[
+        str | None, typer.Option("--settings", help="Replace settings (JSON).")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="settings key.path=value")] = None,
 ) -> None:
     """Change any column, e.g. --schedule '*/5 * * * *' --batch-size 200."""
     async with open_services(settings()) as s:
-        await _update(s, name, enabled=None, schedule=schedule, timezone=timezone,
-                      batch_size=batch_size, retry=retry, retry_max_attempts=retry_max_attempts,
-                      api_behaviour=api_behaviour, collect_mode=collect_mode,
-                      collection_size=collection_size, history=history, client=client,
-                      magento=magento, settings_json=settings_json, assignments=set_ or [])
+        await _update(
+            s,
+            name,
+            enabled=None,
+            schedule=schedule,
+            timezone=timezone,
+            batch_size=batch_size,
+            retry=retry,
+            retry_max_attempts=retry_max_attempts,
+            api_behaviour=api_behaviour,
+            collect_mode=collect_mode,
+            collection_size=collection_size,
+            history=history,
+            client=client,
+            magento=magento,
+            settings_json=settings_json,
+            assignments=set_ or [],
+        )
     console.print(f"profile [bold]{name}[/bold] updated")
 
 
-async def _update(s: Services, name: str, *, enabled: bool | None, client: str | None = None,
-                  magento: str | None = None, settings_json: str | None = None,
-                  assignments: list[str] | None = None, **cols: Any) -> None:
+async def _update(
+    s: Services,
+    name: str,
+    *,
+    enabled: bool | None,
+    client: str | None = None,
+    magento: str | None = None,
+    settings_json: str | None = None,
+    assignments: list[str] | None = None,
+    **cols: Any,
+) -> None:
     profile = await profile_by_name(s, name)
     new_settings: dict[str, Any] | None = None
     if settings_json is not None:
@@ -151,10 +195,22 @@ async def _update(s: Services, name: str, *, enabled: bool | None, client: str |
     connection_id = await _connection_id(s, magento)
     async with translated(f"profile {name}"), s.pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            QUERIES["profile_update"], name, enabled, cols.get("schedule"), cols.get("timezone"),
-            cols.get("batch_size"), cols.get("retry"), cols.get("retry_max_attempts"),
-            cols.get("api_behaviour"), cols.get("collect_mode"), cols.get("collection_size"),
-            cols.get("history"), client_id, connection_id, new_settings)
+            QUERIES["profile_update"],
+            name,
+            enabled,
+            cols.get("schedule"),
+            cols.get("timezone"),
+            cols.get("batch_size"),
+            cols.get("retry"),
+            cols.get("retry_max_attempts"),
+            cols.get("api_behaviour"),
+            cols.get("collect_mode"),
+            cols.get("collection_size"),
+            cols.get("history"),
+            client_id,
+            connection_id,
+            new_settings,
+        )
         _check(Profile.from_row(await conn.fetchrow(QUERIES["profile_get_by_name"], name)))
 
 

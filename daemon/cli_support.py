@@ -58,11 +58,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def show(rows: Sequence[dict[str, Any]], columns: Iterable[str], *, title: str, as_json: bool) -> None:
+def show(
+    rows: Sequence[dict[str, Any]], columns: Iterable[str], *, title: str, as_json: bool
+) -> None:
     """Print rows as a rich table, or as JSON for scripts."""
     cols = list(columns)
     if as_json:
-        sys.stdout.write(json.dumps([{c: r.get(c) for c in cols} for r in rows], default=str, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps([{c: r.get(c) for c in cols} for r in rows], default=str, indent=2) + "\n"
+        )
         return
     table = Table(title=title)
     for c in cols:

@@ -57,7 +57,15 @@ class RunCounts:
 class Resources(Protocol):
     """Builds API clients for a profile; implemented in daemon.resources."""
 
-    async def freeagent(self, client_id: int | None) -> Any: ...
+    async def freeagent(
+        self,
+        client_id: int | None,
+        *,
+        profile_name: str = "",
+        log_requests: bool = False,
+        log_responses: bool = False,
+    ) -> Any: ...
+
     async def magento(self, connection_id: int | None) -> Any: ...
 
 

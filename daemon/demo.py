@@ -45,8 +45,9 @@ def _seed_existing(fa: FreeAgentState, mg: MagentoState, count: int = 3) -> list
     """Put a few customers in FreeAgent already, so the demo shows linking, not duplicating."""
     emails = []
     for customer in list(mg.customers.values())[-count:]:
-        fa.add_contact({"organisation_name": f"Existing contact {customer['id']}",
-                        "email": customer["email"]})
+        fa.add_contact(
+            {"organisation_name": f"Existing contact {customer['id']}", "email": customer["email"]}
+        )
         emails.append(customer["email"])
     return emails
 
@@ -65,13 +66,16 @@ def _run_table(title: str, outcomes: list[tuple[str, Any]]) -> Table:
 
 
 def _contacts_table(stack: Stack, limit: int = 10) -> Table:
-    table = Table(title=f"FreeAgent contacts (first {limit} of {len(stack.freeagent.contacts_list())})")
+    table = Table(
+        title=f"FreeAgent contacts (first {limit} of {len(stack.freeagent.contacts_list())})"
+    )
     for col in ["name / organisation", "email", "town", "country", "locale"]:
         table.add_column(col)
     for c in stack.freeagent.contacts_list()[:limit]:
         name = c.get("organisation_name") or f"{c.get('first_name', '')} {c.get('last_name', '')}"
-        table.add_row(name, c.get("email", ""), c.get("town", ""), c.get("country", ""),
-                      c.get("locale", ""))
+        table.add_row(
+            name, c.get("email", ""), c.get("town", ""), c.get("country", ""), c.get("locale", "")
+        )
     return table
 
 
@@ -80,14 +84,20 @@ async def run_demo(*, customers: int = 60, faults: bool = True) -> int:
     base = settings()
     configure(log_format="console", level="ERROR")
     server = None
-    server_dsn = base.dsn()
-    if server_dsn is None:
+    configured = base.dsn()
+    if configured is None:
         server_dsn, server = await asyncio.to_thread(start_embedded, base.data_dir)
+    else:
+        server_dsn = configured
     try:
         demo_dsn = await _fresh_database(server_dsn)
-        demo_settings = base.model_copy(update={
-            "database_url": SecretStr(demo_dsn), "http_retry_max_wait": 1.0,
-            "record_retry_base_seconds": 0.0})
+        demo_settings = base.model_copy(
+            update={
+                "database_url": SecretStr(demo_dsn),
+                "http_retry_max_wait": 1.0,
+                "record_retry_base_seconds": 0.0,
+            }
+        )
         return await _demo(demo_settings, customers=customers, faults=faults)
     finally:
         if server is not None:
@@ -98,19 +108,31 @@ async def _demo(demo_settings: Settings, *, customers: int, faults: bool) -> int
     fa = FreeAgentState(error_rate=0.05 if faults else 0.0, seed=11)
     mg = MagentoState.seeded(customers=customers, guest_orders=max(5, customers // 6))
     async with open_services(demo_settings) as s, simulators(freeagent=fa, magento=mg) as stack:
-        await register(s.pool, stack, profile="demo", settings={
-            "contact": {"default_payment_terms_in_days": 30, "charge_sales_tax": "Auto"},
-            "store": {"locales": {"2": "fr_FR", "3": "de_DE"}}})
+        await register(
+            s.pool,
+            stack,
+            profile="demo",
+            settings={
+                "contact": {"default_payment_terms_in_days": 30, "charge_sales_tax": "Auto"},
+                "store": {"locales": {"2": "fr_FR", "3": "de_DE"}},
+            },
+        )
         linked = _seed_existing(fa, mg)
         console.rule("[bold]fa-sync demo")
-        console.print(f"Magento simulator: {len(mg.customers)} customers, {len(mg.orders)} orders "
-                      f"at {stack.magento_url}")
-        console.print(f"FreeAgent simulator at {stack.freeagent_url}: {len(linked)} contacts exist "
-                      f"already (same e-mail as Magento customers)")
+        console.print(
+            f"Magento simulator: {len(mg.customers)} customers, {len(mg.orders)} orders "
+            f"at {stack.magento_url}"
+        )
+        console.print(
+            f"FreeAgent simulator at {stack.freeagent_url}: {len(linked)} contacts exist "
+            f"already (same e-mail as Magento customers)"
+        )
         if faults:
             fa.inject_429(5, retry_after=1)
-            console.print("Faults on: 5% of FreeAgent requests fail with 5xx, a burst of 429s; "
-                          "retries and create reconciliation handle them")
+            console.print(
+                "Faults on: 5% of FreeAgent requests fail with 5xx, a burst of 429s; "
+                "retries and create reconciliation handle them"
+            )
         results = []
         outcome = await run_once(s, "demo", RunOptions())
         results.append(("1st: export", (outcome, fa.write_count())))
@@ -125,16 +147,21 @@ async def _demo(demo_settings: Settings, *, customers: int, faults: bool) -> int
         results.append(("3rd: 1 changed", (outcome, fa.write_count())))
         console.print(_run_table("runs of profile demo", results))
         if faults:
-            console.print(f"survived during the first run: {faults_seen[0]} x 429, "
-                          f"{faults_seen[1]} x 5xx")
+            console.print(
+                f"survived during the first run: {faults_seen[0]} x 429, {faults_seen[1]} x 5xx"
+            )
         console.print(_contacts_table(stack))
         return await _verdict(s.pool, stack, linked)
 
 
 async def _verdict(pool: asyncpg.Pool, stack: Stack, linked: list[str]) -> int:
     """Check what a user cares about: one contact per e-mail, nobody missing."""
-    ledger = Counter(r["status"] for r in await pool.fetch(QUERIES["entity_list"], None, None, 100000))
-    by_email = Counter(c["email"].lower() for c in stack.freeagent.contacts_list() if c.get("email"))
+    ledger = Counter(
+        r["status"] for r in await pool.fetch(QUERIES["entity_list"], None, None, 100000)
+    )
+    by_email = Counter(
+        c["email"].lower() for c in stack.freeagent.contacts_list() if c.get("email")
+    )
     duplicates = [e for e, n in by_email.items() if n > 1]
     table = Table(title="ledger (contact_entity) by status")
     table.add_column("status")
@@ -142,8 +169,9 @@ async def _verdict(pool: asyncpg.Pool, stack: Stack, linked: list[str]) -> int:
     for status, n in sorted(ledger.items()):
         table.add_row(status, str(n))
     console.print(table)
-    console.print(f"existing contacts linked, not duplicated: "
-                  f"{all(by_email[e.lower()] == 1 for e in linked)}")
+    console.print(
+        f"existing contacts linked, not duplicated: {all(by_email[e.lower()] == 1 for e in linked)}"
+    )
     console.print(f"duplicate contacts in FreeAgent: {len(duplicates)}")
     stuck = ledger.get("pending", 0) + ledger.get("processing", 0) + ledger.get("creating", 0)
     ok = not duplicates and stuck == 0

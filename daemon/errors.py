@@ -47,7 +47,12 @@ class ApiError(FaSyncError):
 
     def as_json(self) -> dict[str, Any]:
         """The error as stored on a ledger row: the remote API's own words, never our secrets."""
-        return {"service": self.service, "status": self.status, "message": str(self), "body": self.body}
+        return {
+            "service": self.service,
+            "status": self.status,
+            "message": str(self),
+            "body": self.body,
+        }
 
 
 class TransientApiError(ApiError):

@@ -12,12 +12,21 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.runs = Counter("fa_sync_runs", "Finished runs by profile and status",
-                            ["profile", "status"], registry=self.registry)
-        self.records = Counter("fa_sync_records", "Ledger outcomes by profile and outcome",
-                               ["profile", "outcome"], registry=self.registry)
-        self.duration = Histogram("fa_sync_run_seconds", "Run duration by profile", ["profile"],
-                                  registry=self.registry)
+        self.runs = Counter(
+            "fa_sync_runs",
+            "Finished runs by profile and status",
+            ["profile", "status"],
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "fa_sync_records",
+            "Ledger outcomes by profile and outcome",
+            ["profile", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "fa_sync_run_seconds", "Run duration by profile", ["profile"], registry=self.registry
+        )
 
     def observe_run(self, profile: str, status: str, counts: RunCounts, seconds: float) -> None:
         """Count one finished run and its records."""

@@ -28,7 +28,7 @@ from daemon.errors import DatabaseError
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.resources import ClientFactory
-from daemon.runner import RunOutcome, Runner, utcnow
+from daemon.runner import Runner, RunOutcome, utcnow
 from daemon.scheduler import ProfileScheduler
 from daemon.settings import Settings
 from profiles import validate_profile
@@ -37,8 +37,17 @@ log = get_logger(__name__)
 
 CHANNEL = "fa_sync_profile"
 #: Connection errors that mean "PostgreSQL is away", as opposed to a bad statement.
-DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-           asyncpg.CannotConnectNowError, DatabaseError, ConnectionError, TimeoutError)
+DB_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    DatabaseError,
+    ConnectionError,
+    TimeoutError,
+)
+#: ... or any PostgreSQL error: logged, and the loop carries on.
+DB_OR_SQL = (*DB_DOWN, asyncpg.PostgresError)
 
 
 @dataclass
@@ -53,12 +62,16 @@ class Services:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, *, migrate_schema: bool = True) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, *, migrate_schema: bool = True
+) -> AsyncIterator[Services]:
     """Database (embedded if DATABASE_URL is unset), schema, HTTP session and client factory."""
     server = None
-    dsn = settings.dsn()
-    if dsn is None:
+    configured = settings.dsn()
+    if configured is None:
         dsn, server = await asyncio.to_thread(start_embedded, settings.data_dir)
+    else:
+        dsn = configured
     pool = await connect_with_retry(dsn)
     try:
         if migrate_schema:
@@ -99,11 +112,19 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._clock = clock
         self.metrics = Metrics()
-        self.runner = Runner(pool=services.pool, settings=self.settings,
-                             resources=services.factory, stopping=self.stopping, clock=clock,
-                             metrics=self.metrics)
+        self.runner = Runner(
+            pool=services.pool,
+            settings=self.settings,
+            resources=services.factory,
+            stopping=self.stopping,
+            clock=clock,
+            metrics=self.metrics,
+        )
         self.scheduler = ProfileScheduler(
-            on_fire=self.fire, misfire_grace_seconds=self.settings.misfire_grace_seconds, clock=clock)
+            on_fire=self.fire,
+            misfire_grace_seconds=self.settings.misfire_grace_seconds,
+            clock=clock,
+        )
         self._runs: set[asyncio.Task[Any]] = set()
         self._reload_wanted = asyncio.Event()
         #: Set after each completed reload (tests await it instead of sleeping).
@@ -128,9 +149,12 @@ class Daemon:
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception():
-                    log.error("background_task_died", task=task.get_name(),
-                              error=repr(task.exception()))
-                    raise RuntimeError(f"background task {task.get_name()} died") from task.exception()
+                    log.error(
+                        "background_task_died", task=task.get_name(), error=repr(task.exception())
+                    )
+                    raise RuntimeError(
+                        f"background task {task.get_name()} died"
+                    ) from task.exception()
         finally:
             for task in [stopper, *tasks]:
                 task.cancel()
@@ -141,15 +165,22 @@ class Daemon:
         self.scheduler.shutdown()
         self.stopping.set()
         if self._runs:
-            log.info("draining_runs", running=len(self._runs),
-                     grace_seconds=self.settings.shutdown_grace_seconds)
-            _, pending = await asyncio.wait(self._runs, timeout=self.settings.shutdown_grace_seconds)
+            log.info(
+                "draining_runs",
+                running=len(self._runs),
+                grace_seconds=self.settings.shutdown_grace_seconds,
+            )
+            _, pending = await asyncio.wait(
+                self._runs, timeout=self.settings.shutdown_grace_seconds
+            )
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
         with contextlib.suppress(*DB_DOWN, asyncpg.PostgresError):
-            released = await self.services.pool.fetch(QUERIES["run_release_owner"], self.settings.replica_id)
+            released = await self.services.pool.fetch(
+                QUERIES["run_release_owner"], self.settings.replica_id
+            )
             if released:
                 log.warning("runs_released", runs=[r["id"] for r in released])
         log.info("daemon_stopped")
@@ -160,12 +191,16 @@ class Daemon:
         """APScheduler's job: start the run as a task and return, so the scheduler never waits."""
         if self.stopping.is_set():
             return
-        task = asyncio.create_task(self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
-                                   name=f"fire-{profile_id}")
+        task = asyncio.create_task(
+            self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
+            name=f"fire-{profile_id}",
+        )
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
-    async def _run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger) -> None:
+    async def _run_fire(
+        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
+    ) -> None:
         """Run one fire; if PostgreSQL went away mid-run, try again once it is back."""
         for attempt in range(1, 4):
             try:
@@ -174,11 +209,11 @@ class Daemon:
                     self.outcomes = [*self.outcomes[-99:], outcome]
                     self.runs_changed.notify_all()
                 return
-            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+            except DB_OR_SQL as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
                 if self.stopping.is_set():
                     return
-                await asyncio.sleep(min(2 ** attempt, 30))
+                await asyncio.sleep(min(2**attempt, 30))
                 # A retry is a new, manual fire: the scheduled one is closed (or its lease expires).
                 scheduled_for, trigger = self._clock(), RunTrigger.MANUAL
 
@@ -193,7 +228,7 @@ class Daemon:
             self._reload_wanted.clear()
             try:
                 await self.reload()
-            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+            except DB_OR_SQL as exc:
                 log.warning("profile_reload_failed", error=repr(exc))
 
     async def reload(self) -> None:
@@ -231,7 +266,7 @@ class Daemon:
             try:
                 await self._listen_once()
                 delay = 0.5
-            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+            except DB_OR_SQL as exc:
                 log.warning("listener_reconnecting", error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
@@ -263,7 +298,7 @@ class Daemon:
             try:
                 result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
                 log.info("history_purged", result=result, older_than=cutoff.isoformat())
-            except DB_DOWN + (asyncpg.PostgresError,) as exc:
+            except DB_OR_SQL as exc:
                 log.warning("history_purge_failed", error=repr(exc))
             await asyncio.sleep(3600)
 

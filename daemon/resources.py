@@ -36,7 +36,11 @@ class ClientFactory:
         return self._tokens[client_id]
 
     async def freeagent(
-        self, client_id: int | None, *, profile_name: str = "", log_requests: bool = False,
+        self,
+        client_id: int | None,
+        *,
+        profile_name: str = "",
+        log_requests: bool = False,
         log_responses: bool = False,
     ) -> FreeAgentClient:
         """A FreeAgent client for a profile, logging requests when the profile asks for it."""
@@ -46,22 +50,33 @@ class ClientFactory:
         if not row.refresh_token and not row.access_token:
             raise ConfigError(
                 f"FreeAgent client {row.name}: not authorised yet "
-                f"(fa-sync client authorize {row.name})")
+                f"(fa-sync client authorize {row.name})"
+            )
         transport = self.transport
         if log_requests or log_responses:
             path = self._settings.request_log_dir / f"{profile_name or row.name}.freeagent.jsonl"
             transport = transport.with_log(RequestLog(path, log_requests, log_responses))
         budget = RateBudget(
-            self._pool, row.budget_key, row.rate_limit_per_minute, row.rate_limit_per_hour,
-            self._settings.rate_minute_window, self._settings.rate_hour_window)
+            self._pool,
+            row.budget_key,
+            row.rate_limit_per_minute,
+            row.rate_limit_per_hour,
+            self._settings.rate_minute_window,
+            self._settings.rate_hour_window,
+        )
         return FreeAgentClient(
-            transport=transport, client_row=row, tokens=self.tokens(client_id), budget=budget)
+            transport=transport, client_row=row, tokens=self.tokens(client_id), budget=budget
+        )
 
     async def magento(self, connection_id: int | None) -> MagentoClient:
         """A Magento client for a connection row."""
         if connection_id is None:
-            raise ConfigError("profile has no Magento connection (fa-sync profile set --magento NAME)")
+            raise ConfigError(
+                "profile has no Magento connection (fa-sync profile set --magento NAME)"
+            )
         row = await self._pool.fetchrow(QUERIES["connection_get"], connection_id)
         if row is None:
             raise ConfigError(f"Magento connection {connection_id} does not exist")
-        return MagentoClient(transport=self.transport, connection=MagentoConnectionRow.from_row(row))
+        return MagentoClient(
+            transport=self.transport, connection=MagentoConnectionRow.from_row(row)
+        )

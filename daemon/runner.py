@@ -100,8 +100,12 @@ class Runner:
         for r in expired:
             log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
         row = await self._pool.fetchrow(
-            QUERIES["run_claim"], profile.id, str(trigger), scheduled_for,
-            self._settings.replica_id, self._settings.lease_seconds,
+            QUERIES["run_claim"],
+            profile.id,
+            str(trigger),
+            scheduled_for,
+            self._settings.replica_id,
+            self._settings.lease_seconds,
         )
         if row is not None:
             return Run.from_row(row)
@@ -109,14 +113,21 @@ class Runner:
         if active is None:
             # Another replica already took this very fire: nothing to account for here.
             return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "fire already taken")
-        reason = f"run #{active['id']} of profile {profile.name} is still running (owner {active['owner']})"
+        reason = (
+            f"run #{active['id']} of profile {profile.name} is still running "
+            f"(owner {active['owner']})"
+        )
         return await self._record_skip(profile, trigger, scheduled_for, reason)
 
     async def _record_skip(
         self, profile: Profile, trigger: RunTrigger, scheduled_for: datetime, reason: str
     ) -> RunOutcome:
         run_id = await self._pool.fetchval(
-            QUERIES["run_record_skipped"], profile.id, str(trigger), scheduled_for, reason,
+            QUERIES["run_record_skipped"],
+            profile.id,
+            str(trigger),
+            scheduled_for,
+            reason,
             self._settings.replica_id,
         )
         log.info("run_skipped", profile=profile.name, reason=reason)
@@ -127,13 +138,19 @@ class Runner:
     ) -> RunOutcome:
         counts = RunCounts()
         ctx = RunContext(
-            pool=self._pool, settings=self._settings, profile=profile, run=run,
-            resources=self._resources, options=options, counts=counts,
-            stopping=self._stopping, clock=self._clock,
+            pool=self._pool,
+            settings=self._settings,
+            profile=profile,
+            run=run,
+            resources=self._resources,
+            options=options,
+            counts=counts,
+            stopping=self._stopping,
+            clock=self._clock,
         )
         log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.COMPLETE, None
-        job = asyncio.create_task(executor(ctx), name=f"run-{run.id}")
+        job: asyncio.Task[None] = asyncio.ensure_future(executor(ctx))
         lease = asyncio.create_task(self._keep_lease(run, job), name=f"lease-{run.id}")
         try:
             await job
@@ -165,12 +182,26 @@ class Runner:
     ) -> RunOutcome:
         c = counts
         row = await self._pool.fetchrow(
-            QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
-            c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
+            QUERIES["run_finish"],
+            run.id,
+            run.fence,
+            str(status),
+            c.collected,
+            c.created,
+            c.updated,
+            c.skipped,
+            c.failed,
+            c.linked,
+            c.unchanged,
+            c.retrying,
+            error,
+            c.messages,
         )
         await self._pool.execute(QUERIES["entity_release_run"], run.id)
         if row is None:
-            log.error("run_finish_fenced", reason="lease lost: another replica owns this profile now")
+            log.error(
+                "run_finish_fenced", reason="lease lost: another replica owns this profile now"
+            )
         if not profile.history_enabled:
             await self._pool.execute(QUERIES["run_delete_history_disabled"])
         log.info("run_finished", status=str(status), error=error, **c.as_dict())
@@ -189,9 +220,20 @@ class Runner:
         c = counts
         await self._pool.execute(QUERIES["entity_release_run"], run.id)
         await self._pool.fetchrow(
-            QUERIES["run_finish"], run.id, run.fence, str(RunStatus.ERROR), c.collected,
-            c.created, c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying,
-            "interrupted by shutdown; unfinished records resume on the next run", c.messages,
+            QUERIES["run_finish"],
+            run.id,
+            run.fence,
+            str(RunStatus.ERROR),
+            c.collected,
+            c.created,
+            c.updated,
+            c.skipped,
+            c.failed,
+            c.linked,
+            c.unchanged,
+            c.retrying,
+            "interrupted by shutdown; unfinished records resume on the next run",
+            c.messages,
         )
         log.warning("run_interrupted", **c.as_dict())
 
@@ -208,5 +250,7 @@ class Runner:
                 renewed = None if (self._clock() - last_ok).total_seconds() > lease else run.id
             if renewed is None:
                 job.cancel()
-                raise LeaseLost(f"run {run.id}: lease lost; another replica may own the profile now")
+                raise LeaseLost(
+                    f"run {run.id}: lease lost; another replica may own the profile now"
+                )
             last_ok = self._clock()

@@ -90,13 +90,19 @@ class _Entry:
 class ProfileScheduler:
     """Keeps one APScheduler job per enabled profile in step with the profile rows."""
 
-    def __init__(self, *, on_fire: FireCallback, misfire_grace_seconds: int, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, *, on_fire: FireCallback, misfire_grace_seconds: int, clock: Callable[[], datetime]
+    ) -> None:
         self._on_fire = on_fire
         self._grace = misfire_grace_seconds
         self._clock = clock
         self._entries: dict[int, _Entry] = {}
         self._scheduler = AsyncIOScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire_grace_seconds}
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": misfire_grace_seconds,
+            }
         )
 
     def start(self) -> None:
@@ -115,7 +121,10 @@ class ProfileScheduler:
             self.remove(profile_id)
         for profile in wanted.values():
             current = self._entries.get(profile.id)
-            if current and (current.schedule, current.timezone) == (profile.schedule, profile.timezone):
+            if current and (current.schedule, current.timezone) == (
+                profile.schedule,
+                profile.timezone,
+            ):
                 continue
             outcome[profile.id] = self._apply(profile)
         return outcome
@@ -139,11 +148,20 @@ class ProfileScheduler:
             return message
         self._entries[profile.id] = _Entry(profile.schedule, profile.timezone, trigger)
         self._scheduler.add_job(
-            self._fire, trigger, args=[profile.id], id=str(profile.id), replace_existing=True,
+            self._fire,
+            trigger,
+            args=[profile.id],
+            id=str(profile.id),
+            replace_existing=True,
             name=profile.name,
         )
-        log.info("schedule_set", profile=profile.name, schedule=profile.schedule,
-                 timezone=profile.timezone, next_fire=str(self.next_fire(profile.id)))
+        log.info(
+            "schedule_set",
+            profile=profile.name,
+            schedule=profile.schedule,
+            timezone=profile.timezone,
+            next_fire=str(self.next_fire(profile.id)),
+        )
         return None
 
     async def _fire(self, profile_id: int) -> None:

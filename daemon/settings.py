@@ -5,8 +5,8 @@ Per-profile behaviour lives in the `profile` table, not here: these are the knob
 
 from __future__ import annotations
 
-import socket
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -24,9 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FA_SYNC_", env_file=".env", extra="ignore")
 
     #: PostgreSQL DSN. Also read from plain DATABASE_URL. Unset: an embedded server is started.
-    database_url: SecretStr | None = Field(
-        default=None, validation_alias="DATABASE_URL"
-    )
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     #: Where the embedded PostgreSQL keeps its data when database_url is unset.
     data_dir: Path = Path(".fa-sync/pgdata")
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -53,8 +53,11 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 @asynccontextmanager
 async def simulators(
-    *, freeagent: FreeAgentState | None = None, magento: MagentoState | None = None,
-    customers: int = 50, guest_orders: int = 10,
+    *,
+    freeagent: FreeAgentState | None = None,
+    magento: MagentoState | None = None,
+    customers: int = 50,
+    guest_orders: int = 10,
 ) -> AsyncIterator[Stack]:
     """Start both simulators on free loopback ports."""
     fa = freeagent or FreeAgentState()
@@ -71,26 +74,62 @@ async def simulators(
 
 
 async def register(
-    pool: asyncpg.Pool, stack: Stack, *, profile: str = "demo", schedule: str = "*/15 * * * *",
-    settings: dict[str, Any] | None = None, enabled: bool = True, **limits: int,
+    pool: asyncpg.Pool,
+    stack: Stack,
+    *,
+    profile: str = "demo",
+    schedule: str = "*/15 * * * *",
+    settings: dict[str, Any] | None = None,
+    enabled: bool = True,
+    **limits: int,
 ) -> Stack:
     """Insert a FreeAgent client (authorised), a Magento connection and a profile using them."""
     client = await pool.fetchrow(
-        QUERIES["client_insert"], f"{profile}-freeagent", "custom", stack.freeagent_url,
-        DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, "urn:ietf:wg:oauth:2.0:oob",
-        limits.get("per_minute", 120), limits.get("per_hour", 3600), False)
+        QUERIES["client_insert"],
+        f"{profile}-freeagent",
+        "custom",
+        stack.freeagent_url,
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+        "urn:ietf:wg:oauth:2.0:oob",
+        limits.get("per_minute", 120),
+        limits.get("per_hour", 3600),
+        False,
+    )
     access, refresh = stack.freeagent.issue_tokens(DEMO_CLIENT_ID)
     now = datetime.now(UTC)
     await pool.execute(
-        QUERIES["client_save_tokens"], client["id"], access,
-        now + timedelta(seconds=stack.freeagent.access_token_ttl), refresh, None)
+        QUERIES["client_save_tokens"],
+        client["id"],
+        access,
+        now + timedelta(seconds=stack.freeagent.access_token_ttl),
+        refresh,
+        None,
+    )
     connection = await pool.fetchrow(
-        QUERIES["connection_insert"], f"{profile}-magento", stack.magento_url, None,
-        DEMO_MAGENTO_TOKEN, None, None, None)
+        QUERIES["connection_insert"],
+        f"{profile}-magento",
+        stack.magento_url,
+        None,
+        DEMO_MAGENTO_TOKEN,
+        None,
+        None,
+        None,
+    )
     row = await pool.fetchrow(
-        QUERIES["profile_insert"], profile, "freeagent_contact_export", client["id"],
-        connection["id"], schedule, json.loads(json.dumps(settings or {})))
+        QUERIES["profile_insert"],
+        profile,
+        "freeagent_contact_export",
+        client["id"],
+        connection["id"],
+        schedule,
+        json.loads(json.dumps(settings or {})),
+    )
     if not enabled:
         await pool.execute(QUERIES["profile_update"], profile, False, *([None] * 12))
-    stack.client_id, stack.connection_id, stack.profile_id = client["id"], connection["id"], row["id"]
+    stack.client_id, stack.connection_id, stack.profile_id = (
+        client["id"],
+        connection["id"],
+        row["id"],
+    )
     return stack

@@ -94,7 +94,7 @@ from daemon.clients.transport import Transport  # noqa: E402
 from daemon.context import RunOptions  # noqa: E402
 from daemon.db.records import RunTrigger  # noqa: E402
 from daemon.resources import ClientFactory  # noqa: E402
-from daemon.runner import RunOutcome, Runner  # noqa: E402
+from daemon.runner import Runner, RunOutcome  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
 from simulators.freeagent import FreeAgentState  # noqa: E402
 from simulators.magento import MagentoState  # noqa: E402

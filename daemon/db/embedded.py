@@ -22,5 +22,6 @@ def start_embedded(data_dir: Path) -> tuple[str, Any]:
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        server = get_server(str(data_dir.resolve()), cleanup_mode="stop")
     return server.get_uri(), server

@@ -6,10 +6,10 @@ asyncpg's exceptions stop here: callers see DatabaseError/ConfigError with reada
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit, urlunsplit
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -23,9 +23,7 @@ MIGRATE_LOCK = 0x6661_7379_6E63  # "fasync"
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSONB in and out as Python objects; every query can pass dicts and lists directly.
     for typ in ("jsonb", "json"):
-        await conn.set_type_codec(
-            typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

@@ -6,10 +6,10 @@ Code asks for `QUERIES["claim_fire"]`; no SQL is built inline anywhere else.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
-from collections.abc import Mapping
 
 _HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.M)
 

@@ -57,7 +57,7 @@ def plan_collect(
     guest_mark = state["guest_watermark"] if state else None
     return CollectPlan(
         full=full,
-        customers_since=None if full else watermark - overlap,
+        customers_since=None if full or watermark is None else watermark - overlap,
         guests_since=None if full or guest_mark is None else guest_mark - overlap,
     )
 

@@ -60,10 +60,22 @@ def read_buyer(row: ContactEntity) -> Buyer | Skipped:
 
 #: Text attributes fa-sync manages: when a customer loses one (company removed, address line
 #: gone), the update sends "" so FreeAgent clears it instead of keeping the stale value.
-CLEARABLE = frozenset({
-    "first_name", "last_name", "organisation_name", "email", "phone_number", "address1",
-    "address2", "address3", "town", "region", "postcode", "sales_tax_registration_number",
-})
+CLEARABLE = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "organisation_name",
+        "email",
+        "phone_number",
+        "address1",
+        "address2",
+        "address3",
+        "town",
+        "region",
+        "postcode",
+        "sales_tax_registration_number",
+    }
+)
 
 
 def update_body(p: Prepared, *, linked_now: bool) -> dict[str, Any]:
@@ -186,7 +198,9 @@ class Exporter:
         """An earlier POST did create the contact: keep it, bring it up to date if needed."""
         if p.row.metadata.get("create_intent", {}).get("payload_hash") != p.hash:
             await self._fa.update_contact(url, p.payload)
-        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, reconciled=True)
+        await self._finish(
+            p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, reconciled=True
+        )
         self._ctx.counts.created += 1
 
     async def _reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
@@ -281,11 +295,18 @@ class Exporter:
                 self._ctx.pool, identity_key(self._client_id, p.email, p.payload)
             ):
                 new_url = await self._create(p)
-            await self._finish(p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, sent=p.payload, replaced=url)
+            await self._finish(
+                p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, sent=p.payload, replaced=url
+            )
             self._ctx.counts.created += 1
             return
         await self._finish(
-            p.row, EntityStatus.UPDATED, url=url, hash_=p.hash, sent=p.payload, linked_existing=linked_now or None
+            p.row,
+            EntityStatus.UPDATED,
+            url=url,
+            hash_=p.hash,
+            sent=p.payload,
+            linked_existing=linked_now or None,
         )
         self._ctx.counts.updated += 1
         log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)

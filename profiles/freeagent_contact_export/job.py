@@ -1,4 +1,7 @@
-"""One run of a freeagent_contact_export profile: collect -> queue -> resolve -> export -> record."""
+"""One run of a freeagent_contact_export profile.
+
+collect -> queue -> resolve -> export -> record.
+"""
 
 from __future__ import annotations
 

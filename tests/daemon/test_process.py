@@ -13,7 +13,7 @@ import pytest
 from daemon.process import Daemon, Services
 from daemon.resources import ClientFactory
 from daemon.settings import Settings
-from simulators.stack import Stack, register
+from simulators.stack import Stack
 
 WAIT = 10.0
 
@@ -52,8 +52,12 @@ async def test_schedule_update_from_another_connection_applies_live(
     assert daemon.scheduler.next_fire(stack.profile_id) is not None
     other = await asyncpg.connect(database_dsn)
     try:
-        await _reloaded_after(daemon, lambda: other.execute(
-            "UPDATE profile SET schedule = '0 3 1 1 *' WHERE id = $1", stack.profile_id))
+        await _reloaded_after(
+            daemon,
+            lambda: other.execute(
+                "UPDATE profile SET schedule = '0 3 1 1 *' WHERE id = $1", stack.profile_id
+            ),
+        )
     finally:
         await other.close()
     next_fire = daemon.scheduler.next_fire(stack.profile_id)
@@ -61,7 +65,9 @@ async def test_schedule_update_from_another_connection_applies_live(
     assert (next_fire.astimezone(UTC).month, next_fire.day, next_fire.hour) == (1, 1, 3)
 
 
-async def test_disabling_a_profile_unschedules_it(pool: asyncpg.Pool, stack: Stack, daemon: Daemon) -> None:
+async def test_disabling_a_profile_unschedules_it(
+    pool: asyncpg.Pool, stack: Stack, daemon: Daemon
+) -> None:
     """enabled = false removes the job; true brings it back."""
     await _reloaded_after(daemon, lambda: pool.execute("UPDATE profile SET enabled = false"))
     assert daemon.scheduler.next_fire(stack.profile_id) is None
@@ -74,35 +80,65 @@ async def test_bad_profile_rows_are_flagged_and_others_keep_running(
 ) -> None:
     """A row with a bad cron value or bad settings is flagged; the good profile still runs."""
     client, magento = stack.client_id, stack.connection_id
-    await _reloaded_after(daemon, lambda: pool.execute(
-        """INSERT INTO profile (name, type, client_id, connection_id, schedule, settings) VALUES
+    await _reloaded_after(
+        daemon,
+        lambda: pool.execute(
+            """INSERT INTO profile (name, type, client_id, connection_id, schedule, settings) VALUES
            ('bad-cron', 'freeagent_contact_export', $1, $2, '61 * * * *', '{}'),
            ('bad-settings', 'freeagent_contact_export', $1, $2, '* * * * *',
-            '{"contact": {"charge_sales_tax": "Sometimes"}}')""", client, magento))
-    errors = {r["name"]: r["config_error"] for r in await pool.fetch(
-        "SELECT p.name, s.config_error FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id")}
+            '{"contact": {"charge_sales_tax": "Sometimes"}}')""",
+            client,
+            magento,
+        ),
+    )
+    errors = {
+        r["name"]: r["config_error"]
+        for r in await pool.fetch(
+            "SELECT p.name, s.config_error FROM profile p"
+            " LEFT JOIN profile_state s ON s.profile_id = p.id"
+        )
+    }
     assert "61" in errors["bad-cron"]
     assert "charge_sales_tax" in errors["bad-settings"]
     assert errors["demo"] is None
     # The good profile fires on schedule while the bad ones sit flagged.
-    await _reloaded_after(daemon, lambda: pool.execute(
-        "UPDATE profile SET schedule = '* * * * * *' WHERE name = 'demo'"))
-    await _until(daemon.runs_changed, lambda: any(
-        o.run_id and o.status in ("complete", "warning") for o in daemon.outcomes))
+    await _reloaded_after(
+        daemon,
+        lambda: pool.execute("UPDATE profile SET schedule = '* * * * * *' WHERE name = 'demo'"),
+    )
+    await _until(
+        daemon.runs_changed,
+        lambda: any(o.run_id and o.status in ("complete", "warning") for o in daemon.outcomes),
+    )
     assert len(stack.freeagent.contacts_list()) > 0
 
 
-async def test_fixing_a_flagged_profile_clears_the_flag(pool: asyncpg.Pool, stack: Stack, daemon: Daemon) -> None:
+async def test_fixing_a_flagged_profile_clears_the_flag(
+    pool: asyncpg.Pool, stack: Stack, daemon: Daemon
+) -> None:
     """Once the row is corrected the flag goes and the profile is scheduled."""
-    await _reloaded_after(daemon, lambda: pool.execute(
-        "UPDATE profile SET schedule = '0 25 * * *' WHERE id = $1", stack.profile_id))
-    flagged = await pool.fetchval("SELECT config_error FROM profile_state WHERE profile_id = $1",
-                                  stack.profile_id)
+    await _reloaded_after(
+        daemon,
+        lambda: pool.execute(
+            "UPDATE profile SET schedule = '0 25 * * *' WHERE id = $1", stack.profile_id
+        ),
+    )
+    flagged = await pool.fetchval(
+        "SELECT config_error FROM profile_state WHERE profile_id = $1", stack.profile_id
+    )
     assert flagged
-    await _reloaded_after(daemon, lambda: pool.execute(
-        "UPDATE profile SET schedule = '*/5 * * * *' WHERE id = $1", stack.profile_id))
-    assert await pool.fetchval("SELECT config_error FROM profile_state WHERE profile_id = $1",
-                               stack.profile_id) is None
+    await _reloaded_after(
+        daemon,
+        lambda: pool.execute(
+            "UPDATE profile SET schedule = '*/5 * * * *' WHERE id = $1", stack.profile_id
+        ),
+    )
+    assert (
+        await pool.fetchval(
+            "SELECT config_error FROM profile_state WHERE profile_id = $1", stack.profile_id
+        )
+        is None
+    )
     assert daemon.scheduler.next_fire(stack.profile_id) is not None
 
 
@@ -110,8 +146,12 @@ async def test_each_scheduled_fire_gets_one_history_row(
     pool: asyncpg.Pool, stack: Stack, daemon: Daemon
 ) -> None:
     """Scheduled runs are recorded with trigger=schedule and their scheduled time."""
-    await _reloaded_after(daemon, lambda: pool.execute(
-        "UPDATE profile SET schedule = '* * * * * *' WHERE id = $1", stack.profile_id))
+    await _reloaded_after(
+        daemon,
+        lambda: pool.execute(
+            "UPDATE profile SET schedule = '* * * * * *' WHERE id = $1", stack.profile_id
+        ),
+    )
     await _until(daemon.runs_changed, lambda: sum(1 for o in daemon.outcomes if o.run_id) >= 2)
     rows = await pool.fetch("SELECT * FROM profile_run WHERE trigger = 'schedule' ORDER BY id")
     assert len({r["scheduled_for"] for r in rows}) == len(rows)

@@ -81,6 +81,8 @@ async def test_profile_type_cannot_change(pool: asyncpg.Pool) -> None:
 
 async def test_rate_acquire_grants_up_to_the_limit_then_asks_to_wait(pool: asyncpg.Pool) -> None:
     """The shared budget grants per_minute requests, then returns a wait."""
-    waits = [await pool.fetchval(QUERIES["rate_acquire"], "k", 3, 100, 60.0, 3600.0) for _ in range(4)]
+    waits = [
+        await pool.fetchval(QUERIES["rate_acquire"], "k", 3, 100, 60.0, 3600.0) for _ in range(4)
+    ]
     assert waits[:3] == [0, 0, 0]
     assert 0 < waits[3] <= 60

@@ -46,7 +46,9 @@ def _plain_person(c: dict[str, Any]) -> bool:
     return first.isascii() and first.isalpha() and last.isascii() and last.isalpha()
 
 
-async def test_profile_exports_every_customer_once(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_profile_exports_every_customer_once(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """Every seeded customer ends as exactly one FreeAgent contact; ledger and history agree."""
     outcome = await run_profile(stack.profile_id)
     assert outcome.error is None
@@ -62,13 +64,22 @@ async def test_contact_fields_are_mapped_from_the_customer(
     pool: asyncpg.Pool, stack: Stack, run_profile
 ) -> None:
     """Names, e-mail, billing address and country name reach FreeAgent as the reference says."""
-    customer = _customer(stack.magento, lambda c: any(
-        a.get("default_billing") and a.get("country_id") == "GB" and a.get("city")
-        for a in c.get("addresses", [])) and _plain_person(c))
+    customer = _customer(
+        stack.magento,
+        lambda c: (
+            any(
+                a.get("default_billing") and a.get("country_id") == "GB" and a.get("city")
+                for a in c.get("addresses", [])
+            )
+            and _plain_person(c)
+        ),
+    )
     billing = next(a for a in customer["addresses"] if a.get("default_billing"))
     await run_profile(stack.profile_id)
     url = await pool.fetchval(
-        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1",
+        f"customer:{customer['id']}",
+    )
     contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
     assert contact["first_name"] == customer["firstname"].strip()
     assert contact["last_name"] == customer["lastname"].strip()
@@ -85,10 +96,12 @@ async def test_existing_contact_with_same_email_is_linked_not_duplicated(
     """A FreeAgent contact that already has the customer's e-mail is linked and updated."""
     customer = _customer(stack.magento, lambda c: _plain_person(c) and c.get("addresses"))
     existing = stack.freeagent.add_contact(
-        {"first_name": "Old", "last_name": "Name", "email": customer["email"].upper()})
+        {"first_name": "Old", "last_name": "Name", "email": customer["email"].upper()}
+    )
     await run_profile(stack.profile_id)
     row = await pool.fetchrow(
-        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
+    )
     assert row["freeagent_url"] == existing
     assert _contacts_by_email(stack)[customer["email"].lower()] == 1
     contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == existing)
@@ -117,12 +130,16 @@ async def test_full_pass_over_unchanged_customers_sends_no_writes(
     assert stack.freeagent.write_count() == 0
 
 
-async def test_changed_customer_is_updated_with_put(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_changed_customer_is_updated_with_put(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """A customer changed in Magento is sent again as a PUT to its stored contact URL."""
     await run_profile(stack.profile_id)
     customer = _customer(stack.magento, _plain_person)
     url = await pool.fetchval(
-        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1",
+        f"customer:{customer['id']}",
+    )
     stack.magento.update_customer(customer["id"], lastname="Renamed")
     stack.freeagent.reset_counters()
     outcome = await run_profile(stack.profile_id)
@@ -152,7 +169,8 @@ async def test_429_burst_and_5xx_faults_still_export_everyone(
         for _ in range(4):  # rows whose retries ran out in one run are retried by the next
             await run_profile(stack.profile_id)
             left = await pool.fetchval(
-                "SELECT count(*) FROM contact_entity WHERE status IN ('pending', 'creating')")
+                "SELECT count(*) FROM contact_entity WHERE status IN ('pending', 'creating')"
+            )
             if left == 0:
                 break
         assert faulty_freeagent.count_429 >= 8
@@ -184,20 +202,25 @@ async def test_customer_without_name_or_company_is_skipped_with_reason(
     nameless = stack.magento.add_customer(email="nobody@example.com", firstname=" ", lastname=" ")
     await run_profile(stack.profile_id)
     row = await pool.fetchrow(
-        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{nameless['id']}")
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{nameless['id']}"
+    )
     assert row["status"] == "skipped"
     assert "name" in row["last_error"]["reason"]
     assert "nobody@example.com" not in _contacts_by_email(stack)
 
 
-async def test_dry_run_sends_nothing_and_explains(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_dry_run_sends_nothing_and_explains(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """The dry run plans creates for queued customers and makes no write call."""
     from daemon.db.records import Profile
     from profiles.freeagent_contact_export.dryrun import plan_export
 
     await run_profile(stack.profile_id, export=False)
     stack.freeagent.reset_counters()
-    profile = Profile.from_row(await pool.fetchrow("SELECT * FROM profile WHERE id = $1", stack.profile_id))
+    profile = Profile.from_row(
+        await pool.fetchrow("SELECT * FROM profile WHERE id = $1", stack.profile_id)
+    )
     plan = await plan_export(pool=pool, profile=profile, ids=None)
     assert plan and {p.action for p in plan} <= {"create", "skip", "update", "link"}
     assert any(p.action == "create" for p in plan)
@@ -210,16 +233,21 @@ async def test_import_links_existing_contacts_and_creates_none(
 ) -> None:
     """Import links customers to FreeAgent contacts by e-mail and never creates one."""
     customer = _customer(stack.magento, _plain_person)
-    url = stack.freeagent.add_contact({"organisation_name": "Existing Ltd", "email": customer["email"]})
+    url = stack.freeagent.add_contact(
+        {"organisation_name": "Existing Ltd", "email": customer["email"]}
+    )
     outcome = await run_profile(stack.profile_id, import_only=True)
     assert outcome.counts.linked == 1
     assert len(stack.freeagent.contacts_list()) == 1
     row = await pool.fetchrow(
-        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
+    )
     assert row["freeagent_url"] == url
 
 
-async def test_update_behaviour_never_creates(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_update_behaviour_never_creates(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """api_behaviour=update skips customers without a FreeAgent contact."""
     await pool.execute("UPDATE profile SET api_behaviour = 'update'")
     outcome = await run_profile(stack.profile_id)
@@ -232,7 +260,9 @@ async def test_create_behaviour_leaves_existing_contacts_alone(
 ) -> None:
     """api_behaviour=create links an existing contact without changing it."""
     customer = _customer(stack.magento, _plain_person)
-    url = stack.freeagent.add_contact({"first_name": "Keep", "last_name": "Me", "email": customer["email"]})
+    url = stack.freeagent.add_contact(
+        {"first_name": "Keep", "last_name": "Me", "email": customer["email"]}
+    )
     await pool.execute("UPDATE profile SET api_behaviour = 'create'")
     await run_profile(stack.profile_id)
     contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
@@ -246,7 +276,9 @@ async def test_rejected_record_fails_with_freeagents_words_and_others_continue(
     bad = _customer(stack.magento, _plain_person)
     stack.freeagent.rejected_emails.add(bad["email"].lower())
     outcome = await run_profile(stack.profile_id)
-    row = await pool.fetchrow("SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{bad['id']}")
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{bad['id']}"
+    )
     assert row["status"] == "failed"
     assert row["attempts"] == 1  # validation errors are not retried blindly
     assert "Email is invalid" in row["last_error"]["message"]
@@ -255,15 +287,23 @@ async def test_rejected_record_fails_with_freeagents_words_and_others_continue(
     assert outcome.counts.created == len(stack.freeagent.contacts_list())
 
 
-async def test_long_names_are_truncated_not_rejected(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_long_names_are_truncated_not_rejected(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """Strings over FreeAgent's limits are cut by the mapping, so the contact is accepted."""
-    long = stack.magento.add_customer(email="long@example.com", firstname="Long", lastname="X" * 300)
+    long = stack.magento.add_customer(
+        email="long@example.com", firstname="Long", lastname="X" * 300
+    )
     await run_profile(stack.profile_id)
-    row = await pool.fetchrow("SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{long['id']}")
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{long['id']}"
+    )
     assert row["status"] == "created", row["last_error"]
 
 
-async def test_failed_rows_are_listed_and_requeued(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+async def test_failed_rows_are_listed_and_requeued(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
     """Dead letters stay on the ledger with their history until `queue retry` re-queues them."""
     from daemon.db.queries import QUERIES
 
@@ -285,13 +325,28 @@ async def test_field_removed_in_magento_is_cleared_in_freeagent(
 ) -> None:
     """A managed field the customer no longer has is blanked, not left stale."""
     customer = stack.magento.add_customer(
-        email="clear.me@example.com", firstname="Clara", lastname="Clear",
-        addresses=[{"firstname": "Clara", "lastname": "Clear", "company": "Clear Co",
-                    "street": ["1 Road"], "city": "Leeds", "postcode": "LS1 1AA",
-                    "country_id": "GB", "telephone": "0113 000", "default_billing": True}])
+        email="clear.me@example.com",
+        firstname="Clara",
+        lastname="Clear",
+        addresses=[
+            {
+                "firstname": "Clara",
+                "lastname": "Clear",
+                "company": "Clear Co",
+                "street": ["1 Road"],
+                "city": "Leeds",
+                "postcode": "LS1 1AA",
+                "country_id": "GB",
+                "telephone": "0113 000",
+                "default_billing": True,
+            }
+        ],
+    )
     await run_profile(stack.profile_id)
     url = await pool.fetchval(
-        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}")
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1",
+        f"customer:{customer['id']}",
+    )
     address = dict(stack.magento.customers[customer["id"]]["addresses"][0])
     address.pop("company")
     address.pop("telephone")
