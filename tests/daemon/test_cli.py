@@ -1,0 +1,218 @@
+"""The fa-sync command line, run as a user runs it: a subprocess against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from simulators.stack import DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN, Stack
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(database_dsn: str, tmp_path):  # type: ignore[no-untyped-def]
+    """Run `fa-sync ARGS` with DATABASE_URL pointing at this test's database."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_dsn,
+        "FA_SYNC_LOG_FORMAT": "json",
+        "COLUMNS": "200",
+        "FA_SYNC_REQUEST_LOG_DIR": str(tmp_path / "logs"),
+    }
+
+    async def run(*args: str) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            *args,
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return Result(proc.returncode or 0, out.decode(), err.decode())
+
+    return run
+
+
+async def _secrets(pool: asyncpg.Pool) -> list[str]:
+    row = await pool.fetchrow("SELECT access_token, refresh_token FROM freeagent_client")
+    return [row["access_token"], row["refresh_token"], DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN]
+
+
+async def test_profile_set_changes_columns(pool: asyncpg.Pool, stack: Stack, cli) -> None:
+    """`profile set` edits any column."""
+    result = await cli(
+        "profile",
+        "set",
+        "demo",
+        "--schedule",
+        "*/5 * * * *",
+        "--batch-size",
+        "200",
+        "--set",
+        "contact.default_payment_terms_in_days=14",
+    )
+    assert result.code == 0, result.err
+    row = await pool.fetchrow("SELECT * FROM profile WHERE name = 'demo'")
+    assert (row["schedule"], row["batch_size"]) == ("*/5 * * * *", 200)
+    assert row["settings"]["contact"]["default_payment_terms_in_days"] == 14
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "2000"], "batch_size must be between 1 and 1000"),
+        (["--schedule", "61 * * * *"], "61"),
+        (["--api-behaviour", "merge"], "api_behaviour must be upsert, create or update"),
+        (["--set", "contact.charge_sales_tax=Sometimes"], "charge_sales_tax"),
+        (["--set", "contcat.status=Active"], "contcat"),
+    ],
+)
+async def test_bad_values_are_refused_with_one_clear_line(
+    pool: asyncpg.Pool, stack: Stack, cli, args: list[str], message: str
+) -> None:
+    """Bad input exits 1 with a readable message, no traceback, and changes nothing."""
+    result = await cli("profile", "set", "demo", *args)
+    assert result.code == 1
+    assert message in result.err
+    assert "Traceback" not in result.err + result.out
+    row = await pool.fetchrow(
+        "SELECT batch_size, schedule, settings FROM profile WHERE name = 'demo'"
+    )
+    assert (row["batch_size"], row["schedule"], row["settings"]) == (100, "*/15 * * * *", {})
+
+
+async def test_dry_run_lists_actions_and_sends_nothing(stack: Stack, cli) -> None:
+    """`contact export --dry-run` explains each row and makes no write call."""
+    collected = await cli("contact", "collect", "--profile", "demo", "--json")
+    assert collected.code == 0, collected.err
+    result = await cli("contact", "export", "--profile", "demo", "--dry-run", "--json")
+    assert result.code == 0, result.err
+    plan = result.json()
+    assert plan and all(p["reason"] for p in plan)
+    assert {p["action"] for p in plan} >= {"create"}
+    assert stack.freeagent.write_count() == 0
+
+
+async def test_export_then_history_and_queue(pool: asyncpg.Pool, stack: Stack, cli) -> None:
+    """`contact export` runs the profile once; history and queue show the result."""
+    result = await cli("contact", "export", "--profile", "demo", "--json")
+    assert result.code == 0, result.err
+    (run,) = result.json()
+    assert run["status"] in ("complete", "warning") and run["created"] > 0
+    history = (await cli("history", "--profile", "demo", "--json")).json()
+    assert history[0]["trigger"] == "cli" and history[0]["created"] == run["created"]
+    queue = (await cli("queue", "list", "--status", "created", "--json")).json()
+    assert len(queue) == run["created"]
+
+
+async def test_cli_output_never_shows_secrets(pool: asyncpg.Pool, stack: Stack, cli) -> None:
+    """Client listings, exports and their logs keep tokens and secrets out."""
+    outputs = [
+        await cli("client", "list", "--json"),
+        await cli("client", "show", "demo-freeagent", "--json"),
+        await cli("magento", "list", "--json"),
+        await cli("contact", "export", "--profile", "demo"),
+    ]
+    assert all(r.code == 0 for r in outputs), [r.err for r in outputs]
+    text = "".join(r.out + r.err for r in outputs)
+    for secret in await _secrets(pool):
+        assert secret not in text
+    assert json.loads(outputs[1].out)[0]["client_secret"] == "set"
+
+
+async def test_request_logs_keep_secrets_out(
+    pool: asyncpg.Pool, stack: Stack, run_profile, settings
+) -> None:
+    """Request/response log files record traffic but never a token."""
+    await pool.execute(
+        """UPDATE profile SET settings = '{"logging": {"log_requests": true, "log_responses": true}}'"""
+    )
+    secrets = await _secrets(pool)
+    stack.freeagent.access_token_ttl = 0.0  # force a refresh, so refresh tokens cross the wire
+    await run_profile(stack.profile_id)
+    files = list(settings.request_log_dir.glob("*.jsonl"))
+    assert files
+    text = "".join(f.read_text() for f in files)
+    assert "contacts" in text
+    current = await _secrets(pool)
+    for secret in {*secrets, *current}:
+        assert secret not in text
+
+
+async def test_authorize_with_code_stores_tokens_and_identity(
+    pool: asyncpg.Pool, stack: Stack, cli
+) -> None:
+    """The approve URL leads to a code; `--code` stores rotating tokens and who approved."""
+    import aiohttp
+    from yarl import URL
+
+    added = await cli(
+        "client",
+        "add",
+        "fresh",
+        "--client-id",
+        "demo-client",
+        "--environment",
+        "custom",
+        "--base-url",
+        stack.freeagent_url,
+        "--redirect-uri",
+        "https://example.com/callback",
+        "--client-secret",
+        DEMO_CLIENT_SECRET,
+    )
+    assert added.code == 0, added.err
+    prompt = await cli("client", "authorize", "fresh")
+    approve = next(line for line in prompt.out.split() if "approve_app" in line)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(approve, allow_redirects=False, headers={"User-Agent": "test"}) as response,
+    ):
+        code = URL(response.headers["Location"]).query["code"]
+    result = await cli("client", "authorize", "fresh", "--code", code)
+    assert result.code == 0, result.err
+    row = await pool.fetchrow("SELECT * FROM freeagent_client WHERE name = 'fresh'")
+    assert row["refresh_token"] and row["access_token"] and row["permission_level"] == 8
+    assert row["user_url"]
+    assert row["refresh_token"] not in result.out + result.err
+
+
+async def test_profile_create_and_delete(pool: asyncpg.Pool, stack: Stack, cli) -> None:
+    """A profile is created with defaults for every column, and deleted with its ledger."""
+    created = await cli(
+        "profile",
+        "create",
+        "second",
+        "--client",
+        "demo-freeagent",
+        "--magento",
+        "demo-magento",
+        "--schedule",
+        "0 6 * * 1-5",
+    )
+    assert created.code == 0, created.err
+    row = await pool.fetchrow("SELECT * FROM profile WHERE name = 'second'")
+    assert (row["batch_size"], row["api_behaviour"], row["enabled"]) == (100, "upsert", True)
+    deleted = await cli("profile", "delete", "second", "--yes")
+    assert deleted.code == 0, deleted.err
+    assert await pool.fetchval("SELECT count(*) FROM profile WHERE name = 'second'") == 0
