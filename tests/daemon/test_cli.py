@@ -145,7 +145,8 @@ async def test_request_logs_keep_secrets_out(
 ) -> None:
     """Request/response log files record traffic but never a token."""
     await pool.execute(
-        """UPDATE profile SET settings = '{"logging": {"log_requests": true, "log_responses": true}}'"""
+        "UPDATE profile SET settings = $1",
+        {"logging": {"log_requests": True, "log_responses": True}},
     )
     secrets = await _secrets(pool)
     stack.freeagent.access_token_ttl = 0.0  # force a refresh, so refresh tokens cross the wire
