@@ -356,3 +356,110 @@ async def test_field_removed_in_magento_is_cleared_in_freeagent(
     assert "organisation_name" not in contact
     assert "phone_number" not in contact
     assert contact["first_name"] == "Clara"
+
+
+async def _set_settings(pool: asyncpg.Pool, settings: dict[str, Any]) -> None:
+    await pool.execute("UPDATE profile SET settings = $1", settings)
+
+
+async def test_deleted_customer_hides_its_contact_when_enabled(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Delete Customers Externally: a customer gone from Magento hides (never deletes) its contact."""
+    await _set_settings(pool, {"events": {"hide_deleted_customers": True}})
+    customer = _customer(stack.magento, _plain_person)
+    await run_profile(stack.profile_id)
+    url = await pool.fetchval(
+        "SELECT freeagent_url FROM contact_entity WHERE source_key = $1",
+        f"customer:{customer['id']}",
+    )
+    stack.magento.delete_customer(customer["id"])
+    await run_profile(stack.profile_id, full=True)
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == url)
+    assert contact["status"] == "Hidden"
+    others = [c for c in stack.freeagent.contacts_list() if c["url"] != url]
+    assert all(c["status"] == "Active" for c in others)
+
+
+async def test_new_customers_are_not_queued_when_the_event_is_off(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Add New Customer To Export Queue = no: only customers already on the ledger update."""
+    await run_profile(stack.profile_id)
+    await _set_settings(pool, {"events": {"queue_new_customers": False}})
+    newcomer = stack.magento.add_customer(
+        email="new@example.com", firstname="New", lastname="Comer"
+    )
+    await run_profile(stack.profile_id)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM contact_entity WHERE source_key = $1",
+            f"customer:{newcomer['id']}",
+        )
+        == 0
+    )
+    assert "new@example.com" not in _contacts_by_email(stack)
+
+
+async def test_store_restriction_exports_only_chosen_websites(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """With store restriction on, customers of other websites are not collected."""
+    await _set_settings(
+        pool, {"store": {"restrict": True, "website_ids": [1]}, "include_guests": False}
+    )
+    await run_profile(stack.profile_id)
+    websites = {r["website_id"] for r in await pool.fetch("SELECT website_id FROM contact_entity")}
+    assert websites == {1}
+    expected = {c["id"] for c in stack.magento.customers.values() if c.get("website_id") == 1}
+    collected = {
+        r["magento_customer_id"]
+        for r in await pool.fetch("SELECT magento_customer_id FROM contact_entity")
+    }
+    assert collected == expected
+
+
+async def test_store_mapping_sets_the_invoice_locale(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Store Mapping: a customer of the French store view gets FreeAgent locale fr."""
+    french = stack.magento.add_customer(
+        email="marie@example.fr", firstname="Marie", lastname="Curie", store_id=2, website_id=2
+    )
+    await _set_settings(pool, {"store": {"locales": {"2": "fr_FR"}}, "contact": {"locale": "en"}})
+    await run_profile(stack.profile_id)
+    by_email = {c.get("email"): c for c in stack.freeagent.contacts_list()}
+    assert by_email["marie@example.fr"]["locale"] == "fr"
+    assert by_email[_customer(stack.magento, _plain_person)["email"].lower()]["locale"] == "en"
+    assert french["store_id"] == 2
+
+
+async def test_guest_buyers_become_one_contact_per_email(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Guest checkouts are exported once per e-mail; a guest who is also a customer shares one."""
+    await run_profile(stack.profile_id)
+    guests = {
+        o["customer_email"].lower()
+        for o in stack.magento.orders.values()
+        if o.get("customer_is_guest")
+    }
+    by_email = _contacts_by_email(stack)
+    assert guests and all(by_email[e] == 1 for e in guests)
+    shared = await pool.fetch(
+        "SELECT * FROM contact_entity WHERE source_key LIKE 'guest:%' AND status = 'linked'"
+    )
+    customer_emails = {c["email"].lower() for c in stack.magento.customers.values()}
+    assert all(r["email"] in customer_emails for r in shared)
+
+
+async def test_replace_mode_collects_every_customer_each_run(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """collect_mode=replace re-reads all customers; unchanged ones still send nothing."""
+    await pool.execute("UPDATE profile SET collect_mode = 'replace'")
+    first = await run_profile(stack.profile_id)
+    stack.freeagent.reset_counters()
+    second = await run_profile(stack.profile_id)
+    assert second.counts.collected == first.counts.collected
+    assert stack.freeagent.write_count() == 0
