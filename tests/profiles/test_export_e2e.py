@@ -365,7 +365,7 @@ async def _set_settings(pool: asyncpg.Pool, settings: dict[str, Any]) -> None:
 async def test_deleted_customer_hides_its_contact_when_enabled(
     pool: asyncpg.Pool, stack: Stack, run_profile
 ) -> None:
-    """Delete Customers Externally: a customer gone from Magento hides (never deletes) its contact."""
+    """Delete Customers Externally: a customer gone from Magento has its contact hidden."""
     await _set_settings(pool, {"events": {"hide_deleted_customers": True}})
     customer = _customer(stack.magento, _plain_person)
     await run_profile(stack.profile_id)
