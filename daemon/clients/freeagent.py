@@ -1,0 +1,301 @@
+"""FreeAgent API v2: paths, payloads and FreeAgent's own rules; the transport moves the bytes.
+
+Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL),
+a 429 blocks that budget for everyone, and a 401 triggers one token refresh and one retry.
+FreeAgent has no idempotency key and no upsert, so a create is never repeated once FreeAgent
+may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is retried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urljoin
+
+from yarl import URL
+
+from daemon.clients.oauth import REAUTHORISE, TokenStore
+from daemon.clients.ratelimit import RateBudget
+from daemon.clients.transport import Response, Transport, error_message
+from daemon.db.records import FreeAgentClientRow
+from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
+
+SERVICE = "freeagent"
+#: FreeAgent's largest page.
+MAX_PER_PAGE = 100
+
+# Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
+_LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
+_REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,]+))""", re.I)
+
+
+def parse_link_header(values: list[str]) -> dict[str, str]:
+    """rel -> URL from one or more Link headers; both quote styles, several rels per link."""
+    links: dict[str, str] = {}
+    for value in values:
+        for match in _LINK.finditer(value):
+            rel = _REL.search(match.group(2))
+            if rel is None:
+                continue
+            for name in next(g for g in rel.groups() if g is not None).split():
+                links.setdefault(name.lower(), match.group(1).strip())
+    return links
+
+
+def format_since(moment: datetime) -> str:
+    """ISO 8601 UTC for updated_since; truncating to the second only widens the window."""
+    if moment.tzinfo is None:
+        raise ValueError(f"updated_since {moment!r} has no timezone; pass an aware datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FreeAgentClient:
+    """One FreeAgent company, acting as the user who approved the app."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        client_row: FreeAgentClientRow,
+        tokens: TokenStore,
+        budget: RateBudget,
+    ) -> None:
+        self._transport = transport
+        self._row = client_row
+        self._tokens = tokens
+        self._budget = budget
+        self.api_base = client_row.api_base  #: ends with /v2/
+        self._api = URL(self.api_base)
+
+    # -- configuration -------------------------------------------------------------------
+
+    async def users_me(self) -> dict[str, Any]:
+        """The approving user: url (budget key), email, permission_level (export gate)."""
+        return dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+
+    async def company(self) -> dict[str, Any]:
+        """The company's settings: type, currency, sales tax registration..."""
+        return dict(_member(await self._send("GET", f"{self.api_base}company"), "company"))
+
+    async def business_categories(self) -> list[str]:
+        """The company's business category names."""
+        response = await self._send("GET", f"{self.api_base}company/business_categories")
+        return list(_member(response, "business_categories"))
+
+    # -- contacts ------------------------------------------------------------------------
+
+    async def iter_contacts(
+        self,
+        *,
+        view: str = "all",
+        updated_since: datetime | None = None,
+        sort: str = "updated_at",
+        per_page: int = MAX_PER_PAGE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every contact of the view, following Link rel=next; each contact yielded once.
+
+        Page numbers shift when contacts change mid-scan, so a stable sort is used and
+        contacts already yielded (by URL) are skipped.
+        """
+        params = {"view": view, "sort": sort, "per_page": str(max(1, min(per_page, MAX_PER_PAGE)))}
+        if updated_since is not None:
+            params["updated_since"] = format_since(updated_since)
+        url = f"{self.api_base}contacts"
+        response = await self._send("GET", url, params=params)
+        seen_urls: set[str] = set()
+        visited: set[str] = set()
+        while True:
+            for contact in _member(response, "contacts"):
+                if contact.get("url") not in seen_urls:
+                    seen_urls.add(contact.get("url"))
+                    yield contact
+            next_url = self._next_page(response, url, visited)
+            if next_url is None:
+                return
+            url = next_url
+            response = await self._send("GET", self._own_url(url))
+
+    def _next_page(self, response: Response, current: str, visited: set[str]) -> str | None:
+        """The rel=next URL, absolute; None on the last page or if a link loops back."""
+        link = parse_link_header(response.headers.getall("Link", [])).get("next")
+        if not link:
+            return None
+        absolute = urljoin(current, link)
+        if absolute in visited:
+            return None
+        visited.add(absolute)
+        return absolute
+
+    async def get_contact(self, url: str) -> dict[str, Any] | None:
+        """One contact by its URL; None when FreeAgent no longer has it (404)."""
+        try:
+            response = await self._send("GET", self._own_url(url))
+        except RejectedRecord as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(_member(response, "contact"))
+
+    async def create_contact(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new contact; returns it with its url (from the body, else Location).
+
+        Never repeated after a timeout, dropped connection or 5xx: FreeAgent may have
+        stored the contact, so that TransientApiError goes to the caller to reconcile.
+        """
+        url = f"{self.api_base}contacts"
+        try:
+            response = await self._send("POST", url, json={"contact": dict(payload)}, retry=False)
+        except TransientApiError as exc:
+            if isinstance(exc, RateLimited) or exc.service != SERVICE:
+                raise  # refused unprocessed, or the token refresh failed: nothing was created
+            raise TransientApiError(
+                f"{exc}; the contact may have been created: reconcile before creating again",
+                status=exc.status,
+                body=exc.body,
+                service=SERVICE,
+            ) from exc
+        return _created_contact(response, payload)
+
+    async def update_contact(self, url: str, payload: Mapping[str, Any]) -> None:
+        """PUT changed fields (idempotent, so retried); FreeAgent's answer body is not relied on."""
+        await self._send("PUT", self._own_url(url), json={"contact": dict(payload)})
+
+    async def hide_contact(self, url: str) -> None:
+        """Set status Hidden: FreeAgent's answer for contacts that cannot be deleted."""
+        await self.update_contact(url, {"status": "Hidden"})
+
+    async def delete_contact(self, url: str) -> Literal["deleted", "hidden"]:
+        """DELETE, or hide when FreeAgent refuses (a contact with invoices/estimates: 403/409...).
+
+        404 counts as deleted: a retried DELETE whose first attempt succeeded answers 404.
+        """
+        try:
+            await self._send("DELETE", self._own_url(url))
+        except ApiError as exc:
+            refused = exc.status is not None and 400 <= exc.status < 500
+            if not refused or isinstance(exc, AuthError | TransientApiError):
+                raise
+            if exc.status in (404, 410):
+                return "deleted"
+            await self.hide_contact(url)
+            return "hidden"
+        return "deleted"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _own_url(self, url: str) -> URL:
+        """A URL exactly as FreeAgent gave it (contact, next page), refused if it is not on
+        this API's host: the bearer token must never go to another host or environment."""
+        target = URL(url, encoded=True)
+        if not target.is_absolute() or _origin(target) != _origin(self._api):
+            raise RejectedRecord(
+                f"URL {url!r} is not on {self._api.origin()}; refusing to send it this "
+                "client's token",
+                service=SERVICE,
+            )
+        return target
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "User-Agent": self._transport.settings.user_agent,
+            "Accept": "application/json",
+        }
+        if self._row.rate_limit_test:
+            headers["X-RateLimit-Test"] = "true"  # sandbox: 5 requests/min, to test throttling
+        return headers
+
+    async def _send(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> Response:
+        """Budgeted, authorised request; a 401 refreshes the token once and tries again."""
+        sent: list[str] = []
+        try:
+            return await self._request(method, url, json, params, retry, sent)
+        except AuthError as exc:
+            if exc.service != SERVICE or not sent:
+                raise  # the token endpoint itself refused: refreshing again cannot help
+            await self._tokens.force_refresh(sent[-1])
+        try:
+            return await self._request(method, url, json, params, retry, sent)
+        except AuthError as exc:
+            if exc.service != SERVICE:
+                raise
+            raise AuthError(
+                f"FreeAgent client {self._row.name}: access token refused even after a refresh "
+                f"({error_message(exc.body) or exc.status}); {REAUTHORISE}",
+                status=exc.status,
+                body=exc.body,
+                service=SERVICE,
+            ) from exc
+
+    async def _request(
+        self,
+        method: str,
+        url: str | URL,
+        json: Any,
+        params: Mapping[str, str] | None,
+        retry: bool,
+        sent: list[str],
+    ) -> Response:
+        async def authorize() -> dict[str, str]:
+            # Per attempt: a retry after a long Retry-After may need a refreshed token.
+            token = await self._tokens.access_token()
+            sent.append(token)
+            return {"Authorization": f"Bearer {token}"}
+
+        return await self._transport.request(
+            method,
+            url,
+            headers=self._headers(),
+            json=json,
+            params=params,
+            service=SERVICE,
+            retry=retry,
+            before_send=self._budget.acquire,
+            on_rate_limited=self._budget.block,
+            authorize=authorize,
+        )
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port (default ports made explicit) for same-host checks."""
+    return url.scheme, url.host, url.port
+
+
+def _member(response: Response, key: str) -> Any:
+    """body[key] of a JSON object answer; FreeAgent has answered XML/HTML by mistake."""
+    body = response.body
+    if not isinstance(body, dict) or key not in body:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise TransientApiError(
+            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}",
+            status=response.status,
+            body=body if isinstance(body, dict) else None,
+            service=SERVICE,
+        )
+    return body[key]
+
+
+def _created_contact(response: Response, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The created contact with its URL; the Location header when the body lacks it."""
+    body = response.body
+    contact = body.get("contact") if isinstance(body, dict) else None
+    result = dict(contact) if isinstance(contact, dict) else dict(payload)
+    url = result.get("url") or response.headers.get("Location")
+    if not url:
+        raise TransientApiError(
+            f"FreeAgent answered {response.status} to a create without the contact's URL; "
+            "the contact may have been created: reconcile before creating again",
+            status=response.status,
+            service=SERVICE,
+        )
+    result["url"] = url
+    return result

@@ -1,0 +1,302 @@
+"""FreeAgent OAuth 2: the approval URL, the token endpoint, and a token store shared by replicas.
+
+FreeAgent rotates the refresh token on every refresh: once one holder has refreshed, the old
+refresh token must never be sent again. So a refresh is serialised twice: an asyncio.Lock in
+the process, and `SELECT ... FOR UPDATE` on the client row across processes. The holder of the
+row lock first checks whether another replica already refreshed (a newer usable token in the
+row); only if not does it call the token endpoint, and it stores the new pair in the same
+transaction before anyone uses it.
+
+Tokens are never logged and never appear in exception messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+
+from daemon.clients.transport import Transport, error_message
+from daemon.db.pool import translated
+from daemon.db.queries import QUERIES
+from daemon.db.records import FreeAgentClientRow
+from daemon.errors import ApiError, AuthError, ConfigError, RejectedRecord
+from daemon.logs import get_logger
+
+#: Service name of token-endpoint requests: an AuthError from it is not a stale bearer token.
+OAUTH_SERVICE = "freeagent-oauth"
+#: Access-token lifetime assumed when the token endpoint omits expires_in (documented value).
+DEFAULT_EXPIRES_IN = 3600.0
+REAUTHORISE = "re-authorise with `fa-sync client authorize`"
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """One access/refresh pair as issued, with absolute expiry times (UTC)."""
+
+    access_token: str = field(repr=False)  #: bearer token for API calls
+    refresh_token: str = field(repr=False)  #: single use: rotated by every refresh
+    access_expires_at: datetime  #: now + expires_in
+    refresh_expires_at: datetime | None  #: now + refresh_token_expires_in, if sent
+
+
+def approve_url(client_row: FreeAgentClientRow, state: str) -> str:
+    """Where the user approves the app in a browser; FreeAgent redirects back with ?code=."""
+    query = urlencode(
+        {
+            "client_id": client_row.client_id,
+            "response_type": "code",
+            "redirect_uri": client_row.redirect_uri,
+            "state": state,
+        }
+    )
+    return f"{client_row.api_base}approve_app?{query}"
+
+
+async def exchange_code(
+    transport: Transport, client_row: FreeAgentClientRow, code: str
+) -> TokenSet:
+    """Trade an authorisation code (valid 15 min, single use) for the first token pair."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": client_row.redirect_uri,
+    }
+    return await _token_request(transport, client_row, form, grant="authorisation code")
+
+
+async def refresh(transport: Transport, client_row: FreeAgentClientRow) -> TokenSet:
+    """Trade the row's refresh token for a new pair; the old refresh token dies with it.
+
+    Call only while holding the client row lock (TokenStore does), and store the result
+    before using it.
+    """
+    if not client_row.refresh_token:
+        raise AuthError(f"FreeAgent client {client_row.name}: not authorised yet; {REAUTHORISE}")
+    form = {"grant_type": "refresh_token", "refresh_token": client_row.refresh_token}
+    return await _token_request(transport, client_row, form, grant="refresh token")
+
+
+async def _token_request(
+    transport: Transport, client_row: FreeAgentClientRow, form: Mapping[str, str], *, grant: str
+) -> TokenSet:
+    """POST the token endpoint: HTTP Basic client auth, form-encoded body (as documented).
+
+    retry=False: after a timeout FreeAgent may already have rotated the refresh token, and
+    repeating the request would present a dead one. Only a 429 (not processed) is retried.
+    """
+    now = datetime.now(UTC)
+    credentials = f"{client_row.client_id}:{client_row.client_secret}".encode()
+    headers = {
+        "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+        "Accept": "application/json",
+    }
+    try:
+        response = await transport.request(
+            "POST",
+            f"{client_row.api_base}token_endpoint",
+            headers=headers,
+            data=form,
+            service=OAUTH_SERVICE,
+            retry=False,
+        )
+    except (AuthError, RejectedRecord) as exc:
+        raise _grant_error(client_row, exc, grant) from exc
+    return token_set(response.body, now=now, previous_refresh=client_row.refresh_token)
+
+
+def _grant_error(client_row: FreeAgentClientRow, exc: ApiError, grant: str) -> AuthError:
+    """Say what the operator must do: re-authorise, or fix the client id/secret."""
+    words = error_message(exc.body) or str(exc)
+    kwargs: dict[str, Any] = {"status": exc.status, "body": exc.body, "service": OAUTH_SERVICE}
+    name = f"FreeAgent client {client_row.name}"
+    if "invalid_grant" in words or (exc.status == 400 and grant == "refresh token"):
+        return AuthError(f"{name}: {grant} refused; {REAUTHORISE}", **kwargs)
+    if exc.status == 401:
+        return AuthError(
+            f"{name}: client id or secret refused ({words}); check them with `fa-sync client`",
+            **kwargs,
+        )
+    return AuthError(
+        f"{name}: token endpoint refused the {grant} ({words}); {REAUTHORISE}", **kwargs
+    )
+
+
+def token_set(body: Any, *, now: datetime, previous_refresh: str | None = None) -> TokenSet:
+    """Read the token endpoint's answer; expiry times come from expires_in, never hard-coded."""
+    if not isinstance(body, dict) or not body.get("access_token"):
+        raise ApiError(
+            "FreeAgent token endpoint answered without an access_token", service=OAUTH_SERVICE
+        )
+    refresh_token = body.get("refresh_token") or previous_refresh
+    if not refresh_token:
+        raise ApiError(
+            "FreeAgent token endpoint answered without a refresh_token", service=OAUTH_SERVICE
+        )
+    expires_in = float(body.get("expires_in") or DEFAULT_EXPIRES_IN)
+    refresh_in = body.get("refresh_token_expires_in")
+    return TokenSet(
+        access_token=str(body["access_token"]),
+        refresh_token=str(refresh_token),
+        access_expires_at=now + timedelta(seconds=expires_in),
+        refresh_expires_at=now + timedelta(seconds=float(refresh_in)) if refresh_in else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The access token a TokenStore holds."""
+
+    token: str = field(repr=False)
+    expires_at: datetime | None  #: None: unknown, so never trusted as fresh
+    version: int  #: freeagent_client.token_version of this pair
+    lifetime: timedelta | None  #: expires_at minus issue (or save) time, when known
+
+
+class TokenStore:
+    """The current access token of one FreeAgent client, refreshed safely across replicas.
+
+    A token counts as fresh until refresh_margin (60 s) before expiry, or half its lifetime
+    when that is shorter: otherwise a replica loading a short-lived token another replica
+    has just obtained would refresh it again at once.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        transport: Transport,
+        client_id: int,
+        *,
+        refresh_margin: float = 60.0,
+    ) -> None:
+        self._pool = pool
+        self._transport = transport
+        self.client_id = client_id  #: freeagent_client.id
+        self._margin = timedelta(seconds=refresh_margin)
+        self._held: _Held | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def token_version(self) -> int | None:
+        """token_version of the pair this store holds (None before first use)."""
+        return self._held.version if self._held else None
+
+    async def access_token(self) -> str:
+        """A fresh access token: the one held, else the row's, else a refreshed one."""
+        held = self._held
+        if held is not None and self._fresh(held):
+            return held.token
+        return await self._renew_unless_renewed(held.token if held else None)
+
+    async def force_refresh(self, seen_token: str) -> str:
+        """FreeAgent refused seen_token (401): get a newer one, refreshing only if nobody has."""
+        return await self._renew_unless_renewed(seen_token)
+
+    async def save(self, tokens: TokenSet) -> None:
+        """Store a freshly exchanged pair (after `client authorize`) and start using it."""
+        async with self._lock, translated(f"FreeAgent client {self.client_id}: save tokens"):
+            version = await self._pool.fetchval(
+                QUERIES["client_save_tokens"], self.client_id, *_token_columns(tokens)
+            )
+        self._held = _issued(tokens, int(version))
+
+    async def _renew_unless_renewed(self, seen: str | None) -> str:
+        """In-process serialisation: a caller that waited while another one renewed uses that
+        token (if not expired) instead of refreshing a second time."""
+        async with self._lock:
+            held = self._held
+            if held is not None and held.token != seen and _unexpired(held.expires_at):
+                return held.token
+            return await self._renew(seen)
+
+    async def _renew(self, seen: str | None) -> str:
+        """Under the row lock: adopt another replica's token, or refresh and store the pair
+        in the same transaction, before anyone uses it (the refresh token rotates)."""
+        what = f"FreeAgent client {self.client_id}: token refresh"
+        async with self._pool.acquire() as conn, translated(what), conn.transaction():
+            row = await conn.fetchrow(QUERIES["client_lock"], self.client_id)
+            if row is None:
+                raise ConfigError(f"FreeAgent client {self.client_id}: no such client")
+            client = FreeAgentClientRow.from_row(row)
+            theirs = _held_from_row(client, row["updated_at"])
+            if theirs is not None and self._adoptable(theirs, seen):
+                self._held = theirs
+                log.info("token_adopted", client=client.name, version=theirs.version)
+                return theirs.token
+            tokens = await refresh(self._transport, client)
+            version = await conn.fetchval(
+                QUERIES["client_save_tokens"], client.id, *_token_columns(tokens)
+            )
+        self._held = _issued(tokens, int(version))
+        log.info("token_refreshed", client=client.name, version=version)
+        return tokens.access_token
+
+    def _adoptable(self, theirs: _Held, seen: str | None) -> bool:
+        """Use the row's token rather than refresh? Never the one we saw fail or run out.
+        If another replica stored a newer pair than the one we held, yes while it has not
+        expired; otherwise (e.g. first load) only if it is fresh."""
+        if theirs.token == seen:
+            return False
+        if self._held is not None and theirs.version != self._held.version:
+            return _unexpired(theirs.expires_at)
+        return self._fresh(theirs)
+
+    def _fresh(self, held: _Held) -> bool:
+        if held.expires_at is None:
+            return False
+        margin = self._margin if held.lifetime is None else min(self._margin, held.lifetime / 2)
+        return held.expires_at - datetime.now(UTC) > margin
+
+
+def _issued(tokens: TokenSet, version: int) -> _Held:
+    lifetime = tokens.access_expires_at - datetime.now(UTC)
+    return _Held(tokens.access_token, tokens.access_expires_at, version, lifetime)
+
+
+def _held_from_row(client: FreeAgentClientRow, saved_at: datetime | None) -> _Held | None:
+    """The row's access token; its lifetime estimated from when the row was last written."""
+    if client.access_token is None:
+        return None
+    expires_at = client.access_token_expires_at
+    lifetime = expires_at - saved_at if expires_at and saved_at and expires_at > saved_at else None
+    return _Held(client.access_token, expires_at, client.token_version, lifetime)
+
+
+def _unexpired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at > datetime.now(UTC)
+
+
+def _token_columns(tokens: TokenSet) -> tuple[str, datetime, str, datetime | None]:
+    """Arguments 2-5 of client_save_tokens."""
+    return (
+        tokens.access_token,
+        tokens.access_expires_at,
+        tokens.refresh_token,
+        tokens.refresh_expires_at,
+    )
+
+
+async def record_identity(
+    pool: asyncpg.Pool, client_id: int, *, user: Mapping[str, Any], company: Mapping[str, Any]
+) -> None:
+    """Remember whom the tokens act for (users/me) and the company: the budget key and the
+    permission gate (contact details need level >= 3) are read from the row."""
+    level = user.get("permission_level")
+    async with translated(f"FreeAgent client {client_id}: save identity"):
+        await pool.execute(
+            QUERIES["client_save_identity"],
+            client_id,
+            user.get("url"),
+            user.get("email"),
+            int(level) if level is not None else None,
+            company.get("name"),
+            company.get("subdomain"),
+        )

@@ -1,0 +1,397 @@
+"""One HTTP transport for every remote API: the shared aiohttp session, retries, error mapping.
+
+The API clients (freeagent.py, magento.py) know paths and payloads; this module only moves
+requests. aiohttp's exceptions stop here: callers see the fa-sync hierarchy from errors.py.
+
+    aiohttp timeout / connection error / dropped body  -> TransientApiError (retried)
+    429                                                -> RateLimited (retried after Retry-After)
+    5xx                                                -> TransientApiError (retried)
+    401                                                -> AuthError (the client refreshes once)
+    400 403 404 409 422                                -> RejectedRecord, message = the API's words
+    other 4xx                                          -> ApiError (never retried)
+
+Secrets never reach an exception message (no headers are quoted; free text is scrubbed) nor
+the optional request log (Authorization and token fields are redacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
+from yarl import URL
+
+from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
+from daemon.logs import scrub
+from daemon.settings import Settings
+
+#: Retry-After when a 429 carries none (FreeAgent's documented example value).
+DEFAULT_RETRY_AFTER = 60.0
+#: Statuses that refuse one record: retrying the same request cannot help.
+REJECTED_STATUSES = frozenset({400, 403, 404, 409, 422})
+#: Longest error text kept from a plain-text or HTML body.
+MAX_TEXT = 500
+#: Reason phrases, for errors whose body says nothing.
+_PHRASES = MappingProxyType({status.value: status.phrase for status in HTTPStatus})
+
+Hook = Callable[[], Awaitable[None]]
+RateLimitHook = Callable[[float], Awaitable[None]]
+#: Returns headers computed per attempt: the current bearer token, a fresh OAuth 1 signature.
+Authorize = Callable[[], Awaitable[Mapping[str, str]]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Response:
+    """A finished HTTP exchange with a success (or unmapped) status."""
+
+    status: int  #: HTTP status
+    headers: CIMultiDictProxy[str]  #: response headers, case-insensitive
+    body: Any  #: JSON (dict/list) when Content-Type says JSON and parses, else text
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """Optional JSON-lines log of requests and responses, one line per attempt."""
+
+    path: Path  #: file appended to
+    log_requests: bool = True  #: include request headers and body
+    log_responses: bool = True  #: include response headers and body
+
+    def write(self, entry: Mapping[str, Any]) -> None:
+        """Append one entry; the caller has already scrubbed it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """Everything about one logical request, shared by its attempts."""
+
+    method: str
+    url: str | URL
+    headers: Mapping[str, str]
+    service: str
+    json: Any = None
+    data: Mapping[str, str] | None = None
+    params: Mapping[str, str] | None = None
+    before_send: Hook | None = None
+    on_rate_limited: RateLimitHook | None = None
+    authorize: Authorize | None = None
+
+    @property
+    def where(self) -> str:
+        """Method and URL without the query: names the request in messages."""
+        return f"{self.service} {self.method} {URL(str(self.url)).with_query(None)}"
+
+
+class _RetryPolicy:
+    """When to give up and how long to wait, for the attempts of one request.
+
+    429s are counted apart from other failures: the server names the wait, and a 429 storm
+    should delay a request (up to http_rate_limit_attempts), not use up the attempts meant
+    for faults (http_retry_attempts).
+    """
+
+    def __init__(self, settings: Settings, jitter: wait_random_exponential) -> None:
+        self._settings = settings
+        self._jitter = jitter
+        self._rate_limited = 0
+
+    def stop(self, state: RetryCallState) -> bool:
+        """Called once per failed attempt, before the next one."""
+        if isinstance(_failure(state), RateLimited):
+            self._rate_limited += 1
+            return self._rate_limited >= max(1, self._settings.http_rate_limit_attempts)
+        failures = state.attempt_number - self._rate_limited
+        return failures >= max(1, self._settings.http_retry_attempts)
+
+    def wait(self, state: RetryCallState) -> float:
+        """Retry-After for a 429 (the server named the time), else capped jittered backoff."""
+        failure = _failure(state)
+        if isinstance(failure, RateLimited):
+            return failure.retry_after
+        return float(self._jitter(state))
+
+
+def _failure(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None
+
+
+class Transport:
+    """The shared aiohttp session plus retry policy; one per process, passed to every client."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        request_log: RequestLog | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.request_log = request_log
+        self._sleep = sleep  # tests pass a recorder: Retry-After is asserted, not waited for
+        self._jitter = wait_random_exponential(multiplier=0.5, max=settings.http_retry_max_wait)
+
+    def with_log(self, request_log: RequestLog | None) -> Transport:
+        """The same session and policy, logging to another file (one log per profile)."""
+        return Transport(
+            session=self.session, settings=self.settings, request_log=request_log, sleep=self._sleep
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str],
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        service: str,
+        retry: bool = True,
+        before_send: Hook | None = None,
+        on_rate_limited: RateLimitHook | None = None,
+        authorize: Authorize | None = None,
+    ) -> Response:
+        """Send with retries and return a 1xx-3xx response, or raise the mapped ApiError.
+
+        retry=False marks a request that must not be repeated once the server may have acted
+        on it (a POST without idempotency key, a rotating-token refresh): then only a 429,
+        which the server refused unprocessed, is retried. before_send runs before every
+        attempt (rate budget), authorize after it (headers that must be fresh per attempt),
+        on_rate_limited(seconds) on every 429 (blocks the shared budget).
+        """
+        call = _Call(method, url, headers, service, json, data, params,
+                     before_send, on_rate_limited, authorize)  # fmt: skip
+        async for attempt in self._retrying(retry):
+            with attempt:
+                return await self._attempt(call)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _retrying(self, retry: bool) -> AsyncRetrying:
+        """Transient errors are retried, or only 429s for requests that must not repeat."""
+        policy = _RetryPolicy(self.settings, self._jitter)
+        return AsyncRetrying(
+            stop=policy.stop,
+            wait=policy.wait,
+            retry=retry_if_exception_type(TransientApiError if retry else RateLimited),
+            sleep=self._sleep,
+            reraise=True,
+        )
+
+    async def _attempt(self, call: _Call) -> Response:
+        """One attempt: hooks, send, log, map the status."""
+        if call.before_send is not None:
+            await call.before_send()
+        headers = CIMultiDict({"User-Agent": self.settings.user_agent})
+        headers.update(call.headers)
+        if call.authorize is not None:
+            headers.update(await call.authorize())
+        try:
+            response = await self._send(call, headers)
+        except ApiError as exc:
+            self._log(call, headers, None, exc)
+            raise
+        self._log(call, headers, response, None)
+        error = status_error(response, where=call.where, service=call.service)
+        if error is None:
+            return response
+        if isinstance(error, RateLimited) and call.on_rate_limited is not None:
+            await call.on_rate_limited(error.retry_after)
+        raise error
+
+    async def _send(self, call: _Call, headers: CIMultiDict[str]) -> Response:
+        """The aiohttp exchange; its exceptions are translated here and nowhere else."""
+        timeout = aiohttp.ClientTimeout(total=self.settings.http_timeout)
+        try:
+            async with self.session.request(
+                call.method,
+                call.url,
+                headers=headers,
+                json=call.json,
+                data=call.data,
+                params=call.params,
+                timeout=timeout,
+            ) as resp:
+                raw = await resp.read()
+                return Response(resp.status, resp.headers, parse_body(resp.content_type, raw))
+        except TimeoutError as exc:
+            raise TransientApiError(
+                f"{call.where}: no answer within {self.settings.http_timeout:g} s",
+                service=call.service,
+            ) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise TransientApiError(
+                f"{call.where}: connection failed: {_exc_text(exc)}", service=call.service
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ApiError(f"{call.where}: {_exc_text(exc)}", service=call.service) from exc
+
+    def _log(
+        self, call: _Call, headers: Mapping[str, str], response: Response | None,
+        error: ApiError | None,
+    ) -> None:  # fmt: skip
+        """Write one scrubbed line to the request log, if this transport has one."""
+        log = self.request_log
+        if log is None:
+            return
+        entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "service": call.service,
+                                 "method": call.method, "url": str(call.url)}  # fmt: skip
+        if log.log_requests:
+            body = call.json if call.data is None else dict(call.data)
+            entry["request"] = {"headers": scrub(dict(headers)), "body": scrub(body),
+                                "params": scrub(dict(call.params or {}))}  # fmt: skip
+        if response is not None:
+            entry["status"] = response.status
+            if log.log_responses:
+                entry["response"] = {"headers": scrub(dict(response.headers)),
+                                     "body": scrub(response.body)}  # fmt: skip
+        if error is not None:
+            entry["error"] = scrub(str(error))
+        log.write(entry)
+
+
+def _exc_text(exc: BaseException) -> str:
+    """aiohttp's description of a failure, scrubbed (it never quotes headers, but be sure)."""
+    text = str(exc) or type(exc).__name__
+    return str(scrub(f"{type(exc).__name__}: {text}"))
+
+
+def parse_body(content_type: str, raw: bytes) -> Any:
+    """JSON only when the server says so: FreeAgent has answered XML and HTML by mistake."""
+    text = raw.decode("utf-8", errors="replace")
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def status_error(response: Response, *, where: str, service: str) -> ApiError | None:
+    """The fa-sync error for a failed status, or None for success (below 400)."""
+    status = response.status
+    if status < 400:
+        return None
+    words = error_message(response.body) or _PHRASES.get(status, "error")
+    # kept on the exception, so on the ledger row: scrubbed, text capped
+    body = scrub(response.body[:2000] if isinstance(response.body, str) else response.body)
+    context = f"{where}: HTTP {status}: {words}"
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RateLimited(context, retry_after=retry_after, body=body, service=service)
+    if status >= 500:
+        return TransientApiError(context, status=status, body=body, service=service)
+    if status == 401:
+        return AuthError(context, status=status, body=body, service=service)
+    if status in REJECTED_STATUSES:
+        return RejectedRecord(words, status=status, body=body, service=service)
+    return ApiError(context, status=status, body=body, service=service)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); 60 when absent or bad."""
+    value = (value or "").strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).replace(tzinfo=UTC)  # HTTP-dates are always GMT
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+# -- the service's own words ------------------------------------------------------------------
+
+_MAGENTO_PLACEHOLDER = re.compile(r"%(\w+)")
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def error_message(body: Any) -> str:
+    """What the API said went wrong, from any of the body shapes FreeAgent and Magento use."""
+    if isinstance(body, dict):
+        return _dict_message(body)
+    if isinstance(body, list):
+        return "; ".join(filter(None, (_one_message(item) for item in body)))
+    if isinstance(body, str):
+        return _text_message(body)
+    return ""
+
+
+def _dict_message(body: dict[str, Any]) -> str:
+    errors = body.get("errors")
+    detail = _errors_message(errors) if errors else ""
+    if "message" in body:
+        head = magento_message(str(body["message"]), body.get("parameters"))
+        return f"{head}: {detail}" if detail else head
+    if detail:
+        return detail
+    if "error" in body:  # OAuth 2 token endpoint: {"error": "invalid_grant", ...}
+        parts = [str(body["error"]), str(body.get("error_description") or "")]
+        return ": ".join(p for p in parts if p)
+    return json.dumps(body)[:MAX_TEXT]
+
+
+def _errors_message(errors: Any) -> str:
+    """FreeAgent's three shapes: a list of {message}, {"error": {message}}, {field: [msgs]}."""
+    if isinstance(errors, list):
+        return "; ".join(filter(None, (_one_message(item) for item in errors)))
+    if not isinstance(errors, dict):
+        return str(errors)
+    if "error" in errors and isinstance(errors["error"], dict | list):
+        return error_message(errors["error"])
+    return "; ".join(
+        f"{name} {message}"
+        for name, messages in errors.items()
+        for message in (messages if isinstance(messages, list) else [messages])
+    )
+
+
+def _one_message(item: Any) -> str:
+    if isinstance(item, dict) and "message" in item:
+        return magento_message(str(item["message"]), item.get("parameters"))
+    return item if isinstance(item, str) else json.dumps(item)
+
+
+def magento_message(template: str, parameters: Any) -> str:
+    """Magento sends "No such entity with %fieldName = %fieldValue" plus the parameters
+    (a list for %1 %2..., a dict for named ones); substitute them as Magento's UI does."""
+    if isinstance(parameters, list):
+        named = {str(i): v for i, v in enumerate(parameters, start=1)}
+    elif isinstance(parameters, dict):
+        named = {str(k): v for k, v in parameters.items()}
+    else:
+        return template
+    return _MAGENTO_PLACEHOLDER.sub(
+        lambda m: str(named[m.group(1)]) if m.group(1) in named else m.group(0), template
+    )
+
+
+def _text_message(text: str) -> str:
+    """Plain text as is (429 bodies); HTML (a proxy's 502 page) reduced to its title or text."""
+    if "<" in text and ">" in text:
+        title = _HTML_TITLE.search(text)
+        text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+    return " ".join(text.split())[:MAX_TEXT]

@@ -1,0 +1,141 @@
+"""OAuth 2 with FreeAgent: approval URL, code exchange, and refreshes that rotate safely."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+from daemon.clients.oauth import TokenStore, approve_url, exchange_code
+from daemon.clients.transport import Transport
+from daemon.db.queries import QUERIES
+from daemon.errors import AuthError
+from simulators.freeagent import FreeAgentState
+
+from .conftest import FakeClock, FreeAgentRig, MakeFreeAgent
+
+
+async def _row(pool: asyncpg.Pool, client_id: int) -> asyncpg.Record:
+    return await pool.fetchrow(QUERIES["client_get"], client_id)
+
+
+def test_approve_url_carries_the_documented_parameters(freeagent: FreeAgentRig) -> None:
+    """approve_app gets client_id, response_type=code, redirect_uri and state."""
+    url = approve_url(freeagent.row, "xyz")
+    parts = urlsplit(url)
+    assert url.startswith(f"{freeagent.row.api_base}approve_app?")
+    assert parse_qs(parts.query) == {
+        "client_id": ["demo-client"],
+        "response_type": ["code"],
+        "redirect_uri": ["urn:ietf:wg:oauth:2.0:oob"],
+        "state": ["xyz"],
+    }
+
+
+async def test_code_exchange_returns_a_token_set(freeagent: FreeAgentRig) -> None:
+    """An authorisation code is traded for a pair with absolute expiry times."""
+    code = freeagent.state.new_code("demo-client", "urn:ietf:wg:oauth:2.0:oob")
+    tokens = await exchange_code(freeagent.transport, freeagent.row, code)
+    assert tokens.access_token and tokens.refresh_token
+    assert tokens.refresh_expires_at is not None
+    assert tokens.access_expires_at < tokens.refresh_expires_at
+
+
+async def test_used_code_is_refused_with_a_reauthorise_hint(freeagent: FreeAgentRig) -> None:
+    """A code used twice is an AuthError telling the operator to approve again."""
+    code = freeagent.state.new_code("demo-client", "urn:ietf:wg:oauth:2.0:oob")
+    await exchange_code(freeagent.transport, freeagent.row, code)
+    with pytest.raises(AuthError, match="authorisation code refused"):
+        await exchange_code(freeagent.transport, freeagent.row, code)
+
+
+async def test_expired_token_is_refreshed_and_rotation_persisted(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent
+) -> None:
+    """An expired token is refreshed before use; each new pair is stored, the old refresh
+    token is never presented again."""
+    clock = FakeClock()
+    rig = await make_freeagent(FreeAgentState(clock=clock), access_expires_in=-10)
+    before = await _row(pool, rig.row.id)
+    await rig.client.users_me()
+    middle = await _row(pool, rig.row.id)
+    clock.now += 7200  # FreeAgent expires the new token; the 401 makes us refresh again
+    await rig.client.users_me()
+    after = await _row(pool, rig.row.id)
+    assert rig.state.refresh_count == 2
+    assert rig.state.reused_refresh_token_attempts == 0
+    assert len({before["refresh_token"], middle["refresh_token"], after["refresh_token"]}) == 3
+    assert after["token_version"] == before["token_version"] + 2
+    assert await rig.tokens.access_token() == after["access_token"]
+
+
+async def test_token_expiring_within_the_margin_is_refreshed(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent
+) -> None:
+    """An hour-long token with 30 s left is refreshed before use (60 s margin)."""
+    rig = await make_freeagent(access_expires_in=30)
+    await pool.execute("UPDATE freeagent_client SET updated_at = now() - interval '1 hour'")
+    await rig.client.users_me()
+    assert rig.state.refresh_count == 1
+
+
+async def test_valid_stored_token_is_used_without_refreshing(freeagent: FreeAgentRig) -> None:
+    """A fresh token in the row is loaded, not refreshed."""
+    await freeagent.client.users_me()
+    await freeagent.client.company()
+    assert freeagent.state.refresh_count == 0
+
+
+async def test_concurrent_refreshes_in_two_replicas_refresh_once(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent, transport: Transport
+) -> None:
+    """Token stores of two replicas (and callers within each) refresh exactly once."""
+    rig = await make_freeagent(access_expires_in=-10)  # stored access token already expired
+    replicas = [TokenStore(pool, transport, rig.row.id) for _ in range(2)]
+    calls = [store.access_token() for store in replicas for _ in range(3)]
+    tokens = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+    assert len(set(tokens)) == 1
+    assert rig.state.refresh_count == 1
+    assert rig.state.reused_refresh_token_attempts == 0
+    assert (await _row(pool, rig.row.id))["access_token"] == tokens[0]
+
+
+async def test_short_lived_tokens_are_still_refreshed_once_across_replicas(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent, transport: Transport
+) -> None:
+    """A waiting replica adopts a just-refreshed token even if it lives less than the margin."""
+    rig = await make_freeagent(FreeAgentState(access_token_ttl=5), access_expires_in=-10)
+    replicas = [TokenStore(pool, transport, rig.row.id) for _ in range(3)]
+    calls = [store.access_token() for store in replicas for _ in range(2)]
+    tokens = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+    assert len(set(tokens)) == 1
+    assert rig.state.refresh_count == 1
+
+
+async def test_force_refresh_adopts_another_replicas_token(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent, transport: Transport
+) -> None:
+    """After a 401, a replica first looks for a newer token in the row before refreshing."""
+    rig = await make_freeagent()
+    first, second = (TokenStore(pool, transport, rig.row.id) for _ in range(2))
+    seen = await first.access_token()
+    assert await second.access_token() == seen
+    renewed = await first.force_refresh(seen)
+    assert await second.force_refresh(seen) == renewed
+    assert rig.state.refresh_count == 1
+
+
+async def test_refused_refresh_token_asks_for_reauthorisation(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent
+) -> None:
+    """invalid_grant becomes an AuthError naming the client and the fix."""
+    rig = await make_freeagent(access_expires_in=-10)
+    rig.state.rotate("demo-client", rig.row.refresh_token or "")  # someone else used it
+    with pytest.raises(AuthError) as info:
+        await rig.client.users_me()
+    message = str(info.value)
+    assert message.startswith("FreeAgent client demo: refresh token refused")
+    assert "fa-sync client authorize" in message
+    assert rig.row.refresh_token and rig.row.refresh_token not in message

@@ -1,0 +1,185 @@
+"""Transport: status mapping, the service's own words, retries and Retry-After."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from daemon.clients.transport import (
+    Response,
+    error_message,
+    parse_body,
+    parse_retry_after,
+    status_error,
+)
+from daemon.errors import (
+    ApiError,
+    AuthError,
+    RateLimited,
+    RejectedRecord,
+    TransientApiError,
+)
+
+from .conftest import FreeAgentRig, SleepRecorder
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # FreeAgent validation list (422)
+        (
+            {"errors": [{"message": "first_name can't be blank"}, {"message": "x is bad"}]},
+            "first_name can't be blank; x is bad",
+        ),
+        # FreeAgent single error object (404/403)
+        ({"errors": {"error": {"message": "Resource not found"}}}, "Resource not found"),
+        # FreeAgent field -> messages map
+        (
+            {"errors": {"dated_on": ["can't be blank", "is invalid"]}},
+            "dated_on can't be blank; dated_on is invalid",
+        ),
+        # token endpoint
+        (
+            {"error": "invalid_grant", "error_description": "The refresh token is invalid."},
+            "invalid_grant: The refresh token is invalid.",
+        ),
+        # Magento positional parameters
+        (
+            {"message": "Invalid attribute name: %1", "parameters": ["id"]},
+            "Invalid attribute name: id",
+        ),
+        # Magento named parameters
+        (
+            {
+                "message": "No such entity with %fieldName = %fieldValue",
+                "parameters": {"fieldName": "customerId", "fieldValue": 7},
+            },
+            "No such entity with customerId = 7",
+        ),
+        # Magento without parameters
+        ({"message": "Too Many Requests"}, "Too Many Requests"),
+        # plain-text 429 body
+        (
+            "You must not exceed 120 requests per 60 seconds",
+            "You must not exceed 120 requests per 60 seconds",
+        ),
+        # an intermediary's HTML error page: its title
+        (
+            "<html><head><title>502 Bad Gateway</title></head><body>..</body></html>",
+            "502 Bad Gateway",
+        ),
+        (None, ""),
+    ],
+)
+def test_error_message_uses_the_services_own_words(body: object, expected: str) -> None:
+    """Every body shape FreeAgent and Magento send yields the API's own message."""
+    assert error_message(body) == expected
+
+
+def _response(status: int, body: object, **headers: str) -> Response:
+    return Response(status, CIMultiDictProxy(CIMultiDict(headers)), body)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (429, RateLimited),
+        (500, TransientApiError),
+        (503, TransientApiError),
+        (401, AuthError),
+        (400, RejectedRecord),
+        (403, RejectedRecord),
+        (404, RejectedRecord),
+        (409, RejectedRecord),
+        (422, RejectedRecord),
+        (405, ApiError),
+    ],
+)
+def test_statuses_map_to_the_error_hierarchy(status: int, kind: type[ApiError]) -> None:
+    """Each failing status becomes the documented fa-sync error class."""
+    error = status_error(_response(status, "nope"), where="svc GET /x", service="svc")
+    assert type(error) is kind
+    assert error.status == status
+
+
+def test_success_statuses_are_not_errors() -> None:
+    """2xx answers map to no error."""
+    assert status_error(_response(201, {}), where="w", service="s") is None
+
+
+def test_retry_after_defaults_to_sixty_seconds() -> None:
+    """A 429 without Retry-After waits FreeAgent's documented 60 s."""
+    error = status_error(_response(429, "slow down"), where="w", service="s")
+    assert isinstance(error, RateLimited)
+    assert error.retry_after == 60
+
+
+def test_retry_after_accepts_http_dates() -> None:
+    """Retry-After as an HTTP-date is turned into seconds from now."""
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30
+
+
+def test_json_is_parsed_only_when_the_content_type_says_json() -> None:
+    """An XML or HTML answer is kept as text, never fed to the JSON parser."""
+    assert parse_body("application/xml", b"<contacts/>") == "<contacts/>"
+    assert parse_body("application/json", b'{"a": 1}') == {"a": 1}
+    assert parse_body("application/json", b"") == ""
+
+
+async def test_422_raises_rejected_record_with_freeagents_message(freeagent: FreeAgentRig) -> None:
+    """A validation failure is a RejectedRecord carrying FreeAgent's words and body."""
+    with pytest.raises(RejectedRecord) as info:
+        await freeagent.client.create_contact({"email": "no-name@example.com"})
+    assert info.value.status == 422
+    assert "can't be blank" in str(info.value)
+    assert isinstance(info.value.body, dict) and "errors" in info.value.body
+
+
+async def test_5xx_is_retried_until_it_succeeds(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """A 502/503 is retried with backoff; the outage ends and the request succeeds."""
+    freeagent.state.error_rate = 1.0
+
+    def outage_over() -> None:
+        freeagent.state.error_rate = 0.0
+
+    sleeps.then = outage_over
+    me = await freeagent.client.users_me()
+    assert me["permission_level"] == 8
+    assert freeagent.requests("GET", "/v2/users/me") == 2
+    assert len(sleeps.waits) == 1
+
+
+async def test_5xx_gives_up_after_the_configured_attempts(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """A lasting outage raises TransientApiError after http_retry_attempts tries."""
+    freeagent.state.error_rate = 1.0
+    with pytest.raises(TransientApiError) as info:
+        await freeagent.client.company()
+    assert info.value.status in (502, 503)
+    assert freeagent.requests("GET", "/v2/company") == 4
+    assert len(sleeps.waits) == 3
+
+
+async def test_4xx_is_not_retried(freeagent: FreeAgentRig, sleeps: SleepRecorder) -> None:
+    """A 404 is raised at once: the same request cannot succeed by repeating it."""
+    url = str(freeagent.server.make_url("/v2/contacts/999"))
+    with pytest.raises(RejectedRecord) as info:
+        await freeagent.client.update_contact(url, {"organisation_name": "X"})
+    assert info.value.status == 404
+    assert freeagent.requests("PUT", "/v2/contacts/999") == 1
+    assert sleeps.waits == []
+
+
+async def test_retry_after_is_honoured(freeagent: FreeAgentRig, sleeps: SleepRecorder) -> None:
+    """After a 429 the transport waits exactly Retry-After, then the retry succeeds."""
+    freeagent.state.inject_429(1, retry_after=1)
+    await freeagent.client.users_me()
+    assert freeagent.state.count_429 == 1
+    assert freeagent.requests("GET", "/v2/users/me") == 2
+    assert sleeps.waits == [1.0]
