@@ -186,16 +186,24 @@ class FreeAgentClient:
     # -- plumbing ------------------------------------------------------------------------
 
     def _own_url(self, url: str) -> URL:
-        """A URL exactly as FreeAgent gave it (contact, next page), refused if it is not on
-        this API's host: the bearer token must never go to another host or environment."""
+        """A URL FreeAgent gave us (contact, next page), always sent to this API's own host.
+
+        The bearer token must never go to another host, so a URL naming another origin (a
+        proxy, a load balancer's host name, a stand-in) is rebased onto the configured API
+        root when its path lies under it, and refused otherwise.
+        """
         target = URL(url, encoded=True)
-        if not target.is_absolute() or _origin(target) != _origin(self._api):
-            raise RejectedRecord(
-                f"URL {url!r} is not on {self._api.origin()}; refusing to send it this "
-                "client's token",
-                service=SERVICE,
+        if target.is_absolute() and _origin(target) == _origin(self._api):
+            return target
+        if target.path.startswith(self._api.path):
+            rebased = self._api.origin().with_path(target.raw_path, encoded=True)
+            return (
+                rebased.with_query(target.raw_query_string) if target.raw_query_string else rebased
             )
-        return target
+        raise RejectedRecord(
+            f"URL {url!r} is not under {self._api}; refusing to send it this client's token",
+            service=SERVICE,
+        )
 
     def _headers(self) -> dict[str, str]:
         headers = {

@@ -121,11 +121,26 @@ async def test_rate_limit_test_header_lowers_the_limit(make_freeagent: MakeFreeA
     assert rig.requests("GET", "/v2/users/me") == 3
 
 
-async def test_contact_urls_on_another_host_are_refused(freeagent: FreeAgentRig) -> None:
-    """The bearer token is never sent to a URL outside the client's API."""
+async def test_contact_urls_outside_the_api_are_refused(freeagent: FreeAgentRig) -> None:
+    """The bearer token is never sent to a URL outside the client's API root."""
     with pytest.raises(RejectedRecord):
-        await freeagent.client.update_contact("https://evil.example/v2/contacts/1", {"x": 1})
+        await freeagent.client.update_contact("https://evil.example/other/contacts/1", {"x": 1})
     assert freeagent.state.requests == []
+
+
+async def test_contact_urls_naming_another_host_go_to_the_configured_api(
+    freeagent: FreeAgentRig,
+) -> None:
+    """A contact URL with another host name is sent to the configured API host, token and all."""
+    contact = await freeagent.client.create_contact({"organisation_name": "Moved Ltd"})
+    path = contact["url"].split("/v2/", 1)[1]
+    await freeagent.client.update_contact(
+        f"https://evil.example/v2/{path}", {"organisation_name": "Renamed Ltd"}
+    )
+    assert (await freeagent.client.get_contact(contact["url"]) or {})["organisation_name"] == (
+        "Renamed Ltd"
+    )
+    assert all(r.path.startswith("/v2/") for r in freeagent.state.requests)
 
 
 async def test_hide_sets_status_hidden(freeagent: FreeAgentRig) -> None:
