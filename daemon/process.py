@@ -72,7 +72,9 @@ async def open_services(
         dsn, server = await asyncio.to_thread(start_embedded, settings.data_dir)
     else:
         dsn = configured
-    pool = await connect_with_retry(dsn)
+    # Each in-flight create holds a connection for its identity lock, and needs another to
+    # record its outcome; the lease keeper and housekeeping need theirs.
+    pool = await connect_with_retry(dsn, max_size=2 * settings.export_concurrency + 4)
     try:
         if migrate_schema:
             await migrate(pool)
@@ -88,12 +90,12 @@ async def open_services(
                 server.cleanup()
 
 
-async def connect_with_retry(dsn: str, attempts: int = 30) -> asyncpg.Pool:
+async def connect_with_retry(dsn: str, attempts: int = 30, max_size: int = 10) -> asyncpg.Pool:
     """A pool, waiting for PostgreSQL to accept connections (it may be starting too)."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            return await create_pool(dsn)
+            return await create_pool(dsn, max_size=max_size)
         except DatabaseError:
             if attempt == attempts:
                 raise
