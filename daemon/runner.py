@@ -29,6 +29,9 @@ from profiles import ProfileExecutor, executor_for
 
 log = get_logger(__name__)
 
+#: Claims of one fire refused by a run that had ended by the time we looked (see _claim).
+CLAIM_ATTEMPTS = 3
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -99,24 +102,29 @@ class Runner:
         expired = await self._pool.fetch(QUERIES["run_expire_stale"], profile.id)
         for r in expired:
             log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
-        row = await self._pool.fetchrow(
-            QUERIES["run_claim"],
-            profile.id,
-            str(trigger),
-            scheduled_for,
-            self._settings.replica_id,
-            self._settings.lease_seconds,
-        )
-        if row is not None:
-            return Run.from_row(row)
-        active = await self._pool.fetchrow(QUERIES["run_active"], profile.id)
-        if active is None:
-            # Another replica already took this very fire: nothing to account for here.
-            return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "fire already taken")
-        reason = (
-            f"run #{active['id']} of profile {profile.name} is still running "
-            f"(owner {active['owner']})"
-        )
+        for _ in range(CLAIM_ATTEMPTS):
+            row = await self._pool.fetchrow(
+                QUERIES["run_claim"],
+                profile.id,
+                str(trigger),
+                scheduled_for,
+                self._settings.replica_id,
+                self._settings.lease_seconds,
+            )
+            if row is not None:
+                return Run.from_row(row)
+            active = await self._pool.fetchrow(QUERIES["run_active"], profile.id)
+            if active is not None:
+                reason = (
+                    f"run #{active['id']} of profile {profile.name} is still running "
+                    f"(owner {active['owner']})"
+                )
+                return await self._record_skip(profile, trigger, scheduled_for, reason)
+            if await self._pool.fetchval(QUERIES["run_for_fire"], profile.id, scheduled_for):
+                # Another replica already took this very fire: nothing to account for here.
+                return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "fire already taken")
+            # Refused by a run that ended before we looked: the profile is free, claim again.
+        reason = f"profile {profile.name}: runs kept ending and starting; fire not claimed"
         return await self._record_skip(profile, trigger, scheduled_for, reason)
 
     async def _record_skip(

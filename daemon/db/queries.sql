@@ -201,6 +201,10 @@ RETURNING id;
 -- The running run of a profile, if any.
 SELECT * FROM profile_run WHERE profile_id = $1 AND status = 'running';
 
+-- name: run_for_fire
+-- Whether any replica recorded this fire of a profile (ran it, or skipped it).
+SELECT id FROM profile_run WHERE profile_id = $1 AND scheduled_for = $2;
+
 -- name: run_renew
 -- Extend the lease; no row means the run was taken over (fencing).
 UPDATE profile_run SET lease_expires_at = now() + make_interval(secs => $3)

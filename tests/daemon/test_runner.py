@@ -98,3 +98,40 @@ async def test_ledger_writes_are_fenced_after_a_takeover(
         {},
     )
     assert written is None
+
+
+class _RunEndsBeforeLookingWhoIsBusy:
+    """A pool on which the running run finishes just after a claim was refused because of
+    it, and before the runner looks at what refused it: the window between two statements."""
+
+    def __init__(self, pool: asyncpg.Pool, busy_run: int) -> None:
+        self._pool = pool
+        self._busy_run = busy_run
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pool, name)
+
+    async def fetchrow(self, query: str, *args: object) -> object:
+        from daemon.db.queries import QUERIES
+
+        if query == QUERIES["run_active"] and self._busy_run:
+            await self._pool.execute(
+                "UPDATE profile_run SET status = 'complete', finished_at = now() WHERE id = $1",
+                self._busy_run)
+            self._busy_run = 0
+        return await self._pool.fetchrow(query, *args)
+
+
+async def test_a_fire_refused_by_a_run_that_ends_at_that_moment_still_runs(
+    pool: asyncpg.Pool, stack: Stack, settings, factory
+) -> None:
+    """A fire that met a run finishing at that very moment is run (or recorded), never lost."""
+    busy = await _fake_running_run(pool, stack.profile_id, timedelta(minutes=5))
+    fire = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    runner = Runner(pool=_RunEndsBeforeLookingWhoIsBusy(pool, busy), settings=settings,  # type: ignore[arg-type]
+                    resources=factory)
+    outcome = await runner.fire(stack.profile_id, fire, trigger=RunTrigger.SCHEDULE,
+                                options=RunOptions(collect=False, export=False))
+    rows = await pool.fetch("SELECT * FROM profile_run WHERE scheduled_for = $1", fire)
+    assert len(rows) == 1, outcome
+    assert rows[0]["status"] == "complete"
