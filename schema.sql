@@ -339,3 +339,15 @@ BEGIN
     END IF;
     RETURN 0;
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Which schema.sql was applied last: a daemon starting beside running replicas skips the
+-- DDL when the digest matches, because DROP/CREATE TRIGGER and CREATE INDEX lock live tables
+-- and deadlock with the replicas' ledger writes.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS fa_sync_schema (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    digest      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);

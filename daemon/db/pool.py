@@ -5,6 +5,7 @@ asyncpg's exceptions stop here: callers see DatabaseError/ConfigError with reada
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,10 +46,19 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 async def migrate(pool: asyncpg.Pool) -> None:
-    """Apply schema.sql (idempotent) under an advisory lock."""
+    """Apply schema.sql (idempotent) under an advisory lock, unless this very file was applied
+    already. Every daemon migrates at start, often beside running replicas: re-running the DDL
+    would take table locks (DROP TRIGGER, CREATE INDEX) that deadlock with their ledger writes."""
+    sql = schema_sql()
+    digest = hashlib.sha256(sql.encode()).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(QUERIES["advisory_xact_lock"], MIGRATE_LOCK)
-        await conn.execute(schema_sql())
+        if await conn.fetchval(QUERIES["schema_recorded"]) and (
+            await conn.fetchval(QUERIES["schema_digest"]) == digest
+        ):
+            return
+        await conn.execute(sql)
+        await conn.execute(QUERIES["schema_digest_set"], digest)
 
 
 def translate(exc: asyncpg.PostgresError, *, what: str) -> Exception:

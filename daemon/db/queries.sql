@@ -7,6 +7,21 @@
 -- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
 SELECT pg_advisory_xact_lock($1);
 
+-- ============================================================================ schema
+
+-- name: schema_recorded
+-- Whether the database records which schema.sql it has (false before the first migration).
+SELECT to_regclass('fa_sync_schema') IS NOT NULL;
+
+-- name: schema_digest
+-- Digest of the schema.sql applied last.
+SELECT digest FROM fa_sync_schema;
+
+-- name: schema_digest_set
+-- Remember the digest of the schema.sql just applied.
+INSERT INTO fa_sync_schema (singleton, digest) VALUES (true, $1)
+ON CONFLICT (singleton) DO UPDATE SET digest = EXCLUDED.digest, applied_at = now();
+
 -- ============================================================================ clients
 
 -- name: client_insert

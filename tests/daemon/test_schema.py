@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
@@ -37,6 +39,22 @@ async def test_migrate_is_idempotent(pool: asyncpg.Pool) -> None:
     """Applying schema.sql again changes nothing and raises nothing."""
     await migrate(pool)
     await migrate(pool)
+
+
+async def test_migrating_an_up_to_date_schema_takes_no_table_lock(
+    pool: asyncpg.Pool, database_dsn: str
+) -> None:
+    """A replica starting beside running ones leaves their tables alone when the schema is
+    current: DDL locks there deadlocked with ledger writes and killed the starting daemon."""
+    busy = await asyncpg.connect(database_dsn)
+    try:
+        async with busy.transaction():
+            # A running replica mid-transaction: collect's upserts hold ledger and profile locks.
+            await busy.execute(
+                "LOCK TABLE profile, profile_run, contact_entity IN ROW EXCLUSIVE MODE")
+            await asyncio.wait_for(migrate(pool), 10)
+    finally:
+        await busy.close()
 
 
 async def _insert_profile(pool: asyncpg.Pool, **cols: object) -> None:
