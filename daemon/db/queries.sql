@@ -7,6 +7,11 @@
 -- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
 SELECT pg_advisory_xact_lock($1);
 
+-- name: lock_timeouts
+-- Bound this transaction's lock waits, and how long it may sit idle holding them.
+SELECT set_config('lock_timeout', $1, true),
+       set_config('idle_in_transaction_session_timeout', $2, true);
+
 -- ============================================================================ schema
 
 -- name: schema_recorded

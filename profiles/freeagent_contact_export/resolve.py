@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from daemon.db.queries import QUERIES
+from daemon.errors import TransientApiError
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.collect import parse_magento_time
 
@@ -107,14 +108,29 @@ def identity_key(client_id: int, email: str | None, payload: dict[str, Any]) -> 
 
 
 @asynccontextmanager
-async def identity_lock(pool: asyncpg.Pool, key: int) -> AsyncIterator[None]:
+async def identity_lock(
+    pool: asyncpg.Pool, key: int, *, wait_seconds: float = 60.0, hold_seconds: float = 600.0
+) -> AsyncIterator[None]:
     """Hold a transaction-level advisory lock while a contact is resolved and created.
 
     Two rows with one e-mail (two websites, a guest and an account, two profiles on one
     FreeAgent client, two replicas) then resolve one after the other, and the second links
     to the contact the first created. Transaction-scoped, so it also works behind PgBouncer
-    in transaction mode.
+    in transaction mode. Both ends are bounded: a waiter gives up after wait_seconds (the row
+    is retried later), and PostgreSQL ends the transaction of a holder that stays idle for
+    hold_seconds (a frozen replica), which releases the lock.
     """
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(QUERIES["advisory_xact_lock"], key)
+        await conn.execute(
+            QUERIES["lock_timeouts"],
+            f"{int(wait_seconds * 1000)}ms",
+            f"{int(hold_seconds * 1000)}ms",
+        )
+        try:
+            await conn.execute(QUERIES["advisory_xact_lock"], key)
+        except asyncpg.LockNotAvailableError as exc:
+            raise TransientApiError(
+                f"another worker has held this contact's lock for over {wait_seconds:.0f} s",
+                service="fa-sync",
+            ) from exc
         yield
