@@ -188,62 +188,40 @@ class Runner:
     async def _finish(
         self, profile: Profile, run: Run, status: RunStatus, counts: RunCounts, error: str | None
     ) -> RunOutcome:
-        c = counts
-        row = await self._pool.fetchrow(
-            QUERIES["run_finish"],
-            run.id,
-            run.fence,
-            str(status),
-            c.collected,
-            c.created,
-            c.updated,
-            c.skipped,
-            c.failed,
-            c.linked,
-            c.unchanged,
-            c.retrying,
-            error,
-            c.messages,
-        )
-        await self._pool.execute(QUERIES["entity_release_run"], run.id)
-        if row is None:
+        closed = await self._close(run, status, counts, error)
+        if not closed:
             log.error(
                 "run_finish_fenced", reason="lease lost: another replica owns this profile now"
             )
         if not profile.history_enabled:
             await self._pool.execute(QUERIES["run_delete_history_disabled"])
-        log.info("run_finished", status=str(status), error=error, **c.as_dict())
+        log.info("run_finished", status=str(status), error=error, **counts.as_dict())
         if self._metrics is not None:
             seconds = (self._clock() - (run.started_at or run.scheduled_for)).total_seconds()
-            self._metrics.observe_run(profile.name, str(status), c, seconds)
+            self._metrics.observe_run(profile.name, str(status), counts, seconds)
         return RunOutcome(run.id, status, counts, error)
+
+    async def _close(
+        self, run: Run, status: RunStatus, counts: RunCounts, error: str | None
+    ) -> bool:
+        """Hand the run's unfinished rows back to the queue, then close the run (fenced).
+        False when the run was no longer ours to close."""
+        c = counts
+        await self._pool.execute(QUERIES["entity_release_run"], run.id)
+        row = await self._pool.fetchrow(
+            QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
+            c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
+        )  # fmt: skip
+        return row is not None
 
     async def _interrupted(self, run: Run, counts: RunCounts, lease: asyncio.Task[Any]) -> None:
         """Shutdown cut the run short: hand its rows back and close it, so the next run resumes."""
         lease.cancel()
         with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            await asyncio.shield(self._close_interrupted(run, counts))
-
-    async def _close_interrupted(self, run: Run, counts: RunCounts) -> None:
-        c = counts
-        await self._pool.execute(QUERIES["entity_release_run"], run.id)
-        await self._pool.fetchrow(
-            QUERIES["run_finish"],
-            run.id,
-            run.fence,
-            str(RunStatus.ERROR),
-            c.collected,
-            c.created,
-            c.updated,
-            c.skipped,
-            c.failed,
-            c.linked,
-            c.unchanged,
-            c.retrying,
-            "interrupted by shutdown; unfinished records resume on the next run",
-            c.messages,
-        )
-        log.warning("run_interrupted", **c.as_dict())
+            await asyncio.shield(self._close(
+                run, RunStatus.ERROR, counts,
+                "interrupted by shutdown; unfinished records resume on the next run"))  # fmt: skip
+        log.warning("run_interrupted", **counts.as_dict())
 
     async def _keep_lease(self, run: Run, job: asyncio.Task[Any]) -> None:
         """Renew the lease every third of its length; if it cannot be kept, stop the run."""
