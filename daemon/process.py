@@ -296,13 +296,17 @@ class Daemon:
     async def _housekeeping(self) -> None:
         """History retention, hourly."""
         while True:
-            cutoff = self._clock() - timedelta(days=self.settings.history_retention_days)
             try:
-                result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
-                log.info("history_purged", result=result, older_than=cutoff.isoformat())
+                await self.purge_history()
             except DB_OR_SQL as exc:
                 log.warning("history_purge_failed", error=repr(exc))
             await asyncio.sleep(3600)
+
+    async def purge_history(self) -> None:
+        """Drop finished runs older than FA_SYNC_HISTORY_RETENTION_DAYS."""
+        cutoff = self._clock() - timedelta(days=self.settings.history_retention_days)
+        result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
+        log.info("history_purged", result=result, older_than=cutoff.isoformat())
 
 
 async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -157,3 +157,34 @@ async def test_each_scheduled_fire_gets_one_history_row(
     assert len({r["scheduled_for"] for r in rows}) == len(rows)
     assert all(r["scheduled_for"].microsecond == 0 for r in rows)
     assert datetime.now(UTC) >= rows[0]["scheduled_for"]
+
+
+async def test_history_older_than_the_retention_is_purged(
+    pool: asyncpg.Pool, stack: Stack, daemon: Daemon
+) -> None:
+    """Runs older than history_retention_days (7) go; recent ones and the running one stay."""
+    await pool.execute(
+        """INSERT INTO profile_run (profile_id, trigger, scheduled_for, status)
+           VALUES ($1, 'schedule', now() - interval '8 days', 'complete'),
+                  ($1, 'schedule', now() - interval '6 days', 'complete')""",
+        stack.profile_id,
+    )
+    await daemon.purge_history()
+    ages = [
+        r["age"]
+        for r in await pool.fetch(
+            "SELECT extract(day FROM now() - scheduled_for)::int AS age FROM profile_run"
+        )
+    ]
+    assert ages == [6]
+
+
+async def test_profiles_without_history_keep_only_their_last_run(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """history_enabled = false keeps the newest finished run only."""
+    await pool.execute("UPDATE profile SET history_enabled = false")
+    first = await run_profile(stack.profile_id)
+    second = await run_profile(stack.profile_id)
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM profile_run")]
+    assert ids == [second.run_id] and first.run_id != second.run_id
