@@ -225,13 +225,20 @@ class Daemon:
         self._reload_wanted.set()
 
     async def _reloader(self) -> None:
+        """Reload on request; a failed reload (PostgreSQL away) is tried again with backoff
+        rather than waiting for the next NOTIFY or periodic resync."""
+        delay = 0.5
         while True:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
             try:
                 await self.reload()
+                delay = 0.5
             except DB_OR_SQL as exc:
-                log.warning("profile_reload_failed", error=repr(exc))
+                log.warning("profile_reload_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+                self._reload_wanted.set()
 
     async def reload(self) -> None:
         """Read every profile and bring the schedule in line; flag rows that cannot run."""
