@@ -21,13 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import asyncpg
-
 # ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.db.embedded import start_embedded
-from daemon.db.pool import create_pool, dsn_with_database, migrate
+from daemon.db.pool import create_pool, migrate, recreate_database
 from simulators.magento import MagentoState
 from simulators.stack import register, simulators
 from tests.replicas.chaos import ChaosReport, run_chaos
@@ -37,18 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "fa_sync_chaos"
 
 
-async def _database(server_dsn: str) -> str:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await conn.close()
-    return dsn_with_database(server_dsn, DATABASE)
-
-
 async def chaos(kills: int, replicas: int, seed: int, server_dsn: str) -> ChaosReport:
-    dsn = await _database(server_dsn)
+    dsn = await recreate_database(server_dsn, DATABASE)
     pool = await create_pool(dsn, max_size=4)
     await migrate(pool)
     workdir = Path(tempfile.mkdtemp(prefix="fa-sync-chaos-"))
@@ -59,8 +47,15 @@ async def chaos(kills: int, replicas: int, seed: int, server_dsn: str) -> ChaosR
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
             stack = await register(pool, s, schedule="* * * * * *")
-            return await run_chaos(cluster=cluster, pool=pool, stack=stack, kills=kills,
-                                   replicas=replicas, seed=seed, settle_timeout=300)
+            return await run_chaos(
+                cluster=cluster,
+                pool=pool,
+                stack=stack,
+                kills=kills,
+                replicas=replicas,
+                seed=seed,
+                settle_timeout=300,
+            )
     finally:
         await cluster.close()
         await pool.close()
@@ -71,8 +66,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--dsn", default=os.environ.get("FA_SYNC_TEST_DSN"),
-                        help="server DSN (maintenance database); default: embedded server")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("FA_SYNC_TEST_DSN"),
+        help="server DSN (maintenance database); default: embedded server",
+    )
     args = parser.parse_args()
     # The simulators log a traceback for every request whose client was killed mid-body.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 # ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions
 from daemon.db.embedded import start_embedded
-from daemon.db.pool import create_pool, dsn_with_database, migrate
+from daemon.db.pool import create_pool, migrate, recreate_database
 from daemon.db.records import RunTrigger
 from daemon.logs import configure
 from daemon.resources import ClientFactory
@@ -37,20 +36,12 @@ from simulators.magento import MagentoState
 from simulators.stack import register, simulators
 
 
-async def _database(server_dsn: str) -> str:
-    conn = await asyncpg.connect(server_dsn)
-    await conn.execute("DROP DATABASE IF EXISTS fa_sync_bench WITH (FORCE)")
-    await conn.execute("CREATE DATABASE fa_sync_bench")
-    await conn.close()
-    return dsn_with_database(server_dsn, "fa_sync_bench")
-
-
 async def bench(customers: int, dsn: str | None) -> None:
     configure(log_format="console", level="ERROR")
     server = None
     if dsn is None:
         dsn, server = start_embedded(Path(".fa-sync/bench-pgdata"))
-    db = await _database(dsn)
+    db = await recreate_database(dsn, "fa_sync_bench")
     pool = await create_pool(db, max_size=12)
     await migrate(pool)
     # FreeAgent's windows shrunk 600x so the limiter, not the clock, is what is measured.

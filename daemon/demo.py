@@ -7,7 +7,6 @@ the way, then: export, change a customer, export again. Prints progress and the 
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
@@ -18,27 +17,16 @@ from rich.table import Table
 from daemon.cli_contacts import COUNT_KEYS, run_once
 from daemon.cli_support import console, settings
 from daemon.context import RunOptions
-from daemon.db.embedded import start_embedded
-from daemon.db.pool import dsn_with_database
+from daemon.db.pool import recreate_database
 from daemon.db.queries import QUERIES
 from daemon.logs import configure
-from daemon.process import open_services
+from daemon.process import database_server, open_services
 from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
 
 DEMO_DB = "fa_sync_demo"
-
-
-async def _fresh_database(server_dsn: str) -> str:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
-    finally:
-        await conn.close()
-    return dsn_with_database(server_dsn, DEMO_DB)
 
 
 def _seed_existing(fa: FreeAgentState, mg: MagentoState, count: int = 3) -> list[str]:
@@ -83,14 +71,9 @@ async def run_demo(*, customers: int = 60, faults: bool = True) -> int:
     """Run the demo; returns the exit code (0 when every check holds)."""
     base = settings()
     configure(log_format="console", level="ERROR")
-    server = None
-    configured = base.dsn()
-    if configured is None:
-        server_dsn, server = await asyncio.to_thread(start_embedded, base.data_dir)
-    else:
-        server_dsn = configured
+    server_dsn, server = await database_server(base)
     try:
-        demo_dsn = await _fresh_database(server_dsn)
+        demo_dsn = await recreate_database(server_dsn, DEMO_DB)
         demo_settings = base.model_copy(
             update={
                 "database_url": SecretStr(demo_dsn),

@@ -66,12 +66,7 @@ async def open_services(
     settings: Settings, *, migrate_schema: bool = True
 ) -> AsyncIterator[Services]:
     """Database (embedded if DATABASE_URL is unset), schema, HTTP session and client factory."""
-    server = None
-    configured = settings.dsn()
-    if configured is None:
-        dsn, server = await asyncio.to_thread(start_embedded, settings.data_dir)
-    else:
-        dsn = configured
+    dsn, server = await database_server(settings)
     # Each in-flight create holds a connection for its identity lock, and needs another to
     # record its outcome; the lease keeper and housekeeping need theirs.
     pool = await connect_with_retry(dsn, max_size=2 * settings.export_concurrency + 4)
@@ -88,6 +83,14 @@ async def open_services(
         if server is not None:
             with contextlib.suppress(Exception):
                 server.cleanup()
+
+
+async def database_server(settings: Settings) -> tuple[str, Any]:
+    """The configured DSN, or an embedded server's (and its handle, to stop it after)."""
+    configured = settings.dsn()
+    if configured is not None:
+        return configured, None
+    return await asyncio.to_thread(start_embedded, settings.data_dir)
 
 
 async def connect_with_retry(dsn: str, attempts: int = 30, max_size: int = 10) -> asyncpg.Pool:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from daemon.db.embedded import start_embedded
-from daemon.db.pool import create_pool, dsn_with_database, migrate
+from daemon.db.pool import create_pool, drop_database, migrate, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,13 +35,7 @@ def pg_server_dsn() -> Iterator[str]:
 
 
 async def _build_template(server_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    pool = await create_pool(dsn_with_database(server_dsn, name), max_size=1)
+    pool = await create_pool(await recreate_database(server_dsn, name), max_size=1)
     try:
         await migrate(pool)
     finally:
@@ -54,28 +48,15 @@ def template_db(pg_server_dsn: str) -> Iterator[str]:
     name = f"fa_sync_tpl_{os.getpid()}"
     asyncio.run(_build_template(pg_server_dsn, name))
     yield name
-    asyncio.run(_drop(pg_server_dsn, name))
-
-
-async def _drop(server_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    asyncio.run(drop_database(pg_server_dsn, name))
 
 
 @pytest.fixture
 async def database_dsn(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
     """DSN of a fresh database cloned from the template, dropped after the test."""
     name = f"fa_sync_t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    yield dsn_with_database(pg_server_dsn, name)
-    await _drop(pg_server_dsn, name)
+    yield await recreate_database(pg_server_dsn, name, template=template_db)
+    await drop_database(pg_server_dsn, name)
 
 
 @pytest.fixture

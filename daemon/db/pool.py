@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,3 +96,37 @@ def dsn_with_database(dsn: str, database: str) -> str:
     """The same server DSN pointing at another database (keeps ?host= for unix sockets)."""
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _quoted(name: str) -> str:
+    # DDL cannot take a database name as a parameter; accept plain identifiers only.
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"database name {name!r}: expected letters, digits and underscores")
+    return f'"{name}"'
+
+
+async def recreate_database(server_dsn: str, name: str, *, template: str | None = None) -> str:
+    """Drop (if present) and create a scratch database; return its DSN.
+
+    For the demo, the benchmarks and the tests: never pointed at a user's data.
+    """
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
+        clone = f" TEMPLATE {_quoted(template)}" if template else ""
+        await conn.execute(f"CREATE DATABASE {_quoted(name)}{clone}")
+    finally:
+        await conn.close()
+    return dsn_with_database(server_dsn, name)
+
+
+async def drop_database(server_dsn: str, name: str) -> None:
+    """Drop a scratch database, disconnecting whoever still uses it."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
+    finally:
+        await conn.close()

@@ -37,7 +37,12 @@ async def _assert_exported_once(pool: asyncpg.Pool, stack: Stack) -> list[dict[s
 
 
 def _customer(magento: MagentoState, predicate: Any) -> dict[str, Any]:
-    return next(c for c in magento.customers.values() if predicate(c))
+    """The first customer matching predicate whose e-mail no other customer has (customers
+    sharing an e-mail share a contact, and which of them writes it first varies)."""
+    emails = Counter(c["email"].lower() for c in magento.customers.values())
+    return next(
+        c for c in magento.customers.values() if predicate(c) and emails[c["email"].lower()] == 1
+    )
 
 
 def _plain_person(c: dict[str, Any]) -> bool:

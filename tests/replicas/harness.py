@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from daemon.db.pool import dsn_with_database
+from daemon.db.pool import drop_database as drop_named_database
+from daemon.db.pool import recreate_database
 from simulators.freeagent import FreeAgentState
 
 Event = dict[str, Any]
@@ -60,21 +59,12 @@ def fast_freeagent(**switches: Any) -> FreeAgentState:
 async def create_database(server_dsn: str, template: str) -> str:
     """A fresh database cloned from the migrated template (for module-scoped scenarios)."""
     name = f"fa_sync_r_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    return dsn_with_database(server_dsn, name)
+    return await recreate_database(server_dsn, name, template=template)
 
 
 async def drop_database(server_dsn: str, dsn: str) -> None:
-    name = dsn.split("?", 1)[0].rsplit("/", 1)[1]
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    """Drop a database made by create_database, given its DSN."""
+    await drop_named_database(server_dsn, dsn.split("?", 1)[0].rsplit("/", 1)[1])
 
 
 def event_is(*names: str, replica: str | None = None) -> Predicate:
@@ -136,15 +126,20 @@ class Cluster:
 
     def env(self, replica: Replica) -> dict[str, str]:
         """The daemon's whole configuration, as an operator would give it."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(_OWN_PREFIX) and k not in _OWN_VARS}
-        env.update({
-            "DATABASE_URL": self.dsn,
-            "FA_SYNC_LOG_FORMAT": "json",
-            "FA_SYNC_LOG_LEVEL": "INFO",
-            "FA_SYNC_REPLICA_ID": replica.replica_id,
-            "FA_SYNC_REQUEST_LOG_DIR": str(self.workdir / "requests"),
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(_OWN_PREFIX) and k not in _OWN_VARS
+        }
+        env.update(
+            {
+                "DATABASE_URL": self.dsn,
+                "FA_SYNC_LOG_FORMAT": "json",
+                "FA_SYNC_LOG_LEVEL": "INFO",
+                "FA_SYNC_REPLICA_ID": replica.replica_id,
+                "FA_SYNC_REQUEST_LOG_DIR": str(self.workdir / "requests"),
+            }
+        )
         env.update({f"{_OWN_PREFIX}{k.upper()}": str(v) for k, v in self.settings.items()})
         return env
 
@@ -155,7 +150,10 @@ class Cluster:
             raise RuntimeError(f"replica {name} is already running")
         replica.starts += 1
         replica.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run",
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
             cwd=self.workdir,  # no .env of the developer's, request logs stay in tmp
             env=self.env(replica),
             stdin=asyncio.subprocess.DEVNULL,
@@ -164,7 +162,8 @@ class Cluster:
             limit=2**20,  # a JSON line with a traceback can be long
         )
         replica.reader = asyncio.create_task(
-            self._read(replica, replica.proc, replica.replica_id), name=f"log-{replica.replica_id}")
+            self._read(replica, replica.proc, replica.replica_id), name=f"log-{replica.replica_id}"
+        )
         return replica
 
     async def start_ready(self, name: str, *, within: float = 30.0) -> Replica:
@@ -177,8 +176,11 @@ class Cluster:
     async def ready(self, name: str, *, within: float = 30.0, since: int = 0) -> None:
         """Wait until the current process of slot `name` listens for profile changes."""
         rid = self.replicas[name].replica_id
-        await self.wait_for(lambda e: e.get("replica_id") == rid and e.get("event") == "listening",
-                            since=since, within=within)
+        await self.wait_for(
+            lambda e: e.get("replica_id") == rid and e.get("event") == "listening",
+            since=since,
+            within=within,
+        )
 
     async def kill(self, name: str) -> None:
         """SIGKILL: no drain, no cleanup, as when a host dies or the OOM killer strikes."""
@@ -252,8 +254,14 @@ class Cluster:
             await self._add({**event, "replica": replica.name, "replica_id": rid})
         code = await proc.wait()
         self._log.flush()
-        await self._add({"event": "process_exited", "returncode": code,
-                         "replica": replica.name, "replica_id": rid})
+        await self._add(
+            {
+                "event": "process_exited",
+                "returncode": code,
+                "replica": replica.name,
+                "replica_id": rid,
+            }
+        )
 
     async def _add(self, event: Event) -> None:
         event["t"] = time.monotonic() - self._started
@@ -297,7 +305,8 @@ class Cluster:
         """Like wait_for, but None when nothing matched in time (for drivers that go on)."""
         try:
             return await self.wait_for(
-                predicate, within=within, since=self.mark() if since is None else since)
+                predicate, within=within, since=self.mark() if since is None else since
+            )
         except AssertionError:
             return None
 
@@ -319,4 +328,5 @@ class Cluster:
     def tail(self, n: int = TAIL) -> str:
         keys = ("t", "replica_id", "event", "status", "error", "reason", "run_id")
         return "\n".join(
-            " ".join(f"{k}={e[k]!r}" for k in keys if k in e) for e in self.events[-n:])
+            " ".join(f"{k}={e[k]!r}" for k in keys if k in e) for e in self.events[-n:]
+        )
