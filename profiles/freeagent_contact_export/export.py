@@ -124,13 +124,24 @@ class Exporter:
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
 
     async def export_batch(self, rows: list[ContactEntity]) -> None:
-        """Export rows concurrently; an auth failure or a lost lease stops the run."""
-        results = await asyncio.gather(*(self._guarded(r) for r in rows), return_exceptions=True)
+        """Export rows concurrently; an auth failure or a lost lease stops the run.
+
+        Rows of one e-mail run one after the other, oldest first, so which of several
+        customers sharing an e-mail creates (and owns) the contact does not depend on timing.
+        """
+        groups: dict[str, list[ContactEntity]] = {}
+        for row in sorted(rows, key=lambda r: r.id):
+            groups.setdefault((row.email or f"#{row.id}").strip().lower(), []).append(row)
+        results = await asyncio.gather(
+            *(self._in_order(group) for group in groups.values()), return_exceptions=True
+        )
         for result in results:
-            if isinstance(result, AuthError | LeaseLost):
-                raise result
             if isinstance(result, BaseException):
                 raise result
+
+    async def _in_order(self, rows: list[ContactEntity]) -> None:
+        for row in rows:
+            await self._guarded(row)
 
     async def _guarded(self, row: ContactEntity) -> None:
         async with self._limit:

@@ -468,3 +468,24 @@ async def test_replace_mode_collects_every_customer_each_run(
     second = await run_profile(stack.profile_id)
     assert second.counts.collected == first.counts.collected
     assert stack.freeagent.write_count() == 0
+
+
+async def test_customers_sharing_an_email_share_the_oldest_ones_contact(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """One e-mail on two websites: one contact, from the older customer; the other links."""
+    emails = Counter(c["email"].lower() for c in stack.magento.customers.values())
+    email = next(e for e, n in emails.items() if n > 1)
+    first, second = sorted(
+        (c for c in stack.magento.customers.values() if c["email"].lower() == email),
+        key=lambda c: c["id"],
+    )
+    await run_profile(stack.profile_id)
+    rows = {r["source_key"]: r for r in await pool.fetch("SELECT * FROM contact_entity")}
+    owner, sharer = rows[f"customer:{first['id']}"], rows[f"customer:{second['id']}"]
+    assert owner["status"] == "created"
+    assert sharer["status"] == "linked" and sharer["freeagent_url"] == owner["freeagent_url"]
+    assert sharer["metadata"]["shared_with"] == f"customer:{first['id']}"
+    (contact,) = [c for c in stack.freeagent.contacts_list() if c.get("email") == email]
+    first_billing = next(a for a in first["addresses"] if a.get("default_billing"))
+    assert contact["town"] == first_billing["city"].strip()
