@@ -10,7 +10,7 @@ from aiohttp import web
 
 from daemon import cli_profiles  # noqa: F401  (registers profile commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
-from daemon.cli_contacts import contact_app, queue_app, register
+from daemon.cli_contacts import contact_app, history, queue_app
 from daemon.cli_support import console, run_async, settings
 from daemon.db.pool import migrate
 from daemon.logs import configure
@@ -30,7 +30,7 @@ app.add_typer(magento_app, name="magento")
 app.add_typer(profile_app, name="profile")
 app.add_typer(contact_app, name="contact")
 app.add_typer(queue_app, name="queue")
-register(app)
+app.command("history")(history)
 
 
 @db_app.command("migrate")

@@ -147,10 +147,6 @@ async def contact_import(
     print_outcome(outcome, as_json)
 
 
-def history_rows(rows: list[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in rows]
-
-
 async def _profile_id(s: Services, name: str | None) -> int | None:
     return (await profile_by_name(s, name)).id if name else None
 
@@ -206,32 +202,14 @@ async def queue_retry(
     console.print(f"{len(rows)} row(s) re-queued")
 
 
-def register(app: typer.Typer) -> None:
-    """Attach history (a top-level command) to the main app."""
-
-    @app.command("history")
-    @run_async
-    async def history(
-        profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
-        limit: int = 20,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Schedule history: recent runs, newest first."""
-        async with open_services(settings()) as s:
-            rows = history_rows(
-                await s.pool.fetch(QUERIES["run_history"], await _profile_id(s, profile), limit)
-            )
-        show(
-            rows,
-            [
-                "id",
-                "profile_name",
-                "trigger",
-                "scheduled_for",
-                "status",
-                *COUNT_KEYS,
-                "error_summary",
-            ],
-            title="history",
-            as_json=as_json,
-        )
+@run_async
+async def history(
+    profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
+    limit: int = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Schedule history: recent runs, newest first."""
+    async with open_services(settings()) as s:
+        records = await s.pool.fetch(QUERIES["run_history"], await _profile_id(s, profile), limit)
+    columns = ["id", "profile_name", "trigger", "scheduled_for", "status", *COUNT_KEYS]
+    show([dict(r) for r in records], [*columns, "error_summary"], title="history", as_json=as_json)
