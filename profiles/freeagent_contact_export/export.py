@@ -256,11 +256,7 @@ class Exporter:
             "payload_hash": p.hash,
             "run_id": self._ctx.run.id,
         }
-        marked = await self._ctx.pool.fetchval(
-            QUERIES["entity_mark_creating"], p.row.id, self._ctx.run.id, self._ctx.run.fence, intent
-        )
-        if marked is None:
-            raise LeaseLost(f"run {self._ctx.run.id}: lease lost before creating entity {p.row.id}")
+        await self._write("entity_mark_creating", p.row, intent)
         tries = max(1, self._ctx.settings.http_retry_attempts)
         for attempt in range(1, tries + 1):
             try:
@@ -348,23 +344,18 @@ class Exporter:
         meta = {k: v for k, v in meta.items() if v is not None}
         if hash_ is not None and sent is not None:
             meta["sent_fields"] = sorted(sent)
-        entry = {
-            "at": self._ctx.clock().isoformat(),
-            "run_id": self._ctx.run.id,
-            "outcome": str(status),
-            **({"error": error} if error else {}),
-        }
+        entry = self._history_entry(status, **({"error": error} if error else {}))
+        await self._write("entity_finish", row, str(status), url, hash_, error, meta, entry)
+
+    def _history_entry(self, status: EntityStatus, **extra: Any) -> dict[str, Any]:
+        """One element of the row's attempt_history."""
+        return {"at": self._ctx.clock().isoformat(), "run_id": self._ctx.run.id,
+                "outcome": str(status), **extra}  # fmt: skip
+
+    async def _write(self, query: str, row: ContactEntity, *args: Any) -> None:
+        """A ledger write fenced by this run: if another replica took over, stop at once."""
         done = await self._ctx.pool.fetchval(
-            QUERIES["entity_finish"],
-            row.id,
-            self._ctx.run.id,
-            self._ctx.run.fence,
-            str(status),
-            url,
-            hash_,
-            error,
-            meta,
-            entry,
+            QUERIES[query], row.id, self._ctx.run.id, self._ctx.run.fence, *args
         )
         if done is None:
             raise LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {row.id} not recorded")
@@ -385,25 +376,8 @@ class Exporter:
             status, next_at = EntityStatus.FAILED, None
             self._ctx.counts.failed += 1
         error = exc.as_json()
-        entry = {
-            "at": self._ctx.clock().isoformat(),
-            "run_id": self._ctx.run.id,
-            "outcome": str(status),
-            "attempt": attempts,
-            "error": error,
-        }
-        done = await self._ctx.pool.fetchval(
-            QUERIES["entity_fail"],
-            row.id,
-            self._ctx.run.id,
-            self._ctx.run.fence,
-            str(status),
-            error,
-            next_at,
-            entry,
-        )
-        if done is None:
-            raise LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {row.id} not recorded")
+        entry = self._history_entry(status, attempt=attempts, error=error)
+        await self._write("entity_fail", row, str(status), error, next_at, entry)
         log.warning(
             "record_failed" if status is EntityStatus.FAILED else "record_retry_scheduled",
             entity_id=row.id,
