@@ -32,7 +32,7 @@ from yarl import URL
 
 from daemon.clients.transport import Response, Transport
 from daemon.db.records import MagentoConnectionRow
-from daemon.errors import ConfigError, RejectedRecord, TransientApiError
+from daemon.errors import AuthError, ConfigError, RejectedRecord, TransientApiError
 from daemon.logs import get_logger
 
 SERVICE = "magento"
@@ -225,13 +225,27 @@ class MagentoClient:
         async def authorize() -> dict[str, str]:
             return self._authorization("GET", url)
 
-        return await self._transport.request(
-            "GET",
-            URL(url, encoded=True),
-            headers={"Accept": "application/json"},
-            service=SERVICE,
-            authorize=authorize,
-        )
+        try:
+            return await self._transport.request(
+                "GET",
+                URL(url, encoded=True),
+                headers={"Accept": "application/json"},
+                service=SERVICE,
+                authorize=authorize,
+            )
+        except AuthError as exc:
+            if self._oauth is not None:
+                raise
+            # Reads like a missing ACL grant, but on 2.4.4+ it is usually the bearer switch.
+            raise AuthError(
+                f"{exc} (Magento connection {self._connection.name}: Magento 2.4.4+ refuses "
+                "integration tokens as Bearer unless Stores > Configuration > Services > OAuth > "
+                "'Allow OAuth Access Tokens to be used as standalone Bearer tokens' is on; or give "
+                "fa-sync the consumer key/secret and token secret to sign with OAuth 1.0a)",
+                status=exc.status,
+                body=exc.body,
+                service=exc.service,
+            ) from exc
 
     def _authorization(self, method: str, url: str) -> dict[str, str]:
         """Bearer token, or a fresh OAuth 1 signature (new nonce and timestamp) per attempt."""

@@ -489,3 +489,48 @@ async def test_customers_sharing_an_email_share_the_oldest_ones_contact(
     (contact,) = [c for c in stack.freeagent.contacts_list() if c.get("email") == email]
     first_billing = next(a for a in first["addresses"] if a.get("default_billing"))
     assert contact["town"] == first_billing["city"].strip()
+
+
+async def test_magento_with_bearer_disabled_works_over_oauth1_signatures(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """Magento 2.4.4+ refuses integration tokens as Bearer by default; signed requests work."""
+    from simulators.magento_state import DEMO_CONSUMER_KEY
+
+    creds = stack.magento.oauth_consumers[DEMO_CONSUMER_KEY]
+    stack.magento.bearer_enabled = False
+    await pool.execute(
+        """UPDATE magento_connection SET access_token = $1, consumer_key = $2,
+                  consumer_secret = $3, access_token_secret = $4""",
+        creds.access_token,
+        DEMO_CONSUMER_KEY,
+        creds.consumer_secret,
+        creds.token_secret,
+    )
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.error is None
+    await _assert_exported_once(pool, stack)
+    assert all(r.status == 200 for r in stack.magento.requests)
+
+
+async def test_magento_bearer_refused_is_a_clear_run_error(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A refused integration token fails the run with Magento's words, nothing half-done."""
+    stack.magento.bearer_enabled = False
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.status == "error"
+    assert "isn't authorized" in (outcome.error or "")
+    assert "standalone Bearer" in (outcome.error or "")
+    assert stack.freeagent.contacts_list() == []
+
+
+async def test_freeagent_user_without_contact_permission_is_refused(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A FreeAgent user below permission level 3 cannot see e-mails: the export refuses to run."""
+    stack.freeagent.permission_level = 2
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.status == "error"
+    assert "permission level 2" in (outcome.error or "")
+    assert stack.freeagent.write_count() == 0
