@@ -73,8 +73,9 @@ class Filter:
 def search_criteria(
     filters: Sequence[Filter], *, sort_field: str, page_size: int
 ) -> list[tuple[str, str]]:
-    """Query pairs with explicit integer indexes (`[]` is an SQL error on Magento) and
-    snake_case keys; always page 1, sorted ascending (keyset paging)."""
+    """Query pairs with explicit integer indexes (`[]` is an SQL error on Magento), spelt as
+    Adobe's search guide spells them (filter_groups/condition_type, sortOrders/pageSize/
+    currentPage); always page 1, sorted ascending (keyset paging)."""
     pairs: list[tuple[str, str]] = []
     for group, condition in enumerate(filters):
         prefix = f"searchCriteria[filter_groups][{group}][filters][0]"
@@ -84,10 +85,10 @@ def search_criteria(
             (f"{prefix}[condition_type]", condition.condition_type),
         ]
     pairs += [
-        ("searchCriteria[sort_orders][0][field]", sort_field),
-        ("searchCriteria[sort_orders][0][direction]", "ASC"),
-        ("searchCriteria[page_size]", str(page_size)),
-        ("searchCriteria[current_page]", "1"),
+        ("searchCriteria[sortOrders][0][field]", sort_field),
+        ("searchCriteria[sortOrders][0][direction]", "ASC"),
+        ("searchCriteria[pageSize]", str(page_size)),
+        ("searchCriteria[currentPage]", "1"),
     ]
     return pairs
 

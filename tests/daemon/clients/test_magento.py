@@ -18,7 +18,7 @@ def _searches(state: MagentoState, path_end: str) -> list[dict[str, str]]:
 
 
 def test_search_criteria_uses_explicit_indexes_and_separate_groups() -> None:
-    """Each filter gets its own group (AND), indexes are integers, keys snake_case."""
+    """Each filter gets its own group (AND), indexes are integers, keys as Adobe documents."""
     pairs = dict(
         search_criteria(
             [Filter("website_id", "1,2", "in"), Filter("entity_id", "7", "gt")],
@@ -28,9 +28,9 @@ def test_search_criteria_uses_explicit_indexes_and_separate_groups() -> None:
     )
     assert pairs["searchCriteria[filter_groups][0][filters][0][field]"] == "website_id"
     assert pairs["searchCriteria[filter_groups][1][filters][0][condition_type]"] == "gt"
-    assert pairs["searchCriteria[sort_orders][0][direction]"] == "ASC"
-    assert pairs["searchCriteria[page_size]"] == "50"
-    assert pairs["searchCriteria[current_page]"] == "1"
+    assert pairs["searchCriteria[sortOrders][0][direction]"] == "ASC"
+    assert pairs["searchCriteria[pageSize]"] == "50"
+    assert pairs["searchCriteria[currentPage]"] == "1"
 
 
 def test_query_encoding_escapes_brackets_and_spaces_once() -> None:
@@ -45,7 +45,7 @@ async def test_keyset_paging_returns_every_customer_once(make_magento: MakeMagen
     assert ids == sorted(rig.state.customers)
     searches = _searches(rig.state, "/customers/search")
     assert len(searches) == 6
-    assert all(q["searchCriteria[current_page]"] == "1" for q in searches)
+    assert all(q["searchCriteria[currentPage]"] == "1" for q in searches)
 
 
 async def test_keyset_paging_survives_the_23_page_overflow(make_magento: MakeMagento) -> None:
