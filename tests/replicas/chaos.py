@@ -73,8 +73,9 @@ def add_customers(magento: MagentoState, rng: random.Random, serial: int) -> int
     count = rng.randint(1, 3)
     for i in range(count):
         n = f"{serial}x{i}"
-        magento.add_customer(email=f"chaos.{n}@example.com", firstname="Chaos",
-                             lastname=f"Customer{n}")
+        magento.add_customer(
+            email=f"chaos.{n}@example.com", firstname="Chaos", lastname=f"Customer{n}"
+        )
     if rng.random() < 0.3:
         cid = rng.choice(sorted(magento.customers))
         magento.update_customer(cid, lastname=f"Renamed{serial}")
@@ -118,7 +119,9 @@ async def freeze_owner(cluster: Cluster, pool: asyncpg.Pool, rng: random.Random)
             return False  # the run ended before the freeze: nothing would expire
         await cluster.wait_for(
             lambda e: e.get("event") == "run_lease_expired" and e.get("run_id") == run_id,
-            since=mark, within=60)
+            since=mark,
+            within=60,
+        )
     finally:
         cluster.thaw(name)
     return True
@@ -129,8 +132,11 @@ def _assert_none_died(cluster: Cluster) -> None:
     for replica in cluster.replicas.values():
         if not replica.alive:
             rid = replica.replica_id
-            lines = [e.get("text") or e.get("event") for e in cluster.events
-                     if e.get("replica_id") == rid][-30:]
+            lines = [
+                e.get("text") or e.get("event")
+                for e in cluster.events
+                if e.get("replica_id") == rid
+            ][-30:]
             raise AssertionError(f"{rid} exited by itself:\n" + "\n".join(map(str, lines)))
 
 
@@ -161,8 +167,9 @@ async def run_chaos(
         _assert_none_died(cluster)
     for name in cluster.replicas:
         await cluster.ready(name)
-    await cluster.settle(lambda: settled(pool, stack.magento),
-                         on=event_is("run_finished"), within=settle_timeout)
+    await cluster.settle(
+        lambda: settled(pool, stack.magento), on=event_is("run_finished"), within=settle_timeout
+    )
     report.exit_codes = await cluster.stop_all()
     return await _report(report, cluster, pool, stack, began)
 
@@ -176,12 +183,15 @@ async def _report(
     report.count_429 = stack.freeagent.count_429
     report.customers, report.exported = check.customers, check.exported
     report.dropped_creates = sum(
-        1 for r in stack.freeagent.requests if r.dropped and r.method == "POST")
-    report.reconciled = len(cluster.select(
-        event_is("create_reconciled", "create_outcome_recovered")))
+        1 for r in stack.freeagent.requests if r.dropped and r.method == "POST"
+    )
+    report.reconciled = len(
+        cluster.select(event_is("create_reconciled", "create_outcome_recovered"))
+    )
     report.lease_takeovers = len(cluster.select(event_is("run_lease_expired")))
-    report.runs = dict(Counter(
-        r["status"] for r in await pool.fetch("SELECT status::text FROM profile_run")))
+    report.runs = dict(
+        Counter(r["status"] for r in await pool.fetch("SELECT status::text FROM profile_run"))
+    )
     report.problems = list(check.problems)
     report.problems += [f"stuck row {r}" for r in await open_rows(pool)]
     report.problems += [f"run left running {r}" for r in await running_runs(pool)]

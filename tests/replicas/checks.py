@@ -31,8 +31,7 @@ def expected_keys(magento: MagentoState) -> set[str]:
 
 def duplicates(freeagent: FreeAgentState) -> dict[str, int]:
     """E-mails FreeAgent holds more than one contact for, with how many."""
-    emails = Counter(
-        c["email"].lower() for c in freeagent.contacts_list() if c.get("email"))
+    emails = Counter(c["email"].lower() for c in freeagent.contacts_list() if c.get("email"))
     return {email: n for email, n in emails.items() if n > 1}
 
 
@@ -42,14 +41,23 @@ async def ledger(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 async def open_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     """Ledger rows with work left (queued, claimed, or a create not yet confirmed)."""
-    return [dict(r) for r in await pool.fetch(
-        "SELECT id, source_key, status::text, claimed_by_run, attempts, next_attempt_at"
-        "  FROM contact_entity WHERE status::text = ANY($1) ORDER BY id", list(OPEN))]
+    return [
+        dict(r)
+        for r in await pool.fetch(
+            "SELECT id, source_key, status::text, claimed_by_run, attempts, next_attempt_at"
+            "  FROM contact_entity WHERE status::text = ANY($1) ORDER BY id",
+            list(OPEN),
+        )
+    ]
 
 
 async def running_runs(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    return [dict(r) for r in await pool.fetch(
-        "SELECT id, owner, lease_expires_at FROM profile_run WHERE status = 'running'")]
+    return [
+        dict(r)
+        for r in await pool.fetch(
+            "SELECT id, owner, lease_expires_at FROM profile_run WHERE status = 'running'"
+        )
+    ]
 
 
 async def settled(pool: asyncpg.Pool, magento: MagentoState) -> bool:

@@ -30,8 +30,11 @@ async def cluster_factory(
     clusters: list[Cluster] = []
 
     def make(dsn: str | None = None, **settings: Any) -> Cluster:
-        cluster = Cluster(dsn=dsn or database_dsn, workdir=tmp_path / f"cluster{len(clusters)}",
-                          settings={**FAST, **settings})
+        cluster = Cluster(
+            dsn=dsn or database_dsn,
+            workdir=tmp_path / f"cluster{len(clusters)}",
+            settings={**FAST, **settings},
+        )
         clusters.append(cluster)
         return cluster
 

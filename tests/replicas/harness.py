@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.db.pool import drop_database as drop_named_database
 from daemon.db.pool import recreate_database
@@ -60,6 +60,28 @@ async def create_database(server_dsn: str, template: str) -> str:
     """A fresh database cloned from the migrated template (for module-scoped scenarios)."""
     name = f"fa_sync_r_{uuid.uuid4().hex[:12]}"
     return await recreate_database(server_dsn, name, template=template)
+
+
+T = TypeVar("T")
+
+
+def play_once(
+    server_dsn: str,
+    template: str,
+    workdir: Path,
+    scenario: Callable[[str, Path], Awaitable[T]],
+) -> T:
+    """Play a module's scenario once on a database of its own (dropped after), from a
+    synchronous module-scoped fixture."""
+
+    async def play() -> T:
+        dsn = await create_database(server_dsn, template)
+        try:
+            return await scenario(dsn, workdir)
+        finally:
+            await drop_database(server_dsn, dsn)
+
+    return asyncio.run(play())
 
 
 async def drop_database(server_dsn: str, dsn: str) -> None:

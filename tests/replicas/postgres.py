@@ -54,22 +54,45 @@ class Postgres:
 
     async def _run(self, program: str, *args: str) -> None:
         proc = await asyncio.create_subprocess_exec(
-            str(BIN / program), *args, user=self.run_as,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            str(BIN / program),
+            *args,
+            user=self.run_as,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         output, _ = await asyncio.wait_for(proc.communicate(), 120)
         if proc.returncode != 0:
             raise RuntimeError(f"{program} {' '.join(args)} failed:\n{output.decode()}")
 
     async def init(self) -> None:
-        await self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                        "--encoding=utf8", "--no-sync")
+        await self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=utf8",
+            "--no-sync",
+        )
 
     async def start(self) -> None:
         """Start and wait until it accepts connections (pg_ctl -w)."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
-        await self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-o", options,
-                        "-l", str(self.data / "server.log"), "start")
+        await self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(self.data / "server.log"),
+            "start",
+        )
 
     async def stop(self, mode: str = "fast") -> None:
         """Stop: `fast` disconnects every client at once, as a restart by an operator does."""

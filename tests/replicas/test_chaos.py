@@ -16,9 +16,7 @@ from tests.replicas.harness import Cluster, fast_freeagent
 CHAOS_SETTINGS = {"lease_seconds": 2}
 
 
-async def _chaos(
-    pool: asyncpg.Pool, cluster: Cluster, *, kills: int, seed: int
-) -> ChaosReport:
+async def _chaos(pool: asyncpg.Pool, cluster: Cluster, *, kills: int, seed: int) -> ChaosReport:
     freeagent = fast_freeagent(latency=0.03, drop_after_create_rate=0.2, seed=seed)
     magento = MagentoState.seeded(customers=40, guest_orders=6, seed=seed)
     async with simulators(freeagent=freeagent, magento=magento) as s:

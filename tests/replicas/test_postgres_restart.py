@@ -45,7 +45,9 @@ async def _apply_schedule(cluster: Cluster, pool: asyncpg.Pool, stack: Stack, cr
     await pool.execute("UPDATE profile SET schedule = $2 WHERE id = $1", stack.profile_id, cron)
     return await cluster.wait_for(
         lambda e: e.get("event") == "schedule_set" and e.get("schedule") == cron,
-        since=mark, within=30)
+        since=mark,
+        within=30,
+    )
 
 
 async def _play(pg: Postgres, workdir: Path) -> Restarted:
@@ -69,10 +71,10 @@ async def _play(pg: Postgres, workdir: Path) -> Restarted:
             await pg.stop("fast")
             # Down long enough that the run fails and reconnecting fails at least once.
             await cluster.wait_for(event_is("fire_failed"), since=mark, within=30)
-            first = await cluster.wait_for(event_is("listener_reconnecting"), since=mark,
-                                           within=30)
-            await cluster.wait_for(event_is("listener_reconnecting"), since=first["seq"] + 1,
-                                   within=30)
+            first = await cluster.wait_for(event_is("listener_reconnecting"), since=mark, within=30)
+            await cluster.wait_for(
+                event_is("listener_reconnecting"), since=first["seq"] + 1, within=30
+            )
             await pg.start()
             restarted = cluster.mark()
             await cluster.wait_for(event_is("listening"), since=restarted, within=60)
@@ -81,14 +83,21 @@ async def _play(pg: Postgres, workdir: Path) -> Restarted:
             # can only arrive by NOTIFY.
             await _apply_schedule(cluster, pool, stack, "* * * * * *")
             notified = await _apply_schedule(cluster, pool, stack, "*/2 * * * * *")
-            await cluster.settle(lambda: settled(pool, magento), on=event_is("run_finished"),
-                                 within=90)
+            await cluster.settle(
+                lambda: settled(pool, magento), on=event_is("run_finished"), within=90
+            )
             alive = cluster.replicas["daemon"].alive
             codes = await cluster.stop_all()
             runs = [dict(r) for r in await pool.fetch("SELECT * FROM profile_run ORDER BY id")]
             final = await check_export(pool, stack.freeagent)
-        return Restarted(alive, codes["daemon"], cluster.events[restarted:],
-                         notified.get("schedule"), runs, final)
+        return Restarted(
+            alive,
+            codes["daemon"],
+            cluster.events[restarted:],
+            notified.get("schedule"),
+            runs,
+            final,
+        )
     finally:
         await cluster.close()
         await pool.close()
@@ -112,8 +121,9 @@ def test_daemon_survives_a_postgres_restart(restarted: Restarted) -> None:
     """The process keeps running through the restart and exits 0 on SIGTERM afterwards."""
     assert restarted.alive_after
     assert restarted.exit_code == 0
-    assert [e for e in restarted.events_after_restart
-            if e.get("event") == "background_task_died"] == []
+    assert [
+        e for e in restarted.events_after_restart if e.get("event") == "background_task_died"
+    ] == []
 
 
 def test_daemon_listens_again_after_the_restart(restarted: Restarted) -> None:

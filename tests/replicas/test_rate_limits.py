@@ -28,9 +28,8 @@ from tests.replicas.harness import (
     HOUR,
     MINUTE,
     Cluster,
-    create_database,
-    drop_database,
     event_is,
+    play_once,
 )
 
 #: Requests per MINUTE window, for the simulator and the client row alike.
@@ -57,31 +56,46 @@ class Budgeted:
 
 async def _second_profile(pool: asyncpg.Pool, stack: Stack) -> None:
     """Another profile on the same FreeAgent client row (so the same user) and Magento."""
-    await pool.fetchrow(QUERIES["profile_insert"], "second", "freeagent_contact_export",
-                        stack.client_id, stack.connection_id, "* * * * * *", {})
+    await pool.fetchrow(
+        QUERIES["profile_insert"],
+        "second",
+        "freeagent_contact_export",
+        stack.client_id,
+        stack.connection_id,
+        "* * * * * *",
+        {},
+    )
 
 
 def _busiest_window(freeagent: FreeAgentState, since: int) -> int:
     """API requests (token endpoint excluded) admitted per simulator window, at most."""
     per_window = Counter(
-        math.floor(r.time / MINUTE) for r in freeagent.requests[since:]
-        if r.user is not None and r.status != 429)
+        math.floor(r.time / MINUTE)
+        for r in freeagent.requests[since:]
+        if r.user is not None and r.status != 429
+    )
     return max(per_window.values(), default=0)
 
 
 async def _phase(cluster: Cluster, pool: asyncpg.Pool, stack: Stack, since: int) -> Phase:
     before = stack.freeagent.count_429
-    await cluster.settle(lambda: settled(pool, stack.magento), on=event_is("run_finished"),
-                         within=90)
+    await cluster.settle(
+        lambda: settled(pool, stack.magento), on=event_is("run_finished"), within=90
+    )
     failed = await pool.fetchval("SELECT count(*) FROM contact_entity WHERE status = 'failed'")
-    return Phase(stack.freeagent.count_429 - before, _busiest_window(stack.freeagent, since),
-                 await check_export(pool, stack.freeagent), failed)
+    return Phase(
+        stack.freeagent.count_429 - before,
+        _busiest_window(stack.freeagent, since),
+        await check_export(pool, stack.freeagent),
+        failed,
+    )
 
 
 def _add_customers(magento: MagentoState, count: int) -> None:
     for n in range(count):
-        magento.add_customer(email=f"storm.{n}@example.com", firstname="Storm",
-                             lastname=f"Customer{n}")
+        magento.add_customer(
+            email=f"storm.{n}@example.com", firstname="Storm", lastname=f"Customer{n}"
+        )
 
 
 async def _play(dsn: str, workdir: Path) -> Budgeted:
@@ -111,15 +125,7 @@ def budgeted(
     pg_server_dsn: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Budgeted:
     """The scenario, played once for the module's tests."""
-
-    async def play() -> Budgeted:
-        dsn = await create_database(pg_server_dsn, template_db)
-        try:
-            return await _play(dsn, tmp_path_factory.mktemp("rate"))
-        finally:
-            await drop_database(pg_server_dsn, dsn)
-
-    return asyncio.run(play())
+    return play_once(pg_server_dsn, template_db, tmp_path_factory.mktemp("rate"), _play)
 
 
 def test_shared_budget_keeps_two_daemons_and_two_profiles_under_the_limit(

@@ -7,7 +7,6 @@ test states one rule about the history it left.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import Counter
 from dataclasses import dataclass
@@ -25,10 +24,9 @@ from tests.replicas.harness import (
     FAST,
     Cluster,
     Event,
-    create_database,
-    drop_database,
     event_is,
     fast_freeagent,
+    play_once,
 )
 
 SCHEDULE = "*/2 * * * * *"
@@ -75,9 +73,13 @@ async def _play(dsn: str, workdir: Path) -> History:
         while fire is not None and fire <= stop_at - STOP_MARGIN:
             fires.append(fire)
             fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-        rows = [dict(r) for r in await pool.fetch(
-            "SELECT * FROM profile_run WHERE profile_id = $1 ORDER BY scheduled_for",
-            stack.profile_id)]
+        rows = [
+            dict(r)
+            for r in await pool.fetch(
+                "SELECT * FROM profile_run WHERE profile_id = $1 ORDER BY scheduled_for",
+                stack.profile_id,
+            )
+        ]
         return History(fires, rows, list(cluster.events), exit_codes)
     finally:
         await cluster.close()
@@ -89,12 +91,16 @@ async def _keep_busy(cluster: Cluster, magento: MagentoState, *, until: datetime
     since, added = 0, 0
     while True:
         event = await cluster.wait_for(
-            event_is("run_started", "run_skipped", "run_finished"), since=since, within=30)
+            event_is("run_started", "run_skipped", "run_finished"), since=since, within=30
+        )
         since = event["seq"] + 1
         if event["event"] == "run_finished":
             added += 1
-            magento.add_customer(email=f"replica.{added}@example.com", firstname="Replica",
-                                 lastname=f"Customer{added}")
+            magento.add_customer(
+                email=f"replica.{added}@example.com",
+                firstname="Replica",
+                lastname=f"Customer{added}",
+            )
         if _when(event) >= until:
             return _when(event)
 
@@ -104,15 +110,7 @@ def history(
     pg_server_dsn: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> History:
     """The scenario, played once for the module's tests."""
-
-    async def play() -> History:
-        dsn = await create_database(pg_server_dsn, template_db)
-        try:
-            return await _play(dsn, tmp_path_factory.mktemp("replicas"))
-        finally:
-            await drop_database(pg_server_dsn, dsn)
-
-    return asyncio.run(play())
+    return play_once(pg_server_dsn, template_db, tmp_path_factory.mktemp("replicas"), _play)
 
 
 def _scheduled(history: History) -> list[dict[str, Any]]:
@@ -157,8 +155,9 @@ CLOSE_WAIT = timedelta(milliseconds=50)
 
 def test_runs_of_one_profile_never_overlap(history: History) -> None:
     """Each run finished before the next one started."""
-    runs = sorted((r for r in history.rows if r["status"] != "skipped"),
-                  key=lambda r: r["started_at"])
+    runs = sorted(
+        (r for r in history.rows if r["status"] != "skipped"), key=lambda r: r["started_at"]
+    )
     assert len(runs) >= 3
     for earlier, later in itertools.pairwise(runs):
         assert earlier["finished_at"] is not None, earlier

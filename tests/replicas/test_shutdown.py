@@ -7,7 +7,6 @@ database and left to finish. Each test states one rule about what that left behi
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,9 @@ from tests.replicas.checks import ExportCheck, check_export, settled
 from tests.replicas.harness import (
     FAST,
     Cluster,
-    create_database,
-    drop_database,
     event_is,
     fast_freeagent,
+    play_once,
 )
 
 GRACE = 2.0
@@ -50,8 +48,7 @@ async def _play(dsn: str, workdir: Path) -> Drained:
     # 100 rows per batch, 4 at a time, 0.15 s each: a batch takes about 4 s, twice the grace.
     freeagent = fast_freeagent(latency=0.15)
     magento = MagentoState.seeded(customers=110, guest_orders=0)
-    cluster = Cluster(dsn=dsn, workdir=workdir,
-                      settings={**FAST, "shutdown_grace_seconds": GRACE})
+    cluster = Cluster(dsn=dsn, workdir=workdir, settings={**FAST, "shutdown_grace_seconds": GRACE})
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
             stack = await register(pool, s, schedule="*/2 * * * * *")
@@ -61,11 +58,16 @@ async def _play(dsn: str, workdir: Path) -> Drained:
             code = await cluster.terminate("first", within=GRACE + MARGIN)
             stop_seconds = time.monotonic() - began
             runs = [dict(r) for r in await pool.fetch("SELECT * FROM profile_run ORDER BY id")]
-            rows = [dict(r) for r in await pool.fetch(
-                "SELECT id, status::text, claimed_by_run, freeagent_url FROM contact_entity")]
+            rows = [
+                dict(r)
+                for r in await pool.fetch(
+                    "SELECT id, status::text, claimed_by_run, freeagent_url FROM contact_entity"
+                )
+            ]
             await cluster.start("second")
-            await cluster.settle(lambda: settled(pool, magento), on=event_is("run_finished"),
-                                 within=60)
+            await cluster.settle(
+                lambda: settled(pool, magento), on=event_is("run_finished"), within=60
+            )
             await cluster.stop_all()
             final = await check_export(pool, stack.freeagent)
         return Drained(code, stop_seconds, runs, rows, final, list(cluster.events))
@@ -79,15 +81,7 @@ def drained(
     pg_server_dsn: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Drained:
     """The scenario, played once for the module's tests."""
-
-    async def play() -> Drained:
-        dsn = await create_database(pg_server_dsn, template_db)
-        try:
-            return await _play(dsn, tmp_path_factory.mktemp("shutdown"))
-        finally:
-            await drop_database(pg_server_dsn, dsn)
-
-    return asyncio.run(play())
+    return play_once(pg_server_dsn, template_db, tmp_path_factory.mktemp("shutdown"), _play)
 
 
 def test_sigterm_mid_export_exits_zero_within_the_grace_period(drained: Drained) -> None:

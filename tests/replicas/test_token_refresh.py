@@ -8,7 +8,6 @@ have run out. Each test states one rule about the refreshes.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,9 @@ from tests.replicas.harness import (
     FAST,
     Cluster,
     Event,
-    create_database,
-    drop_database,
     event_is,
     fast_freeagent,
+    play_once,
 )
 
 #: Seconds an access token lives; fa-sync renews one after half of that.
@@ -59,18 +57,28 @@ async def _play(dsn: str, workdir: Path) -> Refreshed:
                 await cluster.start(name)
             since, added = 0, 0
             while len(cluster.select(event_is("token_refreshed"))) < REFRESHES:
-                finished = await cluster.wait_for(event_is("run_finished"), since=since,
-                                                  within=60)
+                finished = await cluster.wait_for(event_is("run_finished"), since=since, within=60)
                 since, added = finished["seq"] + 1, added + 1
-                magento.add_customer(email=f"token.{added}@example.com", firstname="Token",
-                                     lastname=f"Customer{added}")
+                magento.add_customer(
+                    email=f"token.{added}@example.com",
+                    firstname="Token",
+                    lastname=f"Customer{added}",
+                )
             await cluster.stop_all()
             runs = [dict(r) for r in await pool.fetch("SELECT * FROM profile_run")]
-            grants = [r.time for r in freeagent.requests
-                      if r.path == "/v2/token_endpoint" and r.status == 200]
-            return Refreshed(freeagent.refresh_count, freeagent.reused_refresh_token_attempts,
-                             grants, list(cluster.events), runs,
-                             await check_export(pool, stack.freeagent))
+            grants = [
+                r.time
+                for r in freeagent.requests
+                if r.path == "/v2/token_endpoint" and r.status == 200
+            ]
+            return Refreshed(
+                freeagent.refresh_count,
+                freeagent.reused_refresh_token_attempts,
+                grants,
+                list(cluster.events),
+                runs,
+                await check_export(pool, stack.freeagent),
+            )
     finally:
         await cluster.close()
         await pool.close()
@@ -81,15 +89,7 @@ def refreshed(
     pg_server_dsn: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Refreshed:
     """The scenario, played once for the module's tests."""
-
-    async def play() -> Refreshed:
-        dsn = await create_database(pg_server_dsn, template_db)
-        try:
-            return await _play(dsn, tmp_path_factory.mktemp("tokens"))
-        finally:
-            await drop_database(pg_server_dsn, dsn)
-
-    return asyncio.run(play())
+    return play_once(pg_server_dsn, template_db, tmp_path_factory.mktemp("tokens"), _play)
 
 
 def test_a_used_refresh_token_is_never_sent_again(refreshed: Refreshed) -> None:
