@@ -72,15 +72,8 @@ class ContactExportSettings(_Strict):
 
     def contact_options(self) -> ContactOptions:
         """The pure mapping's view of these settings."""
-        c = self.contact
-        return ContactOptions(
-            status=c.status,
-            uses_contact_invoice_sequence=c.uses_contact_invoice_sequence,
-            contact_name_on_invoices=c.contact_name_on_invoices,
-            default_payment_terms_in_days=c.default_payment_terms_in_days,
-            charge_sales_tax=c.charge_sales_tax,
-            locale=c.locale,
-            store_locales=dict(self.store.locales),
+        return ContactOptions.model_validate(
+            {**self.contact.model_dump(), "store_locales": dict(self.store.locales)}
         )
 
 
