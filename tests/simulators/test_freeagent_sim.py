@@ -15,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 from simulators.freeagent import FREEAGENT_STATE, FreeAgentState, create_app
+from tests.fakes import FakeClock
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
@@ -26,16 +27,6 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 CLIENT_AUTH = basic("demo-client", "demo-secret")
 REDIRECT = "https://app.example/callback"
 Client = TestClient[web.Request, web.Application]
-
-
-@dataclass
-class FakeClock:
-    """A monotonic clock tests move by hand, so expiry and windows need no sleeping."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

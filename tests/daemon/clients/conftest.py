@@ -45,16 +45,6 @@ class SleepRecorder:
 
 
 @dataclass
-class FakeClock:
-    """The FreeAgent simulator's monotonic clock, moved by hand: tokens expire without sleeping."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
 class FreeAgentRig:
     """One simulated FreeAgent and a client registered for it in the database."""
 

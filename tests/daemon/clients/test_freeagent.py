@@ -7,8 +7,9 @@ import pytest
 from daemon.clients.freeagent import parse_link_header
 from daemon.errors import RejectedRecord, TransientApiError
 from simulators.freeagent import FreeAgentState
+from tests.fakes import FakeClock
 
-from .conftest import FakeClock, FreeAgentRig, MakeFreeAgent, SleepRecorder
+from .conftest import FreeAgentRig, MakeFreeAgent, SleepRecorder
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
 from daemon.errors import AuthError
 from simulators.freeagent import FreeAgentState
+from tests.fakes import FakeClock
 
-from .conftest import FakeClock, FreeAgentRig, MakeFreeAgent
+from .conftest import FreeAgentRig, MakeFreeAgent
 
 
 async def _row(pool: asyncpg.Pool, client_id: int) -> asyncpg.Record:
