@@ -14,7 +14,8 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
 from daemon.errors import ConfigError
 from daemon.process import Services, open_services
-from daemon.scheduler import parse_cron
+from daemon.runner import utcnow
+from daemon.scheduler import fire_times, parse_cron
 from profiles import validate_profile
 
 PROFILE_COLUMNS = [
@@ -66,8 +67,8 @@ def _set_path(settings_obj: dict[str, Any], assignment: str) -> None:
 
 
 def _check(profile: Profile) -> None:
-    """Refuse what the daemon would refuse, before it reaches the table."""
-    parse_cron(profile.schedule, profile.timezone)
+    """Refuse what the daemon would refuse (validate_profile: schedule, type, settings),
+    before it reaches the table."""
     problem = validate_profile(profile)
     if problem:
         raise ConfigError(problem)
@@ -125,8 +126,18 @@ async def profile_show(name: str, as_json: JsonOpt = False) -> None:
         counts = {
             r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)
         }
-    row = {**profile.__dict__, "ledger": counts}
+    row = {**profile.__dict__, "next_fires": _next_fires(profile), "ledger": counts}
     show([row], row.keys(), title=f"profile {name}", as_json=as_json)
+
+
+def _next_fires(profile: Profile, count: int = 3) -> list[str] | str:
+    """The next fires in the profile's own zone (the daemon's own maths), or why there are none."""
+    try:
+        schedule = parse_cron(profile.schedule, profile.timezone)
+        fires = fire_times(schedule, utcnow(), count)
+    except ConfigError as exc:
+        return str(exc)
+    return [f.astimezone(schedule.zone).isoformat() for f in fires]
 
 
 @profile_app.command("set")

@@ -2,6 +2,7 @@
 
     FaSyncError
     ├── ConfigError            a profile, client or setting is unusable as written
+    │   └── ScheduleError      a schedule has no fire where one was needed (never a hang)
     ├── DatabaseError          PostgreSQL refused or dropped us
     ├── LeaseLost              another replica took over a run; stop writing at once
     └── ApiError               a remote API answered with an error (status, body)
@@ -24,6 +25,10 @@ class FaSyncError(Exception):
 
 class ConfigError(FaSyncError):
     """A profile, client, connection or setting cannot be used as written."""
+
+
+class ScheduleError(ConfigError):
+    """Schedule maths found no fire within its bound: the schedule cannot be used as written."""
 
 
 class DatabaseError(FaSyncError):

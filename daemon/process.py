@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -193,7 +194,7 @@ class Daemon:
     # -- fires ----------------------------------------------------------------------------
 
     async def fire(self, profile_id: int, scheduled_for: datetime) -> None:
-        """APScheduler's job: start the run as a task and return, so the scheduler never waits."""
+        """The scheduler's callback: start the run as a task and return, so it never waits."""
         if self.stopping.is_set():
             return
         task = asyncio.create_task(
@@ -319,6 +320,16 @@ class Daemon:
         log.info("history_purged", result=result, older_than=cutoff.isoformat())
 
 
+def process_clock(settings: Settings) -> Callable[[], datetime]:
+    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
+    one that starts at the given instant and advances with the monotonic clock, so the
+    scheduler's sleeps and the clock agree."""
+    if settings.clock_start is None:
+        return utcnow
+    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+
 async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     """`fa-sync run`: serve until SIGTERM/SIGINT; exit 0 after a clean drain."""
     stop = stop or asyncio.Event()
@@ -326,8 +337,11 @@ async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    clock = process_clock(settings)
+    if settings.clock_start is not None:
+        log.warning("clock_shifted", now=clock().isoformat(), reason="FA_SYNC_CLOCK_START")
     async with open_services(settings) as services:
-        daemon = Daemon(services)
+        daemon = Daemon(services, clock=clock)
         if settings.metrics_port:
             daemon.metrics.serve(settings.metrics_port)
         await daemon.serve(stop)

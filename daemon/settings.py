@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     user_agent: str = "fa-sync/0.1 (+https://github.com/fa-sync)"
     #: Prometheus metrics port for `fa-sync run` (0 disables).
     metrics_port: int = 0
+    #: For testing only: the process clock starts at this instant (ISO 8601 with an offset)
+    #: and runs at real speed. Schedules, scheduled_for and run times follow it; PostgreSQL's
+    #: own clock (leases) does not. Unset: the system clock.
+    clock_start: AwareDatetime | None = None
 
     def dsn(self) -> str | None:
         """The configured DSN, or None for the embedded server."""

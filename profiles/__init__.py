@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from daemon.context import RunContext
 from daemon.db.records import Profile
+from daemon.errors import ConfigError
+from daemon.scheduler import parse_cron
 
 ProfileExecutor = Callable[[RunContext], Awaitable[None]]
 
@@ -23,9 +25,13 @@ def executor_for(profile_type: str) -> ProfileExecutor | None:
 
 
 def validate_profile(profile: Profile) -> str | None:
-    """Why this row cannot run (unknown type, bad settings), or None."""
+    """Why this row cannot run (bad or never-firing schedule, unknown type, bad settings),
+    or None."""
+    try:
+        parse_cron(profile.schedule, profile.timezone)
+    except ConfigError as exc:
+        return f"profile {profile.name}: {exc}"
     if profile.type == "freeagent_contact_export":
-        from daemon.errors import ConfigError
         from profiles.freeagent_contact_export.config import load_settings
 
         try:
