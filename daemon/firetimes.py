@@ -41,15 +41,17 @@ UTC-offset segments
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from daemon.errors import ScheduleError
 
-#: Distance between offset readings; must be shorter than the gap between two transitions.
-SCAN_STEP = timedelta(hours=1)
+#: Seconds between offset readings; shorter than the gap between two transitions.
+_STEP = 3600
 #: The largest jump of a UTC offset (Samoa skipped 30 December 2011: 24 h), with a margin.
 MAX_JUMP = timedelta(hours=26)
 
@@ -74,41 +76,49 @@ def offset_at(zone: tzinfo, instant: datetime) -> timedelta:
     return offset
 
 
-def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
-    """The first instant in (before, after] whose offset differs from before's.
-
-    Offsets change on whole seconds, so the search runs over whole seconds (POSIX time).
-    """
-    old = offset_at(zone, before)
-    low, high = math.floor(before.timestamp()), math.ceil(after.timestamp())
+@functools.lru_cache(maxsize=4096)
+def _change_in_hour(zone: tzinfo, hour: int) -> tuple[int, timedelta]:
+    """The offset change in (hour, hour + _STEP] (POSIX seconds), as (when, new offset),
+    for an hour known to hold one. Offsets change on whole seconds, so bisection runs over
+    whole seconds; memoised, as replicas and loops ask about the same change again."""
+    low, high = hour, hour + _STEP
+    old = _offset_posix(zone, low)
     while high - low > 1:
         middle = (low + high) // 2
-        if offset_at(zone, datetime.fromtimestamp(middle, UTC)) == old:
+        if _offset_posix(zone, middle) == old:
             low = middle
         else:
             high = middle
-    return datetime.fromtimestamp(high, UTC)
+    return high, _offset_posix(zone, high)
+
+
+def _offset_posix(zone: tzinfo, posix: int) -> timedelta:
+    return offset_at(zone, datetime.fromtimestamp(posix, UTC))
 
 
 def segments(zone: tzinfo, start: datetime, end: datetime) -> list[Segment]:
     """The segments covering [start, end), in order (the first starts at start, the last ends
     at end). start and end are aware; the result is in UTC."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first, last = start.timestamp(), end.timestamp()
     found: list[Segment] = []
     seg_start, offset, skipped_from = start, offset_at(zone, start), None
-    probe, probe_offset = start, offset
-    while probe < end:
-        step_to = min(probe + SCAN_STEP, end)
-        step_offset = offset_at(zone, step_to)
-        if step_offset != probe_offset:
-            at = _transition(zone, probe, step_to)
-            found.append(Segment(seg_start, at, offset, skipped_from))
-            new = offset_at(zone, at)
-            skipped_from = offset if new > offset else None
-            seg_start, offset = at, new
-            probe, probe_offset = at, new
-        else:
-            probe = step_to
+    hour = math.floor(first / _STEP) * _STEP
+    reading = _offset_posix(zone, hour)
+    while hour < last:
+        following = _offset_posix(zone, hour + _STEP)
+        changed, hour, reading = following != reading, hour + _STEP, following
+        if not changed:
+            continue
+        when, new = _change_in_hour(zone, hour - _STEP)
+        if when <= first:
+            continue
+        if when >= last:
+            break
+        at = datetime.fromtimestamp(when, UTC)
+        found.append(Segment(seg_start, at, offset, skipped_from))
+        skipped_from = offset if new > offset else None
+        seg_start, offset = at, new
     found.append(Segment(seg_start, end, offset, skipped_from))
     return found
 
@@ -143,15 +153,17 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _first_in(schedule: WallSchedule, not_before: datetime, end: datetime) -> datetime | None:
+def _first_in(
+    schedule: WallSchedule, segs: list[Segment], not_before: datetime, end: datetime
+) -> datetime | None:
     """The first fire in [not_before, end), reading each stretch of one offset (and each
-    spring gap) with its own offset."""
+    spring gap) with its own offset. segs must cover [not_before - MAX_JUMP, end)."""
     best: datetime | None = None
-    for seg in segments(schedule.zone, not_before - MAX_JUMP, end):
-        readings = [(seg.offset, seg.end)]
+    for seg in segs:
+        readings = [(seg.offset, min(seg.end, end))]
         if seg.skipped_from is not None:
             gap_end = seg.start + (seg.offset - seg.skipped_from)
-            readings.append((seg.skipped_from, min(seg.end, gap_end)))
+            readings.append((seg.skipped_from, min(seg.end, gap_end, end)))
         for offset, stop in readings:
             lower = max(seg.start, not_before)
             if lower >= stop or (best is not None and lower >= best):
@@ -174,7 +186,8 @@ def _first_fire(schedule: WallSchedule, not_before: datetime, until: datetime) -
     span = _FIRST_SPAN
     while True:
         end = min(not_before + span, until + _SECOND)
-        fire = _first_in(schedule, not_before, end)
+        segs = segments(schedule.zone, not_before - MAX_JUMP, end)
+        fire = _first_in(schedule, segs, not_before, end)
         if fire is not None or end > until:
             return fire
         span *= 4
@@ -203,8 +216,8 @@ def latest_fire_time(schedule: WallSchedule, now: datetime, lookback: timedelta)
     """The newest fire f with now - lookback <= f <= now, in UTC, or None.
 
     Every replica computes the same value for one fire, which is what makes
-    (profile_id, scheduled_for) a cluster-wide identity of the fire. Bounded: about
-    2 * log2(lookback in seconds) searches.
+    (profile_id, scheduled_for) a cluster-wide identity of the fire. Bounded: one scan of
+    the zone's offsets over the lookback, then about 2 * log2(lookback in seconds) matches.
     """
     if lookback < timedelta(0):
         raise ValueError("lookback must not be negative")
@@ -213,27 +226,37 @@ def latest_fire_time(schedule: WallSchedule, now: datetime, lookback: timedelta)
     earliest = now - lookback
     if earliest.microsecond:
         earliest = earliest.replace(microsecond=0) + _SECOND
+    segs = segments(schedule.zone, earliest - MAX_JUMP, top + _SECOND)
+
+    def first(low: datetime, high: datetime) -> datetime | None:
+        return _first_in(schedule, segs, low, high + _SECOND)
+
     # Gallop back: no fire in (high, top]; look at windows twice as wide each time.
     high, width = top, _SECOND
     for _ in range(_MAX_STEPS):
         if high < earliest:
             return None
         low = max(high - width, earliest)
-        found = _first_fire(schedule, low, high)
+        found = first(low, high)
         if found is not None:
-            return _last_fire(schedule, found, high)
+            return _last_fire(schedule, first, found, high)
         high, width = low - _SECOND, width * 2
     raise ScheduleError(f"cron {schedule.expr!r}: lookback {lookback} too long to search")
 
 
-def _last_fire(schedule: WallSchedule, known: datetime, high: datetime) -> datetime:
+def _last_fire(
+    schedule: WallSchedule,
+    first: Callable[[datetime, datetime], datetime | None],
+    known: datetime,
+    high: datetime,
+) -> datetime:
     """The last fire in [known, high], given a fire at `known` (bisection over seconds)."""
     low = known
     for _ in range(_MAX_STEPS):
         if low >= high:
             return low
         middle = low + _half(high - low)
-        found = _first_fire(schedule, middle, high)
+        found = first(middle, high)
         if found is None:
             high = middle - _SECOND
         else:

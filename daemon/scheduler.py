@@ -121,15 +121,20 @@ def parse_cron(expr: str, timezone: str = "UTC") -> Schedule:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"unknown timezone {timezone!r}") from exc
-    fields = _cron_fields(expr)
-    try:
-        check = _wall_trigger(fields, UTC, end_date=_CHECK_TO)
-        first = check.get_next_fire_time(None, _CHECK_FROM)
-    except ValueError as exc:
-        raise ConfigError(f"cron {expr!r}: {exc}") from exc
-    if first is None:
+    # Half of an OR that never fires (`31 2` in `0 9 31 2 1`) is dropped: APScheduler would
+    # search it to the year 9999 on every call.
+    fields = tuple(f for f in _cron_fields(expr) if _ever_fires(expr, f))
+    if not fields:
         raise ConfigError(f"cron {expr!r} never fires: no date matches (e.g. 31 February)")
     return Schedule(expr, timezone, zone, fields, _wall_trigger(fields, UTC))
+
+
+def _ever_fires(expr: str, fields: dict[str, str]) -> bool:
+    try:
+        check = _wall_trigger((fields,), UTC, end_date=_CHECK_TO)
+        return check.get_next_fire_time(None, _CHECK_FROM) is not None
+    except ValueError as exc:
+        raise ConfigError(f"cron {expr!r}: {exc}") from exc
 
 
 # -- driving fires -------------------------------------------------------------------------
