@@ -245,8 +245,8 @@ class ProfileScheduler:
                 log.warning("fire_missed", profile_id=profile_id, due=due.isoformat())
             else:
                 await self._on_fire(profile_id, fire)
-            # Strictly forward: the next fire is after now, which is at or after this one.
-            after = now
+            # Strictly forward, even if the wall clock was stepped back meanwhile.
+            after = max(now, due)
 
     async def _sleep_until(self, due: datetime) -> None:
         """Until the clock reads `due`: the clock is the process's, not the event loop's."""

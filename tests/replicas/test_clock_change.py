@@ -7,6 +7,7 @@ two seconds in Europe/London, so the run crosses into the repeated hour within t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -60,6 +61,6 @@ async def test_daemon_keeps_firing_through_the_repeated_hour(
     schedule = parse_cron(SCHEDULE, ZONE)
     assert fires == sorted(set(fires)), "strictly increasing, one row per fire"
     assert any(f < CHANGE for f in fires), "fired before the change too"
-    for earlier, later in zip(fires, fires[1:], strict=False):
+    for earlier, later in itertools.pairwise(fires):
         # Each row is the next cron fire after the one before: none skipped, none invented.
         assert next_fire_time(schedule, earlier) == later
