@@ -311,8 +311,8 @@ class MagentoState:
         for other in self.customers.values():
             if (
                 other["id"] != customer_id
-                and other["website_id"] == website_id
-                and other["email"].lower() == email.lower()
+                and other.get("website_id") == website_id
+                and str(other.get("email") or "").lower() == email.lower()
             ):
                 raise ValueError(
                     f"customer {email!r}: already exists on website {website_id} "
