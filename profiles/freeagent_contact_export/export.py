@@ -27,7 +27,7 @@ from daemon.errors import (
     TransientApiError,
 )
 from daemon.logs import get_logger
-from profiles.freeagent_contact_export.clean import describe
+from profiles.freeagent_contact_export.clean import Note, describe
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.failures import RUN_LEVEL, UNSTORABLE, failure_json
 from profiles.freeagent_contact_export.models import (
@@ -37,7 +37,7 @@ from profiles.freeagent_contact_export.models import (
     Skipped,
     payload_hash,
 )
-from profiles.freeagent_contact_export.payload import Note, build_contact_payload, email_key
+from profiles.freeagent_contact_export.payload import build_contact_payload, email_key
 from profiles.freeagent_contact_export.resolve import ContactIndex, identity_key, identity_lock
 
 log = get_logger(__name__)

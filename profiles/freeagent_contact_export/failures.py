@@ -26,7 +26,7 @@ from profiles.freeagent_contact_export.clean import Note, clean_record
 
 #: What a value PostgreSQL (or asyncpg's encoder) refuses raises: a fault of one record, not
 #: of the database. Connection loss, missing tables and permissions stay run-level.
-UNSTORABLE: tuple[type[BaseException], ...] = (
+UNSTORABLE: tuple[type[Exception], ...] = (
     asyncpg.DataError,  # SQLSTATE class 22: invalid text, untranslatable character, ...
     asyncpg_base.DataError,  # asyncpg's own "invalid input for query argument"
     asyncpg.IntegrityConstraintViolationError,  # class 23: a CHECK a value breaks
@@ -36,7 +36,7 @@ UNSTORABLE: tuple[type[BaseException], ...] = (
 
 #: Causes that are not about one record: the database connection or schema, configuration.
 #: They end the run (status error); everything else fails only the record at hand.
-RUN_LEVEL: tuple[type[BaseException], ...] = (
+RUN_LEVEL: tuple[type[Exception], ...] = (
     FaSyncError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
