@@ -20,6 +20,8 @@ Usage: `web.run_app(create_app(MagentoState.seeded(200)), port=8081)`; tests use
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from operator import methodcaller
 from typing import Any
@@ -216,11 +218,17 @@ def _endpoint(handler: Handler, resource: str) -> _Middleware:
 
 def _json(request: web.Request, payload: Any, status: int = 200) -> web.Response:
     """Magento's JSON: nulls omitted, then `fields=` applied when it parses."""
-    body = omit_nulls(payload)
+    state = request.app[MAGENTO_STATE]
+    body = copy.deepcopy(payload) if state.keep_nulls else omit_nulls(payload)
     tree = parse_fields(request.query.get("fields", ""))
     if tree is not None:
         body = trim_fields(body, tree)
-    return web.json_response(body, status=status)
+    if state.escape_unicode:
+        return web.json_response(body, status=status)
+    # Raw UTF-8; a lone surrogate cannot be UTF-8, so it goes out as the invalid bytes a
+    # database holding CESU-8 would send.
+    raw = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return web.Response(body=raw, status=status, content_type="application/json")
 
 
 @web.middleware

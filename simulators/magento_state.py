@@ -95,6 +95,11 @@ class MagentoState:
     error_retry_after: int = 1  #: Retry-After seconds on those 503s
     latency: float = 0.0  #: seconds added before every answer
     seed: int = 7  #: seeds `rng`, which decides the 503s
+    #: Serve null-valued keys instead of omitting them (some plugins and proxies do).
+    keep_nulls: bool = False
+    #: Escape non-ASCII as \uXXXX like PHP's json_encode (4-byte characters as surrogate
+    #: pairs, lone surrogates as "\ud800"); off: raw UTF-8, lone surrogates as invalid bytes.
+    escape_unicode: bool = True
     clock: Callable[[], datetime] = _utc_now  #: "now" for timestamps and OAuth checks
     requests: list[RecordedRequest] = field(default_factory=list)  #: every request, in order
     used_nonces: set[tuple[str, str]] = field(default_factory=set)  #: (consumer_key, nonce)
@@ -183,6 +188,23 @@ class MagentoState:
             "addresses": [self._address(a, customer_id) for a in fields.get("addresses") or []],
         }
         return self._store_customer(record)
+
+    def add_raw_customer(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Store a customer exactly as given, for hostile-data tests: no normalisation, no
+        uniqueness check, nulls kept. Only `id` (unless given) and `updated_at`/`created_at`
+        (unless present, even as null) are filled in. Returns a copy of what is stored.
+
+        Real Magento validates on save, but imports, plugins and direct SQL do not, and the
+        REST API serves whatever the tables hold: NUL and control characters, 2,000-character
+        names, e-mails Magento's own validator would refuse, numbers as strings.
+        """
+        stored = copy.deepcopy(record)
+        stored.setdefault("id", self.next_id("customer"))
+        now = self.now_text()
+        stored.setdefault("created_at", now)
+        stored.setdefault("updated_at", stored["created_at"])
+        self.customers[stored["id"]] = stored
+        return copy.deepcopy(stored)
 
     def update_customer(self, customer_id: int, **fields: Any) -> dict[str, Any]:
         """Save a customer: merge fields (None removes one) and bump `updated_at` like Magento.
@@ -289,8 +311,8 @@ class MagentoState:
         for other in self.customers.values():
             if (
                 other["id"] != customer_id
-                and other["website_id"] == website_id
-                and other["email"].lower() == email.lower()
+                and other.get("website_id") == website_id
+                and str(other.get("email") or "").lower() == email.lower()
             ):
                 raise ValueError(
                     f"customer {email!r}: already exists on website {website_id} "

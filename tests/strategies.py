@@ -315,3 +315,105 @@ def contact_options() -> st.SearchStrategy[ContactOptions]:
         },
     )
     return settings.map(ContactOptions.model_validate)
+
+
+# --- hostile Magento: what the REST API serves when imports and plugins bypass validation --
+
+#: Name parts shared with FreeAgent "decoy" contacts, so a name-only link would show.
+DECOY_FIRST, DECOY_LAST, DECOY_COMPANY = "John", "Smith", "ACME Ltd"
+
+_HOSTILE_CHARS = st.one_of(
+    st.sampled_from(["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\udfff"]),
+    st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF),  # 4-byte UTF-8
+    st.characters(categories=["Cc", "Cs", "Cf"]),
+)
+
+
+@cache
+def hostile_texts() -> st.SearchStrategy[str]:
+    """Names with NUL, controls, lone surrogates, 4-byte characters, or 1,000 characters."""
+    real = st.sampled_from([*_REAL_NAMES, DECOY_FIRST, DECOY_LAST, "😀 Emoji"])
+    junk = st.text(_HOSTILE_CHARS, min_size=1, max_size=3)
+    return st.one_of(
+        st.builds(lambda a, j, b: a + j + b, real, junk, real),
+        st.builds(lambda unit: (unit * 1000)[:1000], st.sampled_from(["x", "é", "😀", "a\x00"])),
+        st.text(_HOSTILE_CHARS, max_size=5),
+        real,
+    )
+
+
+@cache
+def hostile_emails() -> st.SearchStrategy[Any]:
+    """Every kind of e-mail fa-sync must never drop silently."""
+    return st.one_of(
+        st.sampled_from(
+            [
+                "jane@localhost",
+                "a" * 65 + "@example.com",
+                "jöhn@bücher.de",
+                "user@" + "d" * 250 + ".com",
+                "two@@example.com",
+                "x@y.com, z@w.com",
+                " Mixed.Case@Example.COM ",
+                "",
+                "   ",
+            ]
+        ),
+        st.builds(
+            lambda j: f"ja{j}ne@example.com", st.text(_HOSTILE_CHARS, min_size=1, max_size=2)
+        ),
+        st.integers(0, 10**6),  # a number where a string is declared
+        st.none(),
+        emails(),
+    )
+
+
+def _maybe_null(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(strategy, strategy, st.none())
+
+
+@cache
+def _hostile_address() -> st.SearchStrategy[JSON]:
+    return st.fixed_dictionaries(
+        {"default_billing": st.just(True)},
+        optional={
+            "firstname": _maybe_null(hostile_texts()),
+            "lastname": _maybe_null(hostile_texts()),
+            "company": _maybe_null(st.one_of(hostile_texts(), st.just(DECOY_COMPANY))),
+            "street": _maybe_null(st.lists(_maybe_null(hostile_texts()), max_size=4)),
+            "city": _maybe_null(hostile_texts()),
+            "postcode": _maybe_null(st.one_of(hostile_texts(), st.integers(0, 99999))),
+            "country_id": _maybe_null(st.one_of(country_ids(), st.sampled_from(["ZZ", "XX", "1"]))),
+            "telephone": _maybe_null(st.one_of(hostile_texts(), st.integers(0, 10**12))),
+            "region": _maybe_null(st.one_of(hostile_texts(), regions())),
+            "region_id": st.one_of(st.integers(0, 500), st.integers(0, 500).map(str)),
+            "vat_id": _maybe_null(hostile_texts()),
+        },
+    )
+
+
+@cache
+def hostile_customers() -> st.SearchStrategy[JSON]:
+    """A customer as the simulator serves it raw (`MagentoState.add_raw_customer`); the id is
+    the simulator's. Numbers as strings, unknown store/website ids, nulls, future dates."""
+    number = st.one_of(st.integers(0, 99), st.integers(0, 99).map(str))
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "email": hostile_emails(),
+            "firstname": _maybe_null(hostile_texts()),
+            "lastname": _maybe_null(hostile_texts()),
+            "middlename": _maybe_null(hostile_texts()),
+            "group_id": number,
+            "website_id": st.one_of(number, st.just(77), st.just(10**12)),
+            "store_id": st.one_of(number, st.just(99)),
+            "taxvat": _maybe_null(hostile_texts()),
+            "updated_at": st.one_of(
+                st.just("2099-01-01 00:00:00"), st.just("0000-00-00 00:00:00"), _timestamp()
+            ),
+            "addresses": st.lists(_hostile_address(), max_size=2).map(
+                lambda items: [{**a, "id": 500 + n} for n, a in enumerate(items)]
+            ),
+            "extension_attributes": _maybe_null(_extension_attributes()),
+        },
+    )

@@ -181,12 +181,20 @@ ON CONFLICT (profile_id) DO UPDATE
 SELECT * FROM profile_state WHERE profile_id = $1;
 
 -- name: profile_set_watermarks
--- Advance the collect watermarks after a successful collect (never backwards).
+-- Advance the collect watermarks after a successful collect (never backwards). Collect clamps
+-- new ones to the run's now; a stored one after $5 (now) was pinned by a future-dated record
+-- and is replaced, since it would hide every later change.
 INSERT INTO profile_state (profile_id, magento_watermark, guest_watermark, last_full_collect_at)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (profile_id) DO UPDATE
-   SET magento_watermark = greatest(EXCLUDED.magento_watermark, profile_state.magento_watermark),
-       guest_watermark = greatest(EXCLUDED.guest_watermark, profile_state.guest_watermark),
+   SET magento_watermark = CASE WHEN profile_state.magento_watermark > $5::timestamptz
+                                THEN EXCLUDED.magento_watermark
+                                ELSE greatest(EXCLUDED.magento_watermark,
+                                              profile_state.magento_watermark) END,
+       guest_watermark = CASE WHEN profile_state.guest_watermark > $5::timestamptz
+                              THEN EXCLUDED.guest_watermark
+                              ELSE greatest(EXCLUDED.guest_watermark,
+                                            profile_state.guest_watermark) END,
        last_full_collect_at = coalesce(EXCLUDED.last_full_collect_at,
                                        profile_state.last_full_collect_at);
 
@@ -275,11 +283,13 @@ DELETE FROM profile_run r
 
 -- name: entity_upsert
 -- Queue a collected Magento record: new rows are pending; a changed record goes back to pending.
+-- $7: what collect cleaned ({"cleaned": [...]} or {}), replacing the previous note.
 INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, website_id, email,
-                            source_data, collected_at, status)
-VALUES ($1, $2, $3, $4, $5, $6, now(), 'pending')
+                            source_data, collected_at, status, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, now(), 'pending', $7::jsonb)
 ON CONFLICT (profile_id, source_key) DO UPDATE
    SET source_data = EXCLUDED.source_data, email = EXCLUDED.email,
+       metadata = (contact_entity.metadata - 'cleaned') || EXCLUDED.metadata,
        website_id = EXCLUDED.website_id, collected_at = now(), updated_at = now(),
        status = CASE WHEN contact_entity.status IN ('processing', 'creating')
                      THEN contact_entity.status ELSE 'pending'::entity_status END,
@@ -288,6 +298,16 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
        next_attempt_at = NULL
  WHERE contact_entity.source_data IS DISTINCT FROM EXCLUDED.source_data
 RETURNING id, (xmax = 0) AS inserted;
+
+-- name: entity_upsert_unstorable
+-- A collected record PostgreSQL refuses even after cleaning: keep its key, skipped, with why.
+INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, source_data, status,
+                            last_error, collected_at)
+VALUES ($1, $2, $3, '{}'::jsonb, 'skipped', $4, now())
+ON CONFLICT (profile_id, source_key) DO UPDATE
+   SET status = 'skipped', last_error = EXCLUDED.last_error, collected_at = now(),
+       updated_at = now(), next_attempt_at = NULL
+ WHERE contact_entity.status NOT IN ('processing', 'creating');
 
 -- name: entity_exists
 -- Whether a source key is already on the ledger (new-customer queueing can be switched off).
@@ -339,7 +359,7 @@ RETURNING c.id;
 UPDATE contact_entity c
    SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
-       metadata = (c.metadata - 'create_intent') || $8::jsonb,
+       metadata = (c.metadata - 'create_intent' - 'adjusted') || $8::jsonb,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $9::jsonb, 25),
        attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -450,14 +470,6 @@ ON CONFLICT (client_id, url) DO UPDATE
 SELECT * FROM freeagent_contact
  WHERE client_id = $1 AND lower(email) = lower($2)
  ORDER BY fa_updated_at NULLS FIRST, url;
-
--- name: fa_contact_by_name
--- FreeAgent contacts with this organisation or person name (no e-mail to match on).
-SELECT * FROM freeagent_contact
- WHERE client_id = $1
-   AND ((organisation_name IS NOT NULL AND lower(organisation_name) = lower($2))
-        OR (lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')) = lower($3)))
- ORDER BY url;
 
 -- name: fa_contact_count
 -- How many contacts are indexed for a client.

@@ -3,11 +3,17 @@
 Incremental by Magento's updated_at since the last successful collect (append mode), with an
 overlap for late commits; a full pass on demand, in replace mode, and every
 full_collect_every_hours because address-only edits leave updated_at alone.
+
+Every record is cleaned before it is stored (see ``clean``) and one bad record never stops
+the collect: a record that cannot be read is noted in the run's messages, one PostgreSQL
+still refuses is queued as `skipped` with the reason. Watermarks never pass the run's own
+clock, so a future-dated updated_at cannot hide later changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,12 +21,26 @@ from typing import Any
 from daemon.context import RunContext
 from daemon.db.queries import QUERIES
 from daemon.logs import get_logger
+from profiles.freeagent_contact_export.clean import (
+    Note,
+    clean_record,
+    clean_text,
+    describe,
+    small_int,
+)
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.failures import UNSTORABLE
 
 log = get_logger(__name__)
 
 #: Ledger rows written per executemany round trip.
 CHUNK = 200
+#: Stamps before this are junk ("0001-01-01"): they would not move the watermark anyway,
+#: and one alone would make `watermark - overlap` overflow on the next run.
+OLDEST_STAMP = datetime(2000, 1, 1, tzinfo=UTC)
+#: Longest e-mail kept in the ledger's indexed email column (RFC 5321 allows 254); the full
+#: value stays in source_data, which is what the export sends.
+MAX_EMAIL_COLUMN = 320
 
 
 def parse_magento_time(value: Any) -> datetime | None:
@@ -48,6 +68,9 @@ def plan_collect(
 ) -> CollectPlan:
     """Full when asked, in replace mode, on the first collect, or when a full pass is due."""
     watermark = state["magento_watermark"] if state else None
+    if watermark is not None and watermark > now:
+        # Pinned ahead by a future-dated record (before stamps were clamped): unusable.
+        watermark = None
     last_full = state["last_full_collect_at"] if state else None
     due = cfg.full_collect_every_hours is not None and (
         last_full is None or now - last_full >= timedelta(hours=cfg.full_collect_every_hours)
@@ -55,10 +78,73 @@ def plan_collect(
     full = force_full or mode == "replace" or watermark is None or due
     overlap = timedelta(seconds=cfg.collect_overlap_seconds)
     guest_mark = state["guest_watermark"] if state else None
+    if guest_mark is not None and guest_mark > now:
+        guest_mark = None
     return CollectPlan(
         full=full,
         customers_since=None if full or watermark is None else watermark - overlap,
         guests_since=None if full or guest_mark is None else guest_mark - overlap,
+    )
+
+
+@dataclass(frozen=True)
+class Collected:
+    """One Magento record, cleaned, ready for the ledger."""
+
+    key: str  #: source_key: customer:<id> or guest:<e-mail>
+    customer_id: int | None
+    website_id: int | None
+    email: str | None
+    data: dict[str, Any]  #: the record after clean_record
+    stamp: datetime | None  #: updated_at (customers) or created_at (guest orders)
+    notes: list[Note]  #: what cleaning changed, for metadata.cleaned
+
+    def row(self, profile_id: int) -> tuple[Any, ...]:
+        """Arguments of entity_upsert."""
+        email = self.email[:MAX_EMAIL_COLUMN] if self.email else None
+        cleaned = {"cleaned": self.notes} if self.notes else {}
+        return (profile_id, self.key, self.customer_id, self.website_id, email, self.data, cleaned)
+
+
+def customer_record(raw: Any) -> Collected | str:
+    """A customer from /V1/customers/search as a ledger entry, or why it cannot be one."""
+    if not isinstance(raw, dict):
+        return f"Magento customer is not a JSON object ({type(raw).__name__}): ignored"
+    data, notes = clean_record(raw)
+    cid = small_int(data.get("id"))
+    if cid is None:
+        return f"Magento customer without a usable id ({data.get('id')!r:.40}): ignored"
+    email = data.get("email")
+    return Collected(
+        key=f"customer:{cid}",
+        customer_id=cid,
+        website_id=small_int(data.get("website_id")),
+        email=email.strip() if isinstance(email, str) else None,
+        data=data,
+        stamp=parse_magento_time(data.get("updated_at")),
+        notes=notes,
+    )
+
+
+def guest_record(raw: Any) -> Collected | str:
+    """A guest order as a ledger entry keyed by e-mail, or why it cannot be one."""
+    if not isinstance(raw, dict):
+        return f"Magento order is not a JSON object ({type(raw).__name__}): ignored"
+    data, notes = clean_record(raw)
+    email = str(data.get("customer_email") or "").strip().lower()
+    if not email:
+        return f"guest order {data.get('increment_id')!r:.40} without e-mail: ignored"
+    # An e-mail cannot be longer than 254 characters; a longer value still gets a key that
+    # fits PostgreSQL's index row limit.
+    key = email if len(email) <= 254 else "#" + hashlib.sha256(email.encode()).hexdigest()
+    return Collected(
+        key=f"guest:{key}",
+        customer_id=None,
+        website_id=None,
+        email=email,
+        data=data,
+        stamp=parse_magento_time(data.get("created_at")),
+        notes=notes,
     )
 
 
@@ -97,13 +183,14 @@ class Collector:
             newest,
             guest_newest,
             ctx.clock() if plan.full else None,
+            ctx.clock(),
         )
         if plan.full and self._cfg.events.hide_deleted_customers:
             await self._flag_deleted(seen_ids)
         log.info("collect_finished", collected=ctx.counts.collected, full=plan.full)
         return ctx.counts.collected
 
-    async def _customers(self, plan: CollectPlan) -> AsyncIterator[tuple[Any, ...]]:
+    async def _customers(self, plan: CollectPlan) -> AsyncIterator[Collected | None]:
         store = self._cfg.store
         async for customer in self._magento.iter_customers(
             updated_since=plan.customers_since,
@@ -111,20 +198,9 @@ class Collector:
             store_ids=store.store_ids or None if store.restrict else None,
             page_size=self._ctx.profile.collection_size,
         ):
-            cid = customer.get("id")
-            if not isinstance(cid, int):
-                self._ctx.counts.note("warning", "Magento customer without an integer id ignored")
-                continue
-            yield (
-                f"customer:{cid}",
-                cid,
-                customer.get("website_id"),
-                customer.get("email"),
-                customer,
-                parse_magento_time(customer.get("updated_at")),
-            )
+            yield self._isolated(customer_record, customer)
 
-    async def _guests(self, plan: CollectPlan) -> AsyncIterator[tuple[Any, ...]]:
+    async def _guests(self, plan: CollectPlan) -> AsyncIterator[Collected | None]:
         """Guest orders grouped by e-mail; the newest order's details win."""
         store = self._cfg.store
         async for order in self._magento.iter_guest_orders(
@@ -132,54 +208,105 @@ class Collector:
             store_ids=store.store_ids or None if store.restrict else None,
             page_size=self._ctx.profile.collection_size,
         ):
-            email = str(order.get("customer_email") or "").strip().lower()
-            if not email:
-                self._ctx.counts.note(
-                    "warning", "guest order without e-mail ignored", order=order.get("increment_id")
-                )
-                continue
-            yield (
-                f"guest:{email}",
-                None,
-                None,
-                email,
-                order,
-                parse_magento_time(order.get("created_at")),
+            yield self._isolated(guest_record, order)
+
+    def _isolated(self, read: Callable[[Any], Collected | str], raw: Any) -> Collected | None:
+        """One Magento record as a ledger entry; a record that cannot be one is noted, and
+        never stops the collect."""
+        try:
+            entry = read(raw)
+        except Exception as exc:  # a bug meeting an odd record: note it, go on with the rest
+            log.exception("collect_record_failed")
+            entry = f"Magento record not collected: internal error: {type(exc).__name__}: {exc}"
+        if isinstance(entry, str):
+            reason, _ = clean_text(entry)
+            self._ctx.counts.note("error", reason)
+            log.warning("collect_record_ignored", reason=reason)
+            return None
+        if entry.notes:
+            self._ctx.counts.note(
+                "warning", f"{entry.key}: cleaned: {describe(entry.notes)}", source_key=entry.key
             )
+        return entry
 
     async def _store(
-        self, records: AsyncIterator[tuple[Any, ...]], seen: set[int] | None, stage: str
+        self, records: AsyncIterator[Collected | None], seen: set[int] | None, stage: str
     ) -> datetime | None:
         newest: datetime | None = None
-        chunk: dict[str, tuple[Any, ...]] = {}
-        async for key, cid, website, email, data, stamp in records:
-            if seen is not None and cid is not None:
-                seen.add(cid)
-            if stamp and (newest is None or stamp > newest):
-                newest = stamp
+        chunk: dict[str, Collected] = {}
+        async for entry in records:
+            if entry is None:
+                continue
+            if seen is not None and entry.customer_id is not None:
+                seen.add(entry.customer_id)
+            newest = self._newer(newest, entry)
             # Later records of one key (repeat guest orders) replace earlier ones.
-            chunk[key] = (self._ctx.profile.id, key, cid, website, email, data)
+            chunk[entry.key] = entry
             if len(chunk) >= CHUNK:
                 await self._flush(chunk, stage)
         await self._flush(chunk, stage)
         return newest
 
-    async def _flush(self, chunk: dict[str, tuple[Any, ...]], stage: str) -> None:
+    def _newer(self, newest: datetime | None, entry: Collected) -> datetime | None:
+        """The watermark candidate; a stamp after our own clock cannot be trusted (a
+        future-dated record would pin the watermark ahead and hide every later change)."""
+        stamp = entry.stamp
+        if stamp is None or stamp < OLDEST_STAMP:
+            return newest
+        now = self._ctx.clock()
+        if stamp > now + timedelta(seconds=self._cfg.collect_overlap_seconds):
+            self._ctx.counts.note(
+                "warning",
+                f"{entry.key}: updated_at {stamp.isoformat()} is in the future; "
+                "the collect watermark stops at now",
+                source_key=entry.key,
+            )
+        stamp = min(stamp, now)
+        return stamp if newest is None or stamp > newest else newest
+
+    async def _flush(self, chunk: dict[str, Collected], stage: str) -> None:
         if not chunk:
             return
-        rows = list(chunk.values())
+        entries = list(chunk.values())
         chunk.clear()
+        profile_id = self._ctx.profile.id
         if not self._cfg.events.queue_new_customers:
-            rows = [
-                r
-                for r in rows
-                if await self._ctx.pool.fetchval(QUERIES["entity_exists"], r[0], r[1])
+            entries = [
+                e
+                for e in entries
+                if await self._ctx.pool.fetchval(QUERIES["entity_exists"], profile_id, e.key)
             ]
-        async with self._ctx.pool.acquire() as conn:
-            await conn.executemany(QUERIES["entity_upsert"], rows)
+        rows = [e.row(profile_id) for e in entries]
+        try:
+            async with self._ctx.pool.acquire() as conn:
+                await conn.executemany(QUERIES["entity_upsert"], rows)
+        except UNSTORABLE:
+            # executemany is atomic: find the record PostgreSQL refuses, store the others.
+            for entry, row in zip(entries, rows, strict=True):
+                await self._store_one(entry, row)
         self._ctx.counts.collected += len(rows)
         if self._ctx.options.progress:
             self._ctx.options.progress(f"collect {stage}", self._ctx.counts.collected, None)
+
+    async def _store_one(self, entry: Collected, row: tuple[Any, ...]) -> None:
+        """Store one record; one PostgreSQL still refuses is queued as skipped with the reason."""
+        try:
+            await self._ctx.pool.execute(QUERIES["entity_upsert"], *row)
+            return
+        except UNSTORABLE as exc:
+            reason, _ = clean_text(f"Magento record not storable: {type(exc).__name__}: {exc}")
+        log.warning("collect_record_unstorable", source_key=entry.key, reason=reason)
+        self._ctx.counts.note("error", reason, source_key=entry.key)
+        try:
+            await self._ctx.pool.execute(
+                QUERIES["entity_upsert_unstorable"],
+                self._ctx.profile.id,
+                entry.key,
+                entry.customer_id,
+                {"reason": reason},
+            )
+        except UNSTORABLE:
+            log.exception("collect_record_lost", source_key=entry.key)
 
     async def _flag_deleted(self, seen_ids: set[int]) -> None:
         """Ledger customers missing from a full pass: confirm with Magento, then queue a hide."""

@@ -5,12 +5,17 @@ Unknown keys are refused, so a typo in a hand-edited row is reported instead of 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.errors import ConfigError
 from profiles.freeagent_contact_export.models import ContactOptions
+
+#: A year: the longest sensible gap between full collects.
+MAX_FULL_COLLECT_HOURS = 8760
+#: Magento store and website ids are smallint unsigned.
+MagentoId = Annotated[int, Field(ge=0, le=65535)]
 
 
 class _Strict(BaseModel):
@@ -32,10 +37,10 @@ class StoreSettings(_Strict):
     """Store Configuration: which stores to export, and each store's invoice locale."""
 
     restrict: bool = False  #: export only customers of store_ids / website_ids
-    store_ids: list[int] = []
-    website_ids: list[int] = []
+    store_ids: list[MagentoId] = []
+    website_ids: list[MagentoId] = []
     #: Magento store id -> FreeAgent locale ("fr") or Magento locale ("fr_FR").
-    locales: dict[int, str] = {}
+    locales: dict[MagentoId, str] = {}
 
 
 class EventSettings(_Strict):
@@ -66,7 +71,10 @@ class ContactExportSettings(_Strict):
     #: Re-read customers updated this long before the watermark (clock skew, late commits).
     collect_overlap_seconds: int = Field(default=300, ge=0, le=86400)
     #: Force a full collect this often: address-only edits do not move Magento's updated_at.
-    full_collect_every_hours: float | None = Field(default=24, gt=0)
+    #: Bounded (1 hour to a year, finite): a huge value overflowed the date maths every run.
+    full_collect_every_hours: float | None = Field(
+        default=24, ge=1, le=MAX_FULL_COLLECT_HOURS, allow_inf_nan=False
+    )
     #: Customers sharing an e-mail (several websites, guest + account) share one contact.
     share_contacts_by_email: bool = True
 

@@ -27,7 +27,9 @@ from daemon.errors import (
     TransientApiError,
 )
 from daemon.logs import get_logger
+from profiles.freeagent_contact_export.clean import Note, describe
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.failures import RUN_LEVEL, UNSTORABLE, failure_json
 from profiles.freeagent_contact_export.models import (
     Buyer,
     MagentoCustomer,
@@ -35,7 +37,7 @@ from profiles.freeagent_contact_export.models import (
     Skipped,
     payload_hash,
 )
-from profiles.freeagent_contact_export.payload import build_contact_payload
+from profiles.freeagent_contact_export.payload import build_contact_payload, email_key
 from profiles.freeagent_contact_export.resolve import ContactIndex, identity_key, identity_lock
 
 log = get_logger(__name__)
@@ -122,6 +124,8 @@ class Exporter:
         self._client_id = client_id
         self._options = cfg.contact_options()
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
+        #: entity id -> what the mapping left out or cut, until the row's outcome is written.
+        self._adjusted: dict[int, list[Note]] = {}
 
     async def export_batch(self, rows: list[ContactEntity]) -> None:
         """Export rows concurrently; an auth failure or a lost lease stops the run.
@@ -144,6 +148,7 @@ class Exporter:
             await self._guarded(row)
 
     async def _guarded(self, row: ContactEntity) -> None:
+        """Export one row; whatever goes wrong with this record fails this record only."""
         async with self._limit:
             try:
                 await self._export(row)
@@ -155,16 +160,30 @@ class Exporter:
                 await self._fail(row, exc, permanent=False)
             except ApiError as exc:
                 await self._fail(row, exc, permanent=True)
+            except UNSTORABLE as exc:  # PostgreSQL refused a value of this record
+                log.warning("record_unstorable", entity_id=row.id, error=str(exc))
+                await self._fail(row, exc, permanent=True)
+            except RUN_LEVEL:
+                raise
+            except Exception as exc:  # a bug meeting an odd record: fail it, not the run
+                log.exception("record_crashed", entity_id=row.id)
+                await self._fail(row, exc, permanent=True)
 
     async def _export(self, row: ContactEntity) -> None:
         buyer = read_buyer(row)
-        built = buyer if isinstance(buyer, Skipped) else build_contact_payload(buyer, self._options)
+        notes: list[Note] = []
+        built = (
+            buyer
+            if isinstance(buyer, Skipped)
+            else build_contact_payload(buyer, self._options, notes)
+        )
         if isinstance(built, Skipped):
             await self._finish(row, EntityStatus.SKIPPED, error={"reason": built.reason})
             self._ctx.counts.skipped += 1
             log.info("record_skipped", entity_id=row.id, reason=built.reason)
             return
-        email = built.email
+        self._note_adjusted(row, notes)
+        email = email_key(built.email)
         prepared = Prepared(row, built.to_api(), payload_hash(built), email)
         if row.metadata.get("deleted_in_magento"):
             await self._hide(prepared)
@@ -330,6 +349,15 @@ class Exporter:
         )
         self._ctx.counts.updated += 1
 
+    def _note_adjusted(self, row: ContactEntity, notes: list[Note]) -> None:
+        """Values the mapping left out or cut: kept for this row's outcome and the run."""
+        if not notes:
+            return
+        self._adjusted[row.id] = notes
+        self._ctx.counts.note(
+            "warning", f"{row.source_key}: sent adjusted: {describe(notes)}", entity_id=row.id
+        )
+
     async def _finish(
         self,
         row: ContactEntity,
@@ -342,6 +370,8 @@ class Exporter:
         **meta: Any,
     ) -> None:
         meta = {k: v for k, v in meta.items() if v is not None}
+        if row.id in self._adjusted:
+            meta["adjusted"] = self._adjusted.pop(row.id)
         if hash_ is not None and sent is not None:
             meta["sent_fields"] = sorted(sent)
         entry = self._history_entry(status, **({"error": error} if error else {}))
@@ -360,7 +390,7 @@ class Exporter:
         if done is None:
             raise LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {row.id} not recorded")
 
-    async def _fail(self, row: ContactEntity, exc: ApiError, *, permanent: bool) -> None:
+    async def _fail(self, row: ContactEntity, exc: Exception, *, permanent: bool) -> None:
         """Permanent errors fail at once; transient ones retry with backoff up to the limit."""
         profile = self._ctx.profile
         attempts = row.attempts + 1
@@ -375,20 +405,20 @@ class Exporter:
         else:
             status, next_at = EntityStatus.FAILED, None
             self._ctx.counts.failed += 1
-        error = exc.as_json()
+        error = failure_json(exc, self._adjusted.pop(row.id, None))
         entry = self._history_entry(status, attempt=attempts, error=error)
         await self._write("entity_fail", row, str(status), error, next_at, entry)
         log.warning(
             "record_failed" if status is EntityStatus.FAILED else "record_retry_scheduled",
             entity_id=row.id,
-            error=str(exc),
-            status=exc.status,
+            error=error["message"],
+            status=error["status"],
             attempts=attempts,
             next_attempt_at=next_at.isoformat() if next_at else None,
         )
         self._ctx.counts.note(
             "error" if status is EntityStatus.FAILED else "warning",
-            str(exc),
+            error["message"],
             entity_id=row.id,
             email=row.email,
         )

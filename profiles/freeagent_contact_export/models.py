@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -57,6 +58,9 @@ BuyerKind = Literal["customer", "guest"]
 
 #: FreeAgent does not document a length limit; 255 is the common Rails string column size.
 MAX_TEXT = 255
+#: Longest string collect keeps on the ledger (see clean.py); also the bound of an e-mail,
+#: which is sent as held rather than cut.
+MAX_STORED_TEXT = 2000
 
 
 def _blank_name(value: str | None) -> bool:
@@ -336,10 +340,15 @@ class ContactPayload(_ContactAttributes):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _text_within_limits(cls, value: object) -> object:
-        """Empty strings would blank a field and over-long ones may be refused: send neither."""
-        if isinstance(value, str) and not 0 < len(value) <= MAX_TEXT:
-            raise ValueError(f"text must be 1 to {MAX_TEXT} characters, got {len(value)}")
+    def _text_within_limits(cls, value: object, info: ValidationInfo) -> object:
+        """Empty strings would blank a field and over-long ones may be refused: send neither.
+
+        The e-mail is exempt from the cut: it is sent as held (collect bounds its length) and
+        FreeAgent's own validation decides, because a cut address is a different address.
+        """
+        limit = MAX_STORED_TEXT if info.field_name == "email" else MAX_TEXT
+        if isinstance(value, str) and not 0 < len(value) <= limit:
+            raise ValueError(f"text must be 1 to {limit} characters, got {len(value)}")
         return value
 
     def to_api(self) -> dict[str, Any]:

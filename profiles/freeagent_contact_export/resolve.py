@@ -2,8 +2,8 @@
 
 FreeAgent has no search by e-mail and no uniqueness, so we keep an index of its contacts
 (`freeagent_contact`), refreshed incrementally with `updated_since`. A row's stored URL wins;
-else the index is asked by e-mail (then by name when there is no e-mail), so an existing contact
-is linked instead of duplicated.
+else the index is asked by e-mail, so an existing contact is linked instead of duplicated. A
+row without an e-mail is never linked: a name is not an identity.
 """
 
 from __future__ import annotations
@@ -84,17 +84,14 @@ class ContactIndex:
         )
 
     async def find(self, payload: dict[str, Any], email: str | None) -> str | None:
-        """URL of an existing contact for this e-mail (or, without one, this exact name)."""
-        if email:
-            row = await self._pool.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
-            return row["url"] if row else None
-        org = _norm(payload.get("organisation_name"))
-        person = _norm(f"{payload.get('first_name') or ''} {payload.get('last_name') or ''}")
-        if not org and not person:
+        """URL of an existing contact with this e-mail (case-insensitive, else exact).
+
+        Never by name alone: people and companies share names, and linking would overwrite
+        an unrelated contact with a full PUT. A row without a usable e-mail is created.
+        """
+        if not email or not email.strip():
             return None
-        row = await self._pool.fetchrow(
-            QUERIES["fa_contact_by_name"], self._client_id, org or "\x00", person or "\x00"
-        )
+        row = await self._pool.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
         return row["url"] if row else None
 
 

@@ -30,7 +30,7 @@ from profiles.freeagent_contact_export.models import (
 from profiles.freeagent_contact_export.payload import (
     NO_NAME,
     build_contact_payload,
-    normalise_email,
+    email_key,
 )
 from tests.strategies import contact_options, guest_orders, magento_customers
 
@@ -221,12 +221,16 @@ class TestTable:
             (guest(customer_email=None), {}, {"email": "ann@example.com"}),
             # Customer names blank but the billing address has a full pair: use it.
             (customer(firstname=" ", lastname="-"), {}, {"first_name": "Jane", "last_name": "Doe"}),
-            # E-mail is trimmed and lower-cased.
-            (customer(email="  Jane.Doe@Example.COM "), {}, {"email": "jane.doe@example.com"}),
-            # Internationalised domain goes out in its ASCII (IDNA) form.
-            (customer(email="jane@Bücher.de"), {}, {"email": "jane@xn--bcher-kva.de"}),
-            # Invalid e-mail is dropped; the contact is still created.
-            (customer(email="jane@"), {}, {"email": ABSENT, "first_name": "Jane"}),
+            # E-mail is trimmed and otherwise sent as Magento holds it (case included).
+            (customer(email="  Jane.Doe@Example.COM "), {}, {"email": "Jane.Doe@Example.COM"}),
+            # Internationalised domain goes out as held: FreeAgent decides if it accepts it.
+            (customer(email="jane@Bücher.de"), {}, {"email": "jane@Bücher.de"}),
+            # An e-mail fa-sync finds doubtful is sent, never dropped: FreeAgent's 422 speaks.
+            (customer(email="jane@"), {}, {"email": "jane@", "first_name": "Jane"}),
+            (customer(email="jane@localhost"), {}, {"email": "jane@localhost"}),
+            (customer(email="a" * 65 + "@b.co"), {}, {"email": "a" * 65 + "@b.co"}),
+            # Control and invisible characters are removed from the e-mail.
+            (customer(email="ja\u200bne@b.co\n"), {}, {"email": "jane@b.co"}),
             # Placeholder phone is not a phone.
             (customer(addresses=[address(telephone="-")]), {}, {"phone_number": ABSENT}),
             # Default options: only status (Active) is sent from the contact defaults.
@@ -342,17 +346,38 @@ class TestVocabulary:
         assert country_name(code) == name
 
     @pytest.mark.parametrize(
-        ("raw", "email"),
+        ("raw", "key"),
         [
             (" A@B.CO ", "a@b.co"),
             ("first.last+tag@sub.example.org", "first.last+tag@sub.example.org"),
-            ("a@b", None), ("a@@b.co", None), ("a b@c.co", None), ("x@y.com, z@w.com", None),
-            (".a@b.co", None), ("a@-b.co", None), ("a" * 65 + "@b.co", None), ("", None),
+            ("a@b", "a@b"), ("a@@b.co", "a@@b.co"), ("a b@c.co", "a b@c.co"),
+            ("a" * 65 + "@b.co", "a" * 65 + "@b.co"), ("Jöhn@Bücher.DE", "jöhn@bücher.de"),
+            ("jane@localhost", "jane@localhost"), ("", None), ("  ", None), (None, None),
         ],
     )  # fmt: skip
-    def test_email(self, raw: str, email: str | None) -> None:
-        """Only well-formed addresses are sent; the rest are dropped, not fixed."""
-        assert normalise_email(raw) == email
+    def test_email_key(self, raw: str | None, key: str | None) -> None:
+        """The match key is the e-mail as held, trimmed and lower-cased; None only when empty."""
+        assert email_key(raw) == key
+
+    @pytest.mark.parametrize(
+        ("source", "field", "change"),
+        [
+            (customer(lastname="X" * 300), "last_name", "cut from 300 to 255 characters"),
+            (customer(addresses=[address(country_id="ZZ")]), "country",
+             "country_id 'ZZ' is not a known country: left out"),
+            (customer(addresses=[address(telephone="0" * 256)]), "phone_number",
+             "cut from 256 to 255 characters"),
+            (customer(email="ja\x00ne@b.co"), "email", "removed 1 control or invisible character"),
+        ],
+    )  # fmt: skip
+    def test_left_out_or_cut_is_noted(
+        self, source: dict[str, Any], field: str, change: str
+    ) -> None:
+        """A value the mapping leaves out or cuts is reported for the ledger row."""
+        notes: list[dict[str, str]] = []
+        assert isinstance(build_contact_payload(buyer_of(source), ContactOptions(), notes),
+                          ContactPayload)  # fmt: skip
+        assert {"field": field, "change": change} in notes
 
 
 # --- properties ------------------------------------------------------------------------
@@ -385,6 +410,9 @@ def assert_acceptable(result: ContactPayload | Skipped) -> None:
     assert body.get("organisation_name") or (body.get("first_name") and body.get("last_name"))
     assert body.get("country", "United Kingdom") in FREEAGENT_COUNTRY_NAMES
     assert body.get("locale", "en") in FREEAGENT_LOCALES
+    email = body.pop("email", None)
+    if email is not None:  # sent as held: only trimmed and cleaned, FreeAgent validates it
+        assert email == email.strip() and all(_storable(char) for char in email)
     for value in body.values():
         if isinstance(value, str):
             assert 0 < len(value) <= 255
