@@ -32,8 +32,6 @@ _HIDDEN_NAMES = (
 )
 #: Keys whose values are never written, whatever their nesting.
 SECRET_KEY = re.compile(rf"({_HIDDEN_NAMES}|^code$)", re.I)
-#: A secret key inside free text: a whole word, or the OAuth 2 `code` on its own.
-_TEXT_KEY = rf"(?<![\w-])(?:[\w-]*(?:{_HIDDEN_NAMES})[\w-]*|code)(?![\w-])"
 #: Credentials after an HTTP auth scheme: `Bearer x`, `Basic x`, `Digest x`.
 _SCHEME = re.compile(r"\b(Bearer|Basic|Digest)(\s+)[A-Za-z0-9._~+/=-]+", re.I)
 #: A header line whose whole value is secret (`Cookie: a=b; c=d`), unless the value is quoted
@@ -45,30 +43,45 @@ _HEADER_LINE = re.compile(
 )
 #: key=value, key: value, "key": "value", 'key': 'value', \"key\": \"value\" (JSON in JSON):
 #: query strings, form bodies, OAuth 1.0a header parameters, JSON text and Python reprs.
-_PAIR = re.compile(
-    rf"({_TEXT_KEY})(\\?[\"']?\s*[:=]\s*)"
-    r"(?:(\\?\")[^\"\\\r\n]*|(')[^'\"\\\r\n]*|[^\s&\"'\\,;<>]+)",
-    re.I,
-)
+#: Every key is found (possessively: linear time on hostile text), SECRET_KEY decides.
+_KEY_SEP = re.compile(r"(?<![\w-])([\w-]++)(\\?[\"']?\s*+[:=]\s*+)")
+#: The value after a secret key: to the closing quote, or a bare run up to a delimiter.
+_VALUE = re.compile(r"(\\?\")[^\"\\\r\n]*+|(')[^'\"\\\r\n]*+|[^\s&\"'\\,;<>]++")
 #: user:password@ in a URL.
 _USERINFO = re.compile(r"(//[^/\s:@]+:)[^/\s@]+@")
 REDACTED = "[redacted]"
 #: Deeper structures are cut here: a hostile body must not exhaust the stack when scrubbed.
 MAX_DEPTH = 32
 TOO_DEEP = "[nested too deep]"
+#: Longer strings are cut before scrubbing: a log line is no place for a 10 MiB body, and
+#: the regular expressions cost about 1 s per MiB.
+MAX_TEXT = 64 * 1024
 
 
 def scrub_text(text: str) -> str:
     """text with credentials replaced: auth schemes, secret header lines and key/value pairs."""
     text = _HEADER_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _PAIR.sub(_redact_pair, text)
+    text = _redact_pairs(text)
     return _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
 
 
-def _redact_pair(match: re.Match[str]) -> str:
-    quote = match.group(3) or match.group(4) or ""
-    return f"{match.group(1)}{match.group(2)}{quote}{REDACTED}"
+def _redact_pairs(text: str) -> str:
+    """The value of every secret key=value / "key": "value" pair replaced, quotes kept."""
+    if "=" not in text and ":" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    for key in _KEY_SEP.finditer(text):
+        if key.start() < pos or not SECRET_KEY.search(key.group(1)):
+            continue  # inside a value already redacted, or a key anyone may read
+        value = _VALUE.match(text, key.end())
+        if value is None:
+            continue
+        out += [text[pos : key.end()], value.group(1) or value.group(2) or "", REDACTED]
+        pos = value.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def scrub(value: Any, key: str = "", *, depth: int = 0) -> Any:
@@ -82,7 +95,7 @@ def scrub(value: Any, key: str = "", *, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return scrub_text(value)
+        return scrub_text(_cut(value))
     if isinstance(value, Mapping | list | tuple | set | frozenset) and depth >= MAX_DEPTH:
         return TOO_DEEP
     if isinstance(value, Mapping):
@@ -91,7 +104,13 @@ def scrub(value: Any, key: str = "", *, depth: int = 0) -> Any:
         return [scrub(v, depth=depth + 1) for v in value]
     if isinstance(value, BaseException):
         return scrub_text(f"{type(value).__name__}: {value}")
-    return scrub_text(str(value))
+    return scrub_text(_cut(str(value)))
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    return f"{text[:MAX_TEXT]}... [{len(text) - MAX_TEXT} more characters not logged]"
 
 
 def _scrub_processor(
@@ -109,7 +128,7 @@ def _scrub_rendered(_logger: Any, _name: str, line: Any) -> Any:
     if not isinstance(line, str):
         return line
     line = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", line)
-    return _PAIR.sub(_redact_pair, line)
+    return _redact_pairs(line)
 
 
 def _tail(use_json: bool) -> list[Any]:

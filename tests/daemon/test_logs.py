@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.logs import REDACTED, TOO_DEEP, get_logger, scrub, scrub_text
+from daemon.logs import MAX_TEXT, REDACTED, TOO_DEEP, get_logger, scrub, scrub_text
 from tests.logcapture import configured
 
 TOKEN = "tok-4f7c1e9b2a6d8c3e"  # made up; the tests hunt for it
@@ -161,3 +161,11 @@ def test_scrubbing_a_hostile_depth_never_raises() -> None:
         inner.append([])
         inner = inner[0]
     assert TOO_DEEP in json.dumps(scrub({"body": deep}))
+
+
+def test_scrubbing_a_huge_string_is_cut_first() -> None:
+    """A 10 MiB text is cut to MAX_TEXT before the expressions run, and says how much went."""
+    scrubbed = scrub("x" * (10 * 2**20) + f" access_token={TOKEN}")
+    assert TOKEN not in scrubbed
+    assert len(scrubbed) < MAX_TEXT + 100
+    assert scrubbed.endswith("more characters not logged]")
