@@ -1,6 +1,9 @@
-"""Prometheus metrics, served on FA_SYNC_METRICS_PORT by `fa-sync run` (0 = off)."""
+"""Prometheus metrics, served on FA_SYNC_METRICS_ADDRESS:FA_SYNC_METRICS_PORT by `fa-sync run`
+(port 0 = off). The address defaults to loopback: run names and counts are not for everyone."""
 
 from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
@@ -36,6 +39,7 @@ class Metrics:
                 self.records.labels(profile, outcome).inc(n)
         self.duration.labels(profile).observe(seconds)
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on port (a daemon thread of prometheus_client)."""
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> WSGIServer:
+        """Expose /metrics on address:port (a daemon thread of prometheus_client)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server

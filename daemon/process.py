@@ -343,6 +343,6 @@ async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     async with open_services(settings) as services:
         daemon = Daemon(services, clock=clock)
         if settings.metrics_port:
-            daemon.metrics.serve(settings.metrics_port)
+            daemon.metrics.serve(settings.metrics_port, settings.metrics_address)
         await daemon.serve(stop)
     return 0

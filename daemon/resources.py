@@ -8,7 +8,8 @@ from daemon.clients.freeagent import FreeAgentClient
 from daemon.clients.magento import MagentoClient
 from daemon.clients.oauth import TokenStore
 from daemon.clients.ratelimit import RateBudget
-from daemon.clients.transport import RequestLog, Transport
+from daemon.clients.requestlog import RequestLog
+from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
 from daemon.db.records import FreeAgentClientRow, MagentoConnectionRow
 from daemon.errors import ConfigError
@@ -54,8 +55,14 @@ class ClientFactory:
             )
         transport = self.transport
         if log_requests or log_responses:
-            path = self._settings.request_log_dir / f"{profile_name or row.name}.freeagent.jsonl"
-            transport = transport.with_log(RequestLog(path, log_requests, log_responses))
+            log = RequestLog.for_profile(
+                self._settings.request_log_dir,
+                profile_name or row.name,
+                "freeagent",
+                requests=log_requests,
+                responses=log_responses,
+            )
+            transport = transport.with_log(log)
         budget = RateBudget(
             self._pool,
             row.budget_key,

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     http_retry_attempts: int = 5
     #: Attempts per HTTP request while the server keeps answering 429 (each waits Retry-After).
     http_rate_limit_attempts: int = 30
+    #: Largest response body read (bytes, after decompression); a larger answer is an error.
+    http_max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     #: Upper bound of one backoff sleep between HTTP retries.
     http_retry_max_wait: float = 60.0
     #: Rate-limit windows in seconds (FreeAgent: 60 and 3600; tests shorten them).
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     #: and runs at real speed. Schedules, scheduled_for and run times follow it; PostgreSQL's
     #: own clock (leases) does not. Unset: the system clock.
     clock_start: AwareDatetime | None = None
+    #: Address the metrics server binds: loopback unless deliberately exposed ("0.0.0.0").
+    metrics_address: str = "127.0.0.1"
 
     def dsn(self) -> str | None:
         """The configured DSN, or None for the embedded server."""

@@ -11,7 +11,8 @@ requests. aiohttp's exceptions stop here: callers see the fa-sync hierarchy from
     other 4xx                                          -> ApiError (never retried)
 
 Secrets never reach an exception message (no headers are quoted; free text is scrubbed) nor
-the optional request log (Authorization and token fields are redacted).
+the optional request log (Authorization and token fields are redacted). Bodies are read under
+a size cap (over it: TransientApiError) and parsed without ever raising (bodies.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -38,6 +38,8 @@ from tenacity import (
 )
 from yarl import URL
 
+from daemon.clients.bodies import parse_body, read_capped
+from daemon.clients.requestlog import RequestLog
 from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
 from daemon.logs import scrub
 from daemon.settings import Settings
@@ -65,21 +67,6 @@ class Response:
     status: int  #: HTTP status
     headers: CIMultiDictProxy[str]  #: response headers, case-insensitive
     body: Any  #: JSON (dict/list) when Content-Type says JSON and parses, else text
-
-
-@dataclass(frozen=True)
-class RequestLog:
-    """Optional JSON-lines log of requests and responses, one line per attempt."""
-
-    path: Path  #: file appended to
-    log_requests: bool = True  #: include request headers and body
-    log_responses: bool = True  #: include response headers and body
-
-    def write(self, entry: Mapping[str, Any]) -> None:
-        """Append one entry; the caller has already scrubbed it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -234,8 +221,10 @@ class Transport:
                 params=call.params,
                 timeout=timeout,
             ) as resp:
-                raw = await resp.read()
-                return Response(resp.status, resp.headers, parse_body(resp.content_type, raw))
+                cap = self.settings.http_max_body_bytes
+                raw = await read_capped(resp, cap=cap, where=call.where, service=call.service)
+                body = parse_body(resp.content_type, raw, where=call.where)
+                return Response(resp.status, resp.headers, body)
         except TimeoutError as exc:
             raise TransientApiError(
                 f"{call.where}: no answer within {self.settings.http_timeout:g} s",
@@ -276,17 +265,6 @@ def _exc_text(exc: BaseException) -> str:
     """aiohttp's description of a failure, scrubbed (it never quotes headers, but be sure)."""
     text = str(exc) or type(exc).__name__
     return str(scrub(f"{type(exc).__name__}: {text}"))
-
-
-def parse_body(content_type: str, raw: bytes) -> Any:
-    """JSON only when the server says so: FreeAgent has answered XML and HTML by mistake."""
-    text = raw.decode("utf-8", errors="replace")
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return text
 
 
 def status_error(response: Response, *, where: str, service: str) -> ApiError | None:
