@@ -141,6 +141,9 @@ class FreeAgentState:
     hour_window: float = 3600.0  #: "hour" window length, shortened in tests
     test_mode_per_minute: int = 5  #: minute limit when the request sends X-RateLimit-Test: true
     refresh_per_minute: int = 15  #: token refreshes per user per minute window
+    #: The reference does not say whether token-endpoint requests count against the user's
+    #: 120/min and 3600/h; the harsher reading is that they do.
+    token_requests_count: bool = True
     error_rate: float = 0.0  #: fraction of API requests answered 502/503 with an HTML body
     latency: float = 0.0  #: seconds added to each API request
     #: E-mails FreeAgent answers 422 for (a validation failure on demand, lower case).
@@ -285,8 +288,11 @@ class FreeAgentState:
         return None
 
     def admit_refresh(self, user_id: int) -> Throttle | None:
-        """Count one token refresh against the user's 15-per-minute cap."""
+        """Count one token request against the user's 15-per-minute cap (and, when
+        token_requests_count, the user's request windows); nothing is charged if refused."""
         throttle = self._check(user_id, "refresh", self.refresh_per_minute, self.minute_window)
+        if throttle is None and self.token_requests_count:
+            throttle = self.admit(user_id)
         if throttle is None:
             self._current(user_id, "refresh", self.minute_window).used += 1
         return throttle

@@ -1,7 +1,7 @@
 """FreeAgent API v2: paths, payloads and FreeAgent's own rules; the transport moves the bytes.
 
-Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL),
-a 429 blocks that budget for everyone, and a 401 triggers one token refresh and one retry.
+Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL;
+token refreshes too, through TokenStore), a 429 blocks that budget for everyone, and a 401 triggers one token refresh and one retry.
 FreeAgent has no idempotency key and no upsert, so a create is never repeated once FreeAgent
 may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is retried.
 """
@@ -71,9 +71,21 @@ class FreeAgentClient:
 
     # -- configuration -------------------------------------------------------------------
 
+    @property
+    def budget(self) -> RateBudget:
+        """The request budget of the user this client acts for."""
+        return self._budget
+
     async def users_me(self) -> dict[str, Any]:
-        """The approving user: url (budget key), email, permission_level (export gate)."""
-        return dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        """The approving user: url (budget key), email, permission_level (export gate).
+
+        Knowing the user, every later request (and the ones already counted under the
+        provisional key) draws from that user's one budget.
+        """
+        user = dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        if isinstance(user.get("url"), str) and user["url"]:
+            await self._budget.adopt_user(user["url"])
+        return user
 
     async def company(self) -> dict[str, Any]:
         """The company's settings: type, currency, sales tax registration..."""
@@ -254,8 +266,11 @@ class FreeAgentClient:
         sent: list[str],
     ) -> Response:
         async def authorize() -> dict[str, str]:
-            # Per attempt: a retry after a long Retry-After may need a refreshed token.
+            # Per attempt: a retry after a long Retry-After may need a refreshed token. The
+            # budget is taken after the token (a refresh may wait on another replica), right
+            # before sending, so grant-to-receipt stays within the latency allowance.
             token = await self._tokens.access_token()
+            await self._budget.acquire()
             sent.append(token)
             return {"Authorization": f"Bearer {token}"}
 
@@ -267,7 +282,6 @@ class FreeAgentClient:
             params=params,
             service=SERVICE,
             retry=retry,
-            before_send=self._budget.acquire,
             on_rate_limited=self._budget.block,
             authorize=authorize,
         )

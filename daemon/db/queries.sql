@@ -95,6 +95,16 @@ VALUES ($1, clock_timestamp() + make_interval(secs => $2))
 ON CONFLICT (budget_key) DO UPDATE
    SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
 
+-- name: rate_budget_merge
+-- Requests counted under a provisional key ($1, `client:<id>`) belong to the user's key ($2).
+WITH moved AS (
+    UPDATE rate_event SET budget_key = $2 WHERE budget_key = $1 RETURNING 1
+)
+INSERT INTO rate_budget (budget_key, blocked_until)
+SELECT $2, blocked_until FROM rate_budget WHERE budget_key = $1
+ON CONFLICT (budget_key) DO UPDATE
+   SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+
 -- ============================================================================ magento
 
 -- name: connection_insert
