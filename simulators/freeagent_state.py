@@ -145,6 +145,10 @@ class FreeAgentState:
     #: 120/min and 3600/h; the harsher reading is that they do.
     token_requests_count: bool = True
     error_rate: float = 0.0  #: fraction of API requests answered 502/503 with an HTML body
+    #: Answer every API request of fault_methods (all when empty) with this status: 403 a
+    #: lapsed subscription, 404 a wrong base URL, 503 an outage. 0: off.
+    fault_status: int = 0
+    fault_methods: frozenset[str] = frozenset()
     latency: float = 0.0  #: seconds added to each API request
     #: E-mails FreeAgent answers 422 for (a validation failure on demand, lower case).
     rejected_emails: set[str] = field(default_factory=set)

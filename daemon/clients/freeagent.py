@@ -20,7 +20,15 @@ from daemon.clients.oauth import REAUTHORISE, TokenStore
 from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Response, Transport, error_message
 from daemon.db.records import FreeAgentClientRow
-from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
+from daemon.errors import (
+    ApiError,
+    AuthError,
+    EndpointError,
+    RateLimited,
+    RejectedRecord,
+    TransientApiError,
+)
+from daemon.failures import freeagent_run_level
 
 SERVICE = "freeagent"
 #: FreeAgent's largest page.
@@ -28,6 +36,8 @@ MAX_PER_PAGE = 100
 
 # Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
+#: The path of one contact: a 404 there is about that record, not the endpoint.
+_ONE_CONTACT = re.compile(r"/contacts/\d+/?$")
 _REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,]+))""", re.I)
 
 
@@ -187,7 +197,7 @@ class FreeAgentClient:
             await self._send("DELETE", self._own_url(url))
         except ApiError as exc:
             refused = exc.status is not None and 400 <= exc.status < 500
-            if not refused or isinstance(exc, AuthError | TransientApiError):
+            if not refused or isinstance(exc, AuthError | TransientApiError | EndpointError):
                 raise
             if exc.status in (404, 410):
                 return "deleted"
@@ -235,7 +245,32 @@ class FreeAgentClient:
         params: Mapping[str, str] | None = None,
         retry: bool = True,
     ) -> Response:
-        """Budgeted, authorised request; a 401 refreshes the token once and tries again."""
+        """Budgeted, authorised request; a 403/404 not about one contact is an EndpointError."""
+        try:
+            return await self._send_authorised(method, url, json=json, params=params, retry=retry)
+        except RejectedRecord as exc:
+            one_record = _ONE_CONTACT.search(URL(str(url)).path) is not None
+            if exc.service == SERVICE and freeagent_run_level(exc.status, method, one_record):
+                raise EndpointError(
+                    f"FreeAgent client {self._row.name}: {method} {URL(str(url)).path} "
+                    f"answered {exc.status} ({exc}): the account or the API address refuses "
+                    "every request, not this one record",
+                    status=exc.status,
+                    body=exc.body,
+                    service=SERVICE,
+                ) from exc
+            raise
+
+    async def _send_authorised(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> Response:
+        """A 401 refreshes the token once and tries again."""
         sent: list[str] = []
         try:
             return await self._request(method, url, json, params, retry, sent)
@@ -296,9 +331,11 @@ def _member(response: Response, key: str) -> Any:
     """body[key] of a JSON object answer; FreeAgent has answered XML/HTML by mistake."""
     body = response.body
     if not isinstance(body, dict) or key not in body:
+        # Not a hiccup of one record: a proxy, a login page or a wrong base URL answers so.
         kind = response.headers.get("Content-Type", "no content type")
-        raise TransientApiError(
-            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}",
+        raise EndpointError(
+            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}; "
+            "check the client's base URL",
             status=response.status,
             body=body if isinstance(body, dict) else None,
             service=SERVICE,
