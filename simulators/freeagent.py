@@ -11,7 +11,8 @@ are per-user fixed windows. Routes live under /v2/, so a client's base URL is
 Every request passes one middleware that records it (`state.requests`) and, for API routes
 (everything but the two OAuth endpoints), applies in order: latency, a standing fault
 (fault_status), random 5xx, the User-Agent rule, bearer auth, permission level, injected then
-budgeted 429s, and the JSON content-type rule. Only requests that pass all of these count as having reached a handler.
+budgeted 429s, and the JSON content-type rule. Only requests that pass all of these count as
+having reached a handler.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """FreeAgent API v2: paths, payloads and FreeAgent's own rules; the transport moves the bytes.
 
 Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL;
-token refreshes too, through TokenStore), a 429 blocks that budget for everyone, and a 401 triggers one token refresh and one retry.
+token refreshes too, through TokenStore), a 429 blocks that budget for everyone, and a 401
+triggers one token refresh and one retry. A 403, or a 404 not about one contact, is about the
+account or the API address: EndpointError, which stops the run (daemon/failures.py).
 FreeAgent has no idempotency key and no upsert, so a create is never repeated once FreeAgent
 may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is retried.
 """

@@ -51,7 +51,7 @@ def settings(tmp_path: Path, database_dsn: str, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.fixture
 async def limited(pool: asyncpg.Pool) -> AsyncIterator[Stack]:
-    """FreeAgent enforcing PER_WINDOW per fixed window per user, and the client row told the same."""
+    """FreeAgent enforcing PER_WINDOW per fixed window per user; the client row says the same."""
     freeagent = FreeAgentState(per_minute=PER_WINDOW, minute_window=WINDOW, hour_window=HOUR)
     magento = MagentoState.seeded(customers=CUSTOMERS, guest_orders=0)
     async with simulators(freeagent=freeagent, magento=magento) as s:
@@ -80,7 +80,7 @@ async def test_authorize_then_export_at_the_real_limit_gets_no_429(
     run_profile,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`client authorize` and the export draw from one budget with headroom: 0 × 429."""
+    """`client authorize` and the export draw from one budget with headroom: no 429."""
     await run_profile(limited.profile_id, export=False)  # Magento read beforehand
     await _authorize(limited, settings, monkeypatch)
     outcome = await run_profile(limited.profile_id, collect=False)  # at once, same window
