@@ -3,8 +3,11 @@
 
 
 DO $$ BEGIN
-    CREATE TYPE run_status AS ENUM ('pending', 'running', 'complete', 'warning', 'error', 'skipped');
+    CREATE TYPE run_status AS ENUM (
+        'pending', 'running', 'complete', 'warning', 'error', 'skipped', 'interrupted');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- 'interrupted': shutdown cut the run short; its unfinished records resume on the next run.
+ALTER TYPE run_status ADD VALUE IF NOT EXISTS 'interrupted';
 
 DO $$ BEGIN
     CREATE TYPE run_trigger AS ENUM ('schedule', 'manual', 'cli');
@@ -146,6 +149,15 @@ CREATE TABLE IF NOT EXISTS profile_state (
     -- Set by the daemon when a row passes SQL checks but cannot be scheduled (bad timezone...).
     config_error         text,
     config_error_at      timestamptz
+);
+
+-- The breaker: consecutive runs ended by a run-level error (the account, the endpoint, an
+-- outage) delay the profile's next scheduled fires exponentially; a successful run deletes it.
+CREATE TABLE IF NOT EXISTS profile_breaker (
+    profile_id  bigint PRIMARY KEY REFERENCES profile (id) ON DELETE CASCADE,
+    failures    integer NOT NULL CHECK (failures > 0),
+    open_until  timestamptz NOT NULL,
+    reason      text NOT NULL
 );
 
 CREATE OR REPLACE FUNCTION fa_profile_guard() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from daemon.cli_support import console, run_async, settings, show
-from daemon.clients.oauth import approve_url, exchange_code, record_identity
+from daemon.clients.oauth import approve_url, record_identity
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
 from daemon.db.records import FreeAgentClientRow
@@ -123,14 +123,7 @@ async def client_authorize(
             console.print("Open this URL, approve, then run again with --code <code>:")
             console.print(approve_url(row, secrets.token_urlsafe(16)), soft_wrap=True)
             return
-        tokens = s.factory.tokens(row.id)
-        if code is not None:
-            await tokens.save(await exchange_code(s.factory.transport, row, code))
-        else:
-            await s.pool.execute(QUERIES["client_import_refresh_token"], row.id, refresh_token)
-        fa = await s.factory.freeagent(row.id, profile_name=name)
-        user, company = await fa.users_me(), await fa.company()
-        await record_identity(s.pool, row.id, user=user, company=company)
+        user, company = await s.factory.authorize(row, code=code, refresh_token=refresh_token)
     console.print(
         f"client [bold]{name}[/bold] authorised for {user.get('email')} at "
         f"{company.get('name')} (permission level {user.get('permission_level')})"

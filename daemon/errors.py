@@ -9,7 +9,11 @@
         ├── TransientApiError  timeouts, dropped connections, 429, 5xx: retried with backoff
         │   └── RateLimited    429; carries Retry-After
         ├── AuthError          401 after a refresh, revoked grant: needs re-authorisation
+        ├── EndpointError      about the account or the endpoint, not one record (403, a 404
+        │                      on a collection, HTML for JSON, an outage): stops the run
         └── RejectedRecord     4xx about one record (422 validation...): stored on the ledger row
+
+Which cause leads to which error, and what a run then does, is the table in daemon/failures.py.
 
 Messages say which object and what was expected: "profile 7: cron has 4 fields, expected 5".
 """
@@ -74,6 +78,12 @@ class RateLimited(TransientApiError):
 
 class AuthError(ApiError):
     """Credentials are missing, revoked or refused even after a refresh."""
+
+
+class EndpointError(ApiError):
+    """The account or the endpoint refuses everything: a subscription or permission 403, a
+    wrong base URL (404 on a collection), HTML instead of JSON, an outage. Stops the run with
+    the records untouched; the profile's breaker delays the next runs."""
 
 
 class RejectedRecord(ApiError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from daemon.clients.freeagent import FreeAgentClient
 from daemon.clients.magento import MagentoClient
-from daemon.clients.oauth import TokenStore
-from daemon.clients.ratelimit import RateBudget
+from daemon.clients.oauth import TokenStore, exchange_code, record_identity
+from daemon.clients.ratelimit import Headroom, RateBudget, provisional_key
 from daemon.clients.requestlog import RequestLog
 from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
@@ -36,6 +38,48 @@ class ClientFactory:
             self._tokens[client_id] = TokenStore(self._pool, self.transport, client_id)
         return self._tokens[client_id]
 
+    def budget(self, row: FreeAgentClientRow, *, key: str | None = None) -> RateBudget:
+        """The one request budget of the row's user, shared with its token store.
+
+        key: count under this key instead of the row's (the provisional key while
+        `client authorize` does not yet know whom the new tokens act for).
+        """
+        s = self._settings
+        budget = RateBudget(
+            self._pool,
+            key or row.budget_key,
+            row.rate_limit_per_minute,
+            row.rate_limit_per_hour,
+            s.rate_minute_window,
+            s.rate_hour_window,
+            headroom=Headroom(
+                s.rate_latency_allowance, s.rate_headroom_per_minute, s.rate_headroom_per_hour
+            ),
+        )
+        self.tokens(row.id).budget = budget
+        return budget
+
+    async def authorize(
+        self, row: FreeAgentClientRow, *, code: str | None = None, refresh_token: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`client authorize`: store the new tokens, learn whom they act for, and the company.
+
+        Until users/me answers, the tokens' user is unknown (it may differ from the row's
+        previous one), so these requests count under the provisional key; users/me moves
+        them into that user's budget, which the exports of every profile then share.
+        """
+        budget = self.budget(row, key=provisional_key(row.id))
+        tokens = self.tokens(row.id)
+        if code is not None:
+            await tokens.save(await exchange_code(self.transport, row, code, budget=budget))
+        else:
+            await self._pool.execute(QUERIES["client_import_refresh_token"], row.id, refresh_token)
+        fa = await self.freeagent(row.id, profile_name=row.name, budget_key=budget.key)
+        user = await fa.users_me()
+        company = await fa.company()
+        await record_identity(self._pool, row.id, user=user, company=company)
+        return user, company
+
     async def freeagent(
         self,
         client_id: int | None,
@@ -43,6 +87,7 @@ class ClientFactory:
         profile_name: str = "",
         log_requests: bool = False,
         log_responses: bool = False,
+        budget_key: str | None = None,
     ) -> FreeAgentClient:
         """A FreeAgent client for a profile, logging requests when the profile asks for it."""
         if client_id is None:
@@ -63,14 +108,7 @@ class ClientFactory:
                 responses=log_responses,
             )
             transport = transport.with_log(log)
-        budget = RateBudget(
-            self._pool,
-            row.budget_key,
-            row.rate_limit_per_minute,
-            row.rate_limit_per_hour,
-            self._settings.rate_minute_window,
-            self._settings.rate_hour_window,
-        )
+        budget = self.budget(row, key=budget_key)
         return FreeAgentClient(
             transport=transport, client_row=row, tokens=self.tokens(client_id), budget=budget
         )

@@ -88,6 +88,8 @@ class Runner:
         if executor is None:
             reason = f"profile {profile.name}: unknown type {profile.type!r}"
             return await self._record_skip(profile, trigger, scheduled_for, reason)
+        if trigger is RunTrigger.SCHEDULE and (held := await self._breaker_open(profile)):
+            return await self._record_skip(profile, trigger, scheduled_for, held)
         run = await self._claim(profile, trigger, scheduled_for)
         if isinstance(run, RunOutcome):
             return run
@@ -157,7 +159,7 @@ class Runner:
             clock=self._clock,
         )
         log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
-        status, error = RunStatus.COMPLETE, None
+        status, error, run_level = RunStatus.COMPLETE, None, False
         job: asyncio.Task[None] = asyncio.ensure_future(executor(ctx))
         lease = asyncio.create_task(self._keep_lease(run, job), name=f"lease-{run.id}")
         try:
@@ -172,18 +174,62 @@ class Runner:
             # Only the job was cancelled: by the lease keeper, which lost the lease.
             status, error = RunStatus.ERROR, "lease lost; another replica may own the profile"
         except FaSyncError as exc:
-            status, error = RunStatus.ERROR, str(exc)
+            status, error, run_level = RunStatus.ERROR, str(exc), True
             log.error("run_failed", error=error)
         except Exception as exc:  # a bug must not take the daemon down with it
             status, error = RunStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            run_level = True
             log.exception("run_crashed")
         finally:
             lease.cancel()
         if lease.done() and not lease.cancelled() and isinstance(lease.exception(), LeaseLost):
-            status, error = RunStatus.ERROR, str(lease.exception())
+            status, error, run_level = RunStatus.ERROR, str(lease.exception()), False
+        if status is RunStatus.COMPLETE and (cut := await self._cut_short(profile, counts)):
+            status, error = RunStatus.INTERRUPTED, cut
         if status is RunStatus.COMPLETE and (counts.failed or counts.retrying or counts.skipped):
             status = RunStatus.WARNING
+        await self._breaker_update(profile, status, run_level, error)
         return await self._finish(profile, run, status, counts, error)
+
+    async def _cut_short(self, profile: Profile, counts: RunCounts) -> str | None:
+        """If shutdown stopped the run with records still to do, say so with the counts."""
+        if not self._stopping.is_set():
+            return None
+        left = int(await self._pool.fetchval(QUERIES["entity_count_unfinished"], profile.id))
+        if left == 0:
+            return None
+        c = counts
+        done = c.created + c.updated + c.linked + c.unchanged + c.skipped + c.failed + c.retrying
+        log.warning("run_interrupted", done=done, left=left, **counts.as_dict())
+        return (
+            f"interrupted by shutdown after {done} of {done + left} records "
+            f"(created {c.created}, updated {c.updated}); {left} resume on the next run"
+        )
+
+    async def _breaker_open(self, profile: Profile) -> str | None:
+        """Why a scheduled fire must wait: the profile's breaker is open."""
+        row = await self._pool.fetchrow(QUERIES["breaker_get"], profile.id)
+        if row is None or row["open_until"] <= self._clock():
+            return None
+        return (
+            f"breaker open after {row['failures']} run-level failure(s) until "
+            f"{row['open_until'].isoformat()}: {row['reason']}"
+        )
+
+    async def _breaker_update(
+        self, profile: Profile, status: RunStatus, run_level: bool, error: str | None
+    ) -> None:
+        """A run-level failure backs the profile off exponentially; a finished run resets it."""
+        s = self._settings
+        if status in (RunStatus.COMPLETE, RunStatus.WARNING):
+            await self._pool.execute(QUERIES["breaker_reset"], profile.id)
+        elif status is RunStatus.ERROR and run_level:
+            row = await self._pool.fetchrow(
+                QUERIES["breaker_trip"], profile.id, self._clock(),
+                s.breaker_base_seconds, s.breaker_max_seconds, error or "run failed",
+            )  # fmt: skip
+            log.warning("breaker_tripped", failures=row["failures"],
+                        open_until=row["open_until"].isoformat())  # fmt: skip
 
     async def _finish(
         self, profile: Profile, run: Run, status: RunStatus, counts: RunCounts, error: str | None
@@ -219,7 +265,7 @@ class Runner:
         lease.cancel()
         with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             await asyncio.shield(self._close(
-                run, RunStatus.ERROR, counts,
+                run, RunStatus.INTERRUPTED, counts,
                 "interrupted by shutdown; unfinished records resume on the next run"))  # fmt: skip
         log.warning("run_interrupted", **counts.as_dict())
 

@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     #: Rate-limit windows in seconds (FreeAgent: 60 and 3600; tests shorten them).
     rate_minute_window: float = 60.0
     rate_hour_window: float = 3600.0
+    #: Seconds a granted request stays counted beyond its window: the longest we expect
+    #: between our grant and FreeAgent's receipt (see daemon/clients/ratelimit.py).
+    rate_latency_allowance: float = 5.0
+    #: Requests per window left unused, below each client's configured limits.
+    rate_headroom_per_minute: int = 2
+    rate_headroom_per_hour: int = 20
+    #: Consecutive run-level failures back a profile off exponentially from this base.
+    breaker_base_seconds: float = 60.0
+    #: Longest breaker back-off (seconds).
+    breaker_max_seconds: float = 3600.0
+    #: Consecutive records failing transiently (after their own retries) that stop a run.
+    outage_after_failures: int = 3
     #: Backoff base for per-record retries across runs (seconds, doubled per attempt).
     record_retry_base_seconds: float = 60.0
     #: Sent on every request; FreeAgent asks apps to identify themselves.

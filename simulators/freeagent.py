@@ -9,9 +9,10 @@ are per-user fixed windows. Routes live under /v2/, so a client's base URL is
     web.run_app(create_app(state), host="127.0.0.1", port=8081)
 
 Every request passes one middleware that records it (`state.requests`) and, for API routes
-(everything but the two OAuth endpoints), applies in order: latency, random 5xx, the
-User-Agent rule, bearer auth, permission level, injected then budgeted 429s, and the JSON
-content-type rule. Only requests that pass all of these count as having reached a handler.
+(everything but the two OAuth endpoints), applies in order: latency, a standing fault
+(fault_status), random 5xx, the User-Agent rule, bearer auth, permission level, injected then
+budgeted 429s, and the JSON content-type rule. Only requests that pass all of these count as
+having reached a handler.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ async def _gate(
     """Apply the API's checks in the order an upstream proxy and Rails would."""
     if state.latency > 0:
         await asyncio.sleep(state.latency)
-    refusal = _random_fault(state) or _missing_user_agent(request, state)
+    refusal = (
+        _standing_fault(request, state)
+        or _random_fault(state)
+        or _missing_user_agent(request, state)
+    )
     if refusal is not None:
         return refusal
     try:
@@ -117,6 +122,20 @@ async def _gate(
         return await handler(request)
     except ContactError as exc:
         return web.json_response(exc.body(), status=exc.status)
+
+
+def _standing_fault(request: web.Request, state: FreeAgentState) -> web.Response | None:
+    """The fault_status switch: 5xx as an HTML page (a proxy), 4xx in FreeAgent's JSON."""
+    if not state.fault_status or (
+        state.fault_methods and request.method not in state.fault_methods
+    ):
+        return None
+    status = state.fault_status
+    if status >= 500:
+        title = f"{status} Service Unavailable"
+        return web.Response(status=status, text=_ERROR_PAGE.format(title), content_type="text/html")
+    words = {403: "You are not allowed to access this action.", 404: "Resource not found"}
+    return _error(status, words.get(status, "Request refused"))
 
 
 def _random_fault(state: FreeAgentState) -> web.Response | None:

@@ -2,7 +2,8 @@
 
 The quirks we copy on purpose (reference §2): client credentials only via HTTP Basic, a
 form-encoded body, single-use codes, refresh tokens that rotate on every refresh, a
-15-per-minute refresh cap per user, and a plain-text 401 for bad client credentials.
+15-per-minute refresh cap per user (token requests also count against the user's
+request windows), and a plain-text 401 for bad client credentials.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from simulators.freeagent_state import FREEAGENT_STATE, FreeAgentState, GrantError
+from simulators.freeagent_state import FREEAGENT_STATE, FreeAgentState, GrantError, Throttle
 
 
 def _grant_error(description: str, error: str = "invalid_grant") -> web.Response:
@@ -71,6 +72,9 @@ async def token_endpoint(request: web.Request) -> web.Response:
     grant_type = fields.get("grant_type")
     try:
         if grant_type == "authorization_code":
+            throttle = state.admit_refresh(state.user_for(client_id))
+            if throttle is not None:
+                return _too_many(state, throttle)
             payload = state.exchange_code(
                 client_id, fields.get("code", ""), fields.get("redirect_uri")
             )
@@ -91,11 +95,16 @@ def _refresh(state: FreeAgentState, client_id: str, token: str) -> web.Response:
         return _grant_error(str(exc))
     throttle = state.admit_refresh(user_id)
     if throttle is not None:
-        state.count_429 += 1
-        return web.Response(
-            status=429, text=throttle.message, headers={"Retry-After": str(throttle.retry_after)}
-        )
+        return _too_many(state, throttle)
     return _token_response(state.rotate(client_id, token))
+
+
+def _too_many(state: FreeAgentState, throttle: Throttle) -> web.Response:
+    """The token endpoint's 429: plain text and Retry-After, like the API's."""
+    state.count_429 += 1
+    return web.Response(
+        status=429, text=throttle.message, headers={"Retry-After": str(throttle.retry_after)}
+    )
 
 
 def _token_response(payload: dict[str, Any]) -> web.Response:

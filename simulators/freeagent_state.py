@@ -141,7 +141,14 @@ class FreeAgentState:
     hour_window: float = 3600.0  #: "hour" window length, shortened in tests
     test_mode_per_minute: int = 5  #: minute limit when the request sends X-RateLimit-Test: true
     refresh_per_minute: int = 15  #: token refreshes per user per minute window
+    #: The reference does not say whether token-endpoint requests count against the user's
+    #: 120/min and 3600/h; the harsher reading is that they do.
+    token_requests_count: bool = True
     error_rate: float = 0.0  #: fraction of API requests answered 502/503 with an HTML body
+    #: Answer every API request of fault_methods (all when empty) with this status: 403 a
+    #: lapsed subscription, 404 a wrong base URL, 503 an outage. 0: off.
+    fault_status: int = 0
+    fault_methods: frozenset[str] = frozenset()
     latency: float = 0.0  #: seconds added to each API request
     #: E-mails FreeAgent answers 422 for (a validation failure on demand, lower case).
     rejected_emails: set[str] = field(default_factory=set)
@@ -285,8 +292,11 @@ class FreeAgentState:
         return None
 
     def admit_refresh(self, user_id: int) -> Throttle | None:
-        """Count one token refresh against the user's 15-per-minute cap."""
+        """Count one token request against the user's 15-per-minute cap (and, when
+        token_requests_count, the user's request windows); nothing is charged if refused."""
         throttle = self._check(user_id, "refresh", self.refresh_per_minute, self.minute_window)
+        if throttle is None and self.token_requests_count:
+            throttle = self.admit(user_id)
         if throttle is None:
             self._current(user_id, "refresh", self.minute_window).used += 1
         return throttle

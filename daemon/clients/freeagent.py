@@ -1,7 +1,9 @@
 """FreeAgent API v2: paths, payloads and FreeAgent's own rules; the transport moves the bytes.
 
-Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL),
-a 429 blocks that budget for everyone, and a 401 triggers one token refresh and one retry.
+Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL;
+token refreshes too, through TokenStore), a 429 blocks that budget for everyone, and a 401
+triggers one token refresh and one retry. A 403, or a 404 not about one contact, is about the
+account or the API address: EndpointError, which stops the run (daemon/failures.py).
 FreeAgent has no idempotency key and no upsert, so a create is never repeated once FreeAgent
 may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is retried.
 """
@@ -20,7 +22,15 @@ from daemon.clients.oauth import REAUTHORISE, TokenStore
 from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Response, Transport, error_message
 from daemon.db.records import FreeAgentClientRow
-from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
+from daemon.errors import (
+    ApiError,
+    AuthError,
+    EndpointError,
+    RateLimited,
+    RejectedRecord,
+    TransientApiError,
+)
+from daemon.failures import freeagent_run_level
 
 SERVICE = "freeagent"
 #: FreeAgent's largest page.
@@ -28,6 +38,8 @@ MAX_PER_PAGE = 100
 
 # Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
+#: The path of one contact: a 404 there is about that record, not the endpoint.
+_ONE_CONTACT = re.compile(r"/contacts/\d+/?$")
 _REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,]+))""", re.I)
 
 
@@ -71,9 +83,21 @@ class FreeAgentClient:
 
     # -- configuration -------------------------------------------------------------------
 
+    @property
+    def budget(self) -> RateBudget:
+        """The request budget of the user this client acts for."""
+        return self._budget
+
     async def users_me(self) -> dict[str, Any]:
-        """The approving user: url (budget key), email, permission_level (export gate)."""
-        return dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        """The approving user: url (budget key), email, permission_level (export gate).
+
+        Knowing the user, every later request (and the ones already counted under the
+        provisional key) draws from that user's one budget.
+        """
+        user = dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        if isinstance(user.get("url"), str) and user["url"]:
+            await self._budget.adopt_user(user["url"])
+        return user
 
     async def company(self) -> dict[str, Any]:
         """The company's settings: type, currency, sales tax registration..."""
@@ -175,7 +199,7 @@ class FreeAgentClient:
             await self._send("DELETE", self._own_url(url))
         except ApiError as exc:
             refused = exc.status is not None and 400 <= exc.status < 500
-            if not refused or isinstance(exc, AuthError | TransientApiError):
+            if not refused or isinstance(exc, AuthError | TransientApiError | EndpointError):
                 raise
             if exc.status in (404, 410):
                 return "deleted"
@@ -223,7 +247,32 @@ class FreeAgentClient:
         params: Mapping[str, str] | None = None,
         retry: bool = True,
     ) -> Response:
-        """Budgeted, authorised request; a 401 refreshes the token once and tries again."""
+        """Budgeted, authorised request; a 403/404 not about one contact is an EndpointError."""
+        try:
+            return await self._send_authorised(method, url, json=json, params=params, retry=retry)
+        except RejectedRecord as exc:
+            one_record = _ONE_CONTACT.search(URL(str(url)).path) is not None
+            if exc.service == SERVICE and freeagent_run_level(exc.status, method, one_record):
+                raise EndpointError(
+                    f"FreeAgent client {self._row.name}: {method} {URL(str(url)).path} "
+                    f"answered {exc.status} ({exc}): the account or the API address refuses "
+                    "every request, not this one record",
+                    status=exc.status,
+                    body=exc.body,
+                    service=SERVICE,
+                ) from exc
+            raise
+
+    async def _send_authorised(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> Response:
+        """A 401 refreshes the token once and tries again."""
         sent: list[str] = []
         try:
             return await self._request(method, url, json, params, retry, sent)
@@ -254,8 +303,11 @@ class FreeAgentClient:
         sent: list[str],
     ) -> Response:
         async def authorize() -> dict[str, str]:
-            # Per attempt: a retry after a long Retry-After may need a refreshed token.
+            # Per attempt: a retry after a long Retry-After may need a refreshed token. The
+            # budget is taken after the token (a refresh may wait on another replica), right
+            # before sending, so grant-to-receipt stays within the latency allowance.
             token = await self._tokens.access_token()
+            await self._budget.acquire()
             sent.append(token)
             return {"Authorization": f"Bearer {token}"}
 
@@ -267,7 +319,6 @@ class FreeAgentClient:
             params=params,
             service=SERVICE,
             retry=retry,
-            before_send=self._budget.acquire,
             on_rate_limited=self._budget.block,
             authorize=authorize,
         )
@@ -282,9 +333,11 @@ def _member(response: Response, key: str) -> Any:
     """body[key] of a JSON object answer; FreeAgent has answered XML/HTML by mistake."""
     body = response.body
     if not isinstance(body, dict) or key not in body:
+        # Not a hiccup of one record: a proxy, a login page or a wrong base URL answers so.
         kind = response.headers.get("Content-Type", "no content type")
-        raise TransientApiError(
-            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}",
+        raise EndpointError(
+            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}; "
+            "check the client's base URL",
             status=response.status,
             body=body if isinstance(body, dict) else None,
             service=SERVICE,

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
+from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Transport, error_message
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
@@ -62,31 +63,50 @@ def approve_url(client_row: FreeAgentClientRow, state: str) -> str:
 
 
 async def exchange_code(
-    transport: Transport, client_row: FreeAgentClientRow, code: str
+    transport: Transport,
+    client_row: FreeAgentClientRow,
+    code: str,
+    *,
+    budget: RateBudget | None = None,
 ) -> TokenSet:
-    """Trade an authorisation code (valid 15 min, single use) for the first token pair."""
+    """Trade an authorisation code (valid 15 min, single use) for the first token pair.
+
+    budget: the (provisional) budget the exchange is counted in, like every request.
+    """
     form = {
         "grant_type": "authorization_code",
         "code": code,
         "redirect_uri": client_row.redirect_uri,
     }
-    return await _token_request(transport, client_row, form, grant="authorisation code")
+    return await _token_request(
+        transport, client_row, form, grant="authorisation code", budget=budget
+    )
 
 
-async def refresh(transport: Transport, client_row: FreeAgentClientRow) -> TokenSet:
+async def refresh(
+    transport: Transport, client_row: FreeAgentClientRow, *, budget: RateBudget | None = None
+) -> TokenSet:
     """Trade the row's refresh token for a new pair; the old refresh token dies with it.
 
     Call only while holding the client row lock (TokenStore does), and store the result
-    before using it.
+    before using it. The caller has already taken the refresh from the budget.
     """
     if not client_row.refresh_token:
         raise AuthError(f"FreeAgent client {client_row.name}: not authorised yet; {REAUTHORISE}")
     form = {"grant_type": "refresh_token", "refresh_token": client_row.refresh_token}
-    return await _token_request(transport, client_row, form, grant="refresh token")
+    return await _token_request(
+        transport, client_row, form, grant="refresh token", budget=budget, prepaid=True
+    )
 
 
 async def _token_request(
-    transport: Transport, client_row: FreeAgentClientRow, form: Mapping[str, str], *, grant: str
+    transport: Transport,
+    client_row: FreeAgentClientRow,
+    form: Mapping[str, str],
+    *,
+    grant: str,
+    budget: RateBudget | None = None,
+    prepaid: bool = False,
 ) -> TokenSet:
     """POST the token endpoint: HTTP Basic client auth, form-encoded body (as documented).
 
@@ -99,6 +119,15 @@ async def _token_request(
         "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
         "Accept": "application/json",
     }
+    first = [True]
+
+    async def spend() -> None:
+        # The first attempt may be paid for already (TokenStore pays before the row lock);
+        # a retry after a 429 is a new request and pays again.
+        was_first, first[0] = first[0], False
+        if budget is not None and not (was_first and prepaid):
+            await budget.acquire_refresh()
+
     try:
         response = await transport.request(
             "POST",
@@ -107,6 +136,8 @@ async def _token_request(
             data=form,
             service=OAUTH_SERVICE,
             retry=False,
+            before_send=spend,
+            on_rate_limited=budget.refreshes().block if budget is not None else None,
         )
     except (AuthError, RejectedRecord) as exc:
         raise _grant_error(client_row, exc, grant) from exc
@@ -183,6 +214,8 @@ class TokenStore:
         self._margin = timedelta(seconds=refresh_margin)
         self._held: _Held | None = None
         self._lock = asyncio.Lock()
+        #: The user's request budget, set by ClientFactory: refreshes draw from it too.
+        self.budget: RateBudget | None = None
 
     @property
     def token_version(self) -> int | None:
@@ -218,6 +251,29 @@ class TokenStore:
             return await self._renew(seen)
 
     async def _renew(self, seen: str | None) -> str:
+        """Adopt the row's token if usable; else pay the refresh from the user's budget
+        (before taking the row lock: never wait on the pool while holding a connection),
+        then refresh under the lock."""
+        peeked = await self._peek(seen)
+        if peeked is not None:
+            return peeked
+        if self.budget is not None:
+            await self.budget.acquire_refresh()
+        return await self._renew_locked(seen)
+
+    async def _peek(self, seen: str | None) -> str | None:
+        """The row's token, without a lock, when it can be used as it is."""
+        async with translated(f"FreeAgent client {self.client_id}: read tokens"):
+            row = await self._pool.fetchrow(QUERIES["client_get"], self.client_id)
+        if row is None:
+            return None
+        theirs = _held_from_row(FreeAgentClientRow.from_row(row), row["updated_at"])
+        if theirs is None or not self._adoptable(theirs, seen):
+            return None
+        self._held = theirs
+        return theirs.token
+
+    async def _renew_locked(self, seen: str | None) -> str:
         """Under the row lock: adopt another replica's token, or refresh and store the pair
         in the same transaction, before anyone uses it (the refresh token rotates)."""
         what = f"FreeAgent client {self.client_id}: token refresh"
@@ -231,7 +287,7 @@ class TokenStore:
                 self._held = theirs
                 log.info("token_adopted", client=client.name, version=theirs.version)
                 return theirs.token
-            tokens = await refresh(self._transport, client)
+            tokens = await refresh(self._transport, client, budget=self.budget)
             version = await conn.fetchval(
                 QUERIES["client_save_tokens"], client.id, *_token_columns(tokens)
             )

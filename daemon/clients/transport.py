@@ -10,6 +10,9 @@ requests. aiohttp's exceptions stop here: callers see the fa-sync hierarchy from
     400 403 404 409 422                                -> RejectedRecord, message = the API's words
     other 4xx                                          -> ApiError (never retried)
 
+(the table is daemon/failures.py; FreeAgentClient turns a 403/404 not about one record into
+EndpointError, which stops the run)
+
 Secrets never reach an exception message (no headers are quoted; free text is scrubbed) nor
 the optional request log (Authorization and token fields are redacted). Bodies are read under
 a size cap (over it: TransientApiError) and parsed without ever raising (bodies.py).
@@ -40,14 +43,13 @@ from yarl import URL
 
 from daemon.clients.bodies import parse_body, read_capped
 from daemon.clients.requestlog import RequestLog
-from daemon.errors import ApiError, AuthError, RateLimited, RejectedRecord, TransientApiError
+from daemon.errors import ApiError, RateLimited, RejectedRecord, TransientApiError
+from daemon.failures import error_class
 from daemon.logs import scrub
 from daemon.settings import Settings
 
 #: Retry-After when a 429 carries none (FreeAgent's documented example value).
 DEFAULT_RETRY_AFTER = 60.0
-#: Statuses that refuse one record: retrying the same request cannot help.
-REJECTED_STATUSES = frozenset({400, 403, 404, 409, 422})
 #: Longest error text kept from a plain-text or HTML body.
 MAX_TEXT = 500
 #: Reason phrases, for errors whose body says nothing.
@@ -276,16 +278,13 @@ def status_error(response: Response, *, where: str, service: str) -> ApiError | 
     # kept on the exception, so on the ledger row: scrubbed, text capped
     body = scrub(response.body[:2000] if isinstance(response.body, str) else response.body)
     context = f"{where}: HTTP {status}: {words}"
-    if status == 429:
+    kind = error_class(status) or ApiError  # the classification table, daemon/failures.py
+    if kind is RateLimited:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return RateLimited(context, retry_after=retry_after, body=body, service=service)
-    if status >= 500:
-        return TransientApiError(context, status=status, body=body, service=service)
-    if status == 401:
-        return AuthError(context, status=status, body=body, service=service)
-    if status in REJECTED_STATUSES:
+    if kind is RejectedRecord:
         return RejectedRecord(words, status=status, body=body, service=service)
-    return ApiError(context, status=status, body=body, service=service)
+    return kind(context, status=status, body=body, service=service)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float:

@@ -95,6 +95,16 @@ VALUES ($1, clock_timestamp() + make_interval(secs => $2))
 ON CONFLICT (budget_key) DO UPDATE
    SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
 
+-- name: rate_budget_merge
+-- Requests counted under a provisional key ($1, `client:<id>`) belong to the user's key ($2).
+WITH moved AS (
+    UPDATE rate_event SET budget_key = $2 WHERE budget_key = $1 RETURNING 1
+)
+INSERT INTO rate_budget (budget_key, blocked_until)
+SELECT $2, blocked_until FROM rate_budget WHERE budget_key = $1
+ON CONFLICT (budget_key) DO UPDATE
+   SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+
 -- ============================================================================ magento
 
 -- name: connection_insert
@@ -248,10 +258,28 @@ UPDATE profile_run
  WHERE id = $1 AND fence = $2 AND status = 'running'
 RETURNING *;
 
+-- name: breaker_get
+-- The profile's breaker: consecutive run-level failures and until when fires are skipped.
+SELECT failures, open_until, reason FROM profile_breaker WHERE profile_id = $1;
+
+-- name: breaker_trip
+-- A run ended on a run-level error: one more failure, back off base * 2^(failures-1), capped.
+INSERT INTO profile_breaker AS b (profile_id, failures, open_until, reason)
+VALUES ($1, 1, $2::timestamptz + make_interval(secs => $3), $5)
+ON CONFLICT (profile_id) DO UPDATE
+   SET failures = b.failures + 1,
+       open_until = $2::timestamptz + make_interval(secs => least($4, $3 * 2 ^ b.failures)),
+       reason = $5
+RETURNING failures, open_until, reason;
+
+-- name: breaker_reset
+-- A run succeeded: close the breaker.
+DELETE FROM profile_breaker WHERE profile_id = $1;
+
 -- name: run_release_owner
 -- Shutdown: close this replica's running runs so another replica can take the profile at once.
 UPDATE profile_run
-   SET status = 'error', finished_at = now(),
+   SET status = 'interrupted', finished_at = now(),
        error_summary = 'interrupted by shutdown; unfinished records resume on the next run'
  WHERE owner = $1 AND status = 'running'
 RETURNING id;
@@ -337,6 +365,11 @@ UPDATE contact_entity c
  WHERE c.id = due.id
 RETURNING c.*;
 
+-- name: entity_count_unfinished
+-- Rows of a profile not yet done (due now or later, or claimed by a run).
+SELECT count(*) FROM contact_entity
+ WHERE profile_id = $1 AND status IN ('pending', 'processing', 'creating');
+
 -- name: entity_release_run
 -- Shutdown or lost lease: hand this run's unfinished rows back to the queue.
 UPDATE contact_entity
@@ -393,6 +426,13 @@ UPDATE contact_entity
    SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
        metadata = metadata || '{"deleted_in_magento": true}'::jsonb
  WHERE id = $1;
+
+-- name: entity_url_live_user
+-- Another ledger row (any profile) whose customer is not deleted and that uses this contact.
+SELECT id, source_key FROM contact_entity
+ WHERE freeagent_url = $1 AND id <> $2
+   AND NOT coalesce((metadata ->> 'deleted_in_magento')::boolean, false)
+ ORDER BY id LIMIT 1;
 
 -- name: entity_url_owner
 -- Which other ledger row of this profile already owns a FreeAgent contact URL.

@@ -15,6 +15,7 @@ class RunStatus(enum.StrEnum):
     WARNING = "warning"
     ERROR = "error"
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  #: shutdown cut it short; the next run resumes its records
 
 
 class RunTrigger(enum.StrEnum):

@@ -22,6 +22,7 @@ from daemon.db.records import ContactEntity, EntityStatus
 from daemon.errors import (
     ApiError,
     AuthError,
+    EndpointError,
     LeaseLost,
     RejectedRecord,
     TransientApiError,
@@ -37,6 +38,7 @@ from profiles.freeagent_contact_export.models import (
     Skipped,
     payload_hash,
 )
+from profiles.freeagent_contact_export.outage import OutageDetector
 from profiles.freeagent_contact_export.payload import build_contact_payload, email_key
 from profiles.freeagent_contact_export.resolve import ContactIndex, identity_key, identity_lock
 
@@ -126,6 +128,8 @@ class Exporter:
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
         #: entity id -> what the mapping left out or cut, until the row's outcome is written.
         self._adjusted: dict[int, list[Note]] = {}
+        self._stopped: EndpointError | None = None  #: set once a run-level error was seen
+        self._outage = OutageDetector(ctx.settings.outage_after_failures)
 
     async def export_batch(self, rows: list[ContactEntity]) -> None:
         """Export rows concurrently; an auth failure or a lost lease stops the run.
@@ -142,6 +146,7 @@ class Exporter:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        await self._outage.flush(self._fail)
 
     async def _in_order(self, rows: list[ContactEntity]) -> None:
         for row in rows:
@@ -150,15 +155,24 @@ class Exporter:
     async def _guarded(self, row: ContactEntity) -> None:
         """Export one row; whatever goes wrong with this record fails this record only."""
         async with self._limit:
+            if self._stopped is not None:
+                raise self._stopped  # the run is stopping: leave the row untouched
             try:
                 await self._export(row)
+                await self._outage.record_ok(self._fail)
             except (AuthError, LeaseLost):
                 raise
-            except RejectedRecord as exc:
-                await self._fail(row, exc, permanent=True)
+            except EndpointError as exc:
+                # About the account or the endpoint, not this record: stop the run and leave
+                # the row as it was (the runner hands it back; no attempt is counted).
+                self._stopped = exc
+                raise
             except TransientApiError as exc:
-                await self._fail(row, exc, permanent=False)
-            except ApiError as exc:
+                outage = await self._outage.record_transient(row, exc, self._fail)
+                if outage is not None:
+                    self._stopped = outage
+                    raise outage from exc
+            except ApiError as exc:  # RejectedRecord (422...) and other refusals of this record
                 await self._fail(row, exc, permanent=True)
             except UNSTORABLE as exc:  # PostgreSQL refused a value of this record
                 log.warning("record_unstorable", entity_id=row.id, error=str(exc))
@@ -338,8 +352,23 @@ class Exporter:
         log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
 
     async def _hide(self, p: Prepared) -> None:
-        """Delete Customers Externally: the Magento customer is gone, hide the contact."""
+        """Delete Customers Externally: the Magento customer is gone, hide the contact,
+        unless another live ledger row (shared e-mail, another website, a guest) uses it."""
         if p.row.freeagent_url:
+            user = await self._ctx.pool.fetchrow(
+                QUERIES["entity_url_live_user"], p.row.freeagent_url, p.row.id
+            )
+            if user is not None:
+                note = (
+                    f"customer deleted in Magento; contact kept: still used by ledger row "
+                    f"{user['id']} ({user['source_key']})"
+                )
+                await self._finish(
+                    p.row, EntityStatus.UNCHANGED, note=note, still_used_by=user["id"]
+                )
+                self._ctx.counts.unchanged += 1
+                log.info("contact_hide_refused", entity_id=p.row.id, still_used_by=user["id"])
+                return
             await self._fa.hide_contact(p.row.freeagent_url)
         await self._finish(
             p.row,

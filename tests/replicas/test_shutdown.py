@@ -93,7 +93,7 @@ def test_sigterm_mid_export_exits_zero_within_the_grace_period(drained: Drained)
 def test_sigterm_closes_the_run_it_interrupted(drained: Drained) -> None:
     """No run is left running; the cut-short run is closed as interrupted, not lost."""
     assert [r["id"] for r in drained.runs_after_stop if r["status"] == "running"] == []
-    interrupted = [r for r in drained.runs_after_stop if r["status"] == "error"]
+    interrupted = [r for r in drained.runs_after_stop if r["status"] == "interrupted"]
     assert interrupted, "the batch outlived the grace period, so a run was cut short"
     assert all("interrupted by shutdown" in (r["error_summary"] or "") for r in interrupted)
 
