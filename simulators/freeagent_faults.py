@@ -15,7 +15,8 @@ Switches on `FreeAgentState.faults`; counts are one-shot (each fault used decrem
 - `endless_pages`: the contacts listing always links to a next page; pages past the data are
   empty (a paging bug a client must not follow for ever).
 
-Tests await `faults.settled()` to know every held create has been stored, instead of sleeping.
+Tests await `faults.wait_held(n)` (n creates are being held) and `faults.settled()` (every held
+create has been stored) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Faults:
     oversized_responses: int = 0  #: API answers padded to oversized_bytes
     oversized_bytes: int = 20_000_000  #: size of the padding field
     endless_pages: bool = False  #: every contacts page links to a next one
+    held_total: int = 0  #: creates held so far (commit_delay or behind a 504)
     _held: set[asyncio.Task[int | None]] = field(default_factory=set)
+    _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
     def commit_later(self, commit: Callable[[], int]) -> asyncio.Task[int | None]:
         """Store a contact commit_delay seconds from now, whatever happens to the request."""
@@ -60,7 +63,19 @@ class Faults:
 
         task = asyncio.get_running_loop().create_task(later())
         self._held.add(task)
+        self.held_total += 1
+        for n, waiter in self._waiters:
+            if n <= self.held_total and not waiter.done():
+                waiter.set_result(None)
         return task
+
+    async def wait_held(self, count: int) -> None:
+        """Wait until `count` creates have arrived and are being held."""
+        if self.held_total >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, waiter))
+        await waiter
 
     async def settled(self) -> None:
         """Wait until every held create has been committed (or refused)."""
