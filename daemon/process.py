@@ -72,9 +72,7 @@ async def open_services(
     # refuses a smaller FA_SYNC_DB_POOL_SIZE before anything starts).
     size = settings.pool_size()
     dsn, server = await database_server(settings)
-    pool = await connect_with_retry(
-        dsn, max_size=size, acquire_timeout=settings.db_acquire_timeout
-    )
+    pool = await connect_with_retry(dsn, max_size=size, acquire_timeout=settings.db_acquire_timeout)
     try:
         if migrate_schema:
             await migrate(pool)

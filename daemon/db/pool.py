@@ -32,7 +32,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
 
 
-class BudgetedPool(asyncpg.Pool):
+class BudgetedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no stubs
     """An asyncpg pool whose every acquire is bounded, including the implicit one inside
     `pool.fetchval()` and friends: a starved pool fails loudly instead of wedging the process.
 
@@ -42,10 +42,10 @@ class BudgetedPool(asyncpg.Pool):
 
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT
 
-    async def _acquire(self, timeout: float | None) -> Any:
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg API)
         limit = self.acquire_timeout if timeout is None else timeout
         try:
-            return await super()._acquire(limit)  # type: ignore[misc]
+            return await super()._acquire(limit)
         except TimeoutError as exc:
             raise DatabaseError(
                 f"no database connection free within {limit:g} s "

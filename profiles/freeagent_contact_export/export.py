@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -45,6 +45,7 @@ from daemon.errors import (
 )
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.create import CreateProtocol, Resolution
 from profiles.freeagent_contact_export.models import (
     Buyer,
     MagentoCustomer,
@@ -53,7 +54,6 @@ from profiles.freeagent_contact_export.models import (
     payload_hash,
 )
 from profiles.freeagent_contact_export.payload import build_contact_payload
-from profiles.freeagent_contact_export.create import CreateProtocol, Resolution
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -32,7 +32,8 @@ REFRESH_OVERLAP = timedelta(minutes=5)
 #: What a reconciled contact must share with the create that was sent (absent = absent).
 IDENTIFYING = ("email", "first_name", "last_name", "organisation_name", "address1", "postcode")
 
-Db = asyncpg.Pool | asyncpg.Connection
+#: Where a query runs: the pool, or the connection the caller holds (the identity lock's).
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 
 
 def parse_fa_time(value: Any) -> datetime | None:
