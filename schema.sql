@@ -276,6 +276,12 @@ CREATE INDEX IF NOT EXISTS contact_entity_due
     ON contact_entity (profile_id, status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS contact_entity_email
     ON contact_entity (profile_id, lower(email));
+-- Which ledger row owns a FreeAgent contact (reconciling a create skips owned contacts).
+CREATE INDEX IF NOT EXISTS contact_entity_url
+    ON contact_entity (freeagent_url) WHERE freeagent_url IS NOT NULL;
+-- Unsettled creates by person (the identity lock's in-flight check).
+CREATE INDEX IF NOT EXISTS contact_entity_creating
+    ON contact_entity ((metadata -> 'create_intent' ->> 'identity')) WHERE status = 'creating';
 
 -- FreeAgent contacts seen by `contact collect` / the resolver, per client.
 CREATE TABLE IF NOT EXISTS freeagent_contact (

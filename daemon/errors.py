@@ -7,7 +7,8 @@
     ├── LeaseLost              another replica took over a run; stop writing at once
     └── ApiError               a remote API answered with an error (status, body)
         ├── TransientApiError  timeouts, dropped connections, 429, 5xx: retried with backoff
-        │   └── RateLimited    429; carries Retry-After
+        │   ├── RateLimited    429; carries Retry-After
+        │   └── OutcomeUnknown a create FreeAgent may have acted on: settle, then look it up
         ├── AuthError          401 after a refresh, revoked grant: needs re-authorisation
         ├── EndpointError      about the account or the endpoint, not one record (403, a 404
         │                      on a collection, HTML for JSON, an outage): stops the run
@@ -74,6 +75,11 @@ class RateLimited(TransientApiError):
     def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
         super().__init__(message, status=429, **kwargs)
         self.retry_after = retry_after
+
+
+class OutcomeUnknown(TransientApiError):
+    """A request that must not be repeated (a POST without idempotency key) may have been acted
+    on: a timeout, a dropped connection, a 5xx/504. Never re-send it before it has settled."""
 
 
 class AuthError(ApiError):

@@ -67,10 +67,13 @@ async def open_services(
     settings: Settings, *, migrate_schema: bool = True
 ) -> AsyncIterator[Services]:
     """Database (embedded if DATABASE_URL is unset), schema, HTTP session and client factory."""
+    # Connection budget: no code path waits for a second pooled connection while holding
+    # one, each in-flight record needs at most one, each run one more (claims, lease), and
+    # Daemon bounds runs to max_concurrent_runs; so this size never starves (pool_size()
+    # refuses a smaller FA_SYNC_DB_POOL_SIZE before anything starts).
+    size = settings.pool_size()
     dsn, server = await database_server(settings)
-    # Each in-flight create holds a connection for its identity lock, and needs another to
-    # record its outcome; the lease keeper and housekeeping need theirs.
-    pool = await connect_with_retry(dsn, max_size=2 * settings.export_concurrency + 4)
+    pool = await connect_with_retry(dsn, max_size=size, acquire_timeout=settings.db_acquire_timeout)
     try:
         if migrate_schema:
             await migrate(pool)
@@ -94,12 +97,14 @@ async def database_server(settings: Settings) -> tuple[str, Any]:
     return await asyncio.to_thread(start_embedded, settings.data_dir)
 
 
-async def connect_with_retry(dsn: str, attempts: int = 30, max_size: int = 10) -> asyncpg.Pool:
+async def connect_with_retry(
+    dsn: str, attempts: int = 30, max_size: int = 10, acquire_timeout: float = 30.0
+) -> asyncpg.Pool:
     """A pool, waiting for PostgreSQL to accept connections (it may be starting too)."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            return await create_pool(dsn, max_size=max_size)
+            return await create_pool(dsn, max_size=max_size, acquire_timeout=acquire_timeout)
         except DatabaseError:
             if attempt == attempts:
                 raise
@@ -132,6 +137,8 @@ class Daemon:
             clock=clock,
         )
         self._runs: set[asyncio.Task[Any]] = set()
+        #: Run slots: fires beyond max_concurrent_runs wait here (the connection budget).
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         self._reload_wanted = asyncio.Event()
         #: Set after each completed reload (tests await it instead of sleeping).
         self.reloaded = asyncio.Condition()
@@ -207,7 +214,18 @@ class Daemon:
     async def _run_fire(
         self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
     ) -> None:
-        """Run one fire; if PostgreSQL went away mid-run, try again once it is back."""
+        """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
+        back. A fire that waited for a slot still runs (late rather than lost)."""
+        async with self._slots:
+            waited = (self._clock() - scheduled_for).total_seconds()
+            if waited > self.settings.misfire_grace_seconds:
+                log.warning("fire_delayed", profile_id=profile_id, waited_seconds=round(waited))
+            if not self.stopping.is_set():
+                await self._run_fire_attempts(profile_id, scheduled_for, trigger)
+
+    async def _run_fire_attempts(
+        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
+    ) -> None:
         for attempt in range(1, 4):
             try:
                 outcome = await self.runner.fire(profile_id, scheduled_for, trigger=trigger)

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from daemon.errors import ConfigError
+
+#: Connections kept for the process itself (profile reloads, housekeeping, token refreshes).
+POOL_RESERVE = 4
+#: An ambiguous create settles after at least this many HTTP timeouts (see settle_window).
+SETTLE_TIMEOUTS = 10
 
 
 def _default_replica_id() -> str:
@@ -44,7 +52,17 @@ class Settings(BaseSettings):
     #: Days of profile_run history kept.
     history_retention_days: int = 7
     #: Concurrent FreeAgent writes per run.
-    export_concurrency: int = 4
+    export_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Runs one process executes at once; further fires wait for a slot (connection budget).
+    max_concurrent_runs: int = Field(default=4, ge=1, le=64)
+    #: PostgreSQL connections in the pool. Unset: max_concurrent_runs * (export_concurrency
+    #: + 1) + 4. Set lower than that and the daemon refuses to start (see pool_size()).
+    db_pool_size: int | None = Field(default=None, ge=1, le=10_000)
+    #: Longest wait for a free pooled connection before a DatabaseError (seconds).
+    db_acquire_timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: A create whose outcome is unknown (timeout, 5xx) is looked up again only after this
+    #: long, and never sooner than 10 HTTP timeouts: FreeAgent may still commit it.
+    create_settle_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
     #: HTTP timeouts (seconds).
     http_timeout: float = 30.0
     #: Attempts per HTTP request for transient errors, within one record attempt.
@@ -82,6 +100,26 @@ class Settings(BaseSettings):
     clock_start: AwareDatetime | None = None
     #: Address the metrics server binds: loopback unless deliberately exposed ("0.0.0.0").
     metrics_address: str = "127.0.0.1"
+
+    def pool_size(self) -> int:
+        """Pool connections: one per in-flight record, one per run (claims, lease, history),
+        plus a reserve; a configured size below that is refused, as it could starve runs."""
+        needed = self.max_concurrent_runs * (self.export_concurrency + 1) + POOL_RESERVE
+        if self.db_pool_size is None:
+            return needed
+        if self.db_pool_size < needed:
+            raise ConfigError(
+                f"FA_SYNC_DB_POOL_SIZE={self.db_pool_size} is too small: "
+                f"FA_SYNC_MAX_CONCURRENT_RUNS={self.max_concurrent_runs} x "
+                f"(FA_SYNC_EXPORT_CONCURRENCY={self.export_concurrency} + 1) + {POOL_RESERVE} "
+                f"= {needed} connections are needed; raise it or lower the other two"
+            )
+        return self.db_pool_size
+
+    def settle_window(self) -> timedelta:
+        """How long after a create intent its POST is certainly finished at FreeAgent."""
+        seconds = max(self.create_settle_seconds, SETTLE_TIMEOUTS * self.http_timeout)
+        return timedelta(seconds=seconds)
 
     def dsn(self) -> str | None:
         """The configured DSN, or None for the embedded server."""

@@ -25,7 +25,12 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from simulators.freeagent_contacts import ContactError, ListQuery, select_contacts
+from simulators.freeagent_contacts import (
+    ContactError,
+    ListQuery,
+    prepare_changes,
+    select_contacts,
+)
 from simulators.freeagent_oauth import approve_app, token_endpoint
 from simulators.freeagent_state import (
     FREEAGENT_STATE,
@@ -100,6 +105,8 @@ async def _gate(
     """Apply the API's checks in the order an upstream proxy and Rails would."""
     if state.latency > 0:
         await asyncio.sleep(state.latency)
+    if state.faults.write_latency > 0 and request.method in {"POST", "PUT", "DELETE"}:
+        await asyncio.sleep(state.faults.write_latency)
     refusal = (
         _standing_fault(request, state)
         or _random_fault(state)
@@ -118,6 +125,9 @@ async def _gate(
     if unmatched is not None:
         return _error(unmatched.status, "Resource not found")
     visit.reached_handler = True
+    odd = state.faults.odd_body()
+    if odd is not None:
+        return odd
     try:
         return await handler(request)
     except ContactError as exc:
@@ -207,7 +217,7 @@ def _contact_id(request: web.Request, state: FreeAgentState) -> int:
     return contact_id
 
 
-def _link_header(url: URL, query: ListQuery, total: int) -> str:
+def _link_header(url: URL, query: ListQuery, total: int, *, endless: bool = False) -> str:
     """Link with single-quoted rels, as the live API sends; no next on the last page."""
     last = query.last_page(total)
     others = [(k, v) for k, v in url.query.items() if k not in {"page", "per_page"}]
@@ -215,7 +225,7 @@ def _link_header(url: URL, query: ListQuery, total: int) -> str:
     rels = []
     if query.page > 1:
         rels.append(("prev", query.page - 1))
-    if query.page < last:
+    if query.page < last or endless:
         rels.append(("next", query.page + 1))
     rels += [("first", 1), ("last", last)]
     return ", ".join(
@@ -231,7 +241,8 @@ async def list_contacts(request: web.Request) -> web.Response:
     ids = select_contacts(state.contacts, state.invoiced, query)
     origin = _origin(request)
     contacts = [state.render(contact_id, origin) for contact_id in query.page_of(ids)]
-    headers = {"X-Total-Count": str(len(ids)), "Link": _link_header(request.url, query, len(ids))}
+    link = _link_header(request.url, query, len(ids), endless=state.faults.endless_pages)
+    headers = {"X-Total-Count": str(len(ids)), "Link": link}
     return web.json_response({"contacts": contacts}, headers=headers)
 
 
@@ -242,13 +253,32 @@ async def create_contact(request: web.Request) -> web.Response:
     which is the case a client must not turn into a duplicate by blindly retrying.
     """
     state = request.app[FREEAGENT_STATE]
-    contact_id = state.create_contact(await _contact_attributes(request))
+    attributes = await _contact_attributes(request)
+    contact_id = await _commit(state, attributes)
+    if contact_id is None:
+        return state.faults.gateway_timeout()
     contact = state.render(contact_id, _origin(request))
     rate = state.drop_after_create_rate
     if rate > 0 and state.rng.random() < rate and request.transport is not None:
         request.transport.close()  # aiohttp then fails to write the 201 and gives up quietly
     headers = {"Location": contact["url"]}
     return web.json_response({"contact": contact}, status=201, headers=headers)
+
+
+async def _commit(state: FreeAgentState, attributes: Any) -> int | None:
+    """Store the contact now, or as the faults say: later (held or behind a 504), or never.
+    None: the client is answered 504 whatever happens to the contact."""
+    faults = state.faults
+    if faults.take("lost_creates"):
+        return None
+    if faults.take("gateway_504"):
+        faults.commit_later(lambda: state.create_contact(attributes))
+        return None
+    if faults.commit_delay <= 0:
+        return state.create_contact(attributes)
+    prepare_changes({}, attributes, state.permission_level)  # validation answers 422 at once
+    # Shielded: a client that gives up does not stop the commit (FreeAgent's backend goes on).
+    return await asyncio.shield(faults.commit_later(lambda: state.create_contact(attributes)))
 
 
 async def get_contact(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from simulators.freeagent_contacts import (
     prepare_changes,
     render_contact,
 )
+from simulators.freeagent_faults import Faults
 
 #: Where helpers build contact URLs before any request has told us our own address.
 FALLBACK_BASE_URL = "http://127.0.0.1"
@@ -153,6 +154,7 @@ class FreeAgentState:
     #: E-mails FreeAgent answers 422 for (a validation failure on demand, lower case).
     rejected_emails: set[str] = field(default_factory=set)
     drop_after_create_rate: float = 0.0  #: fraction of stored creates whose 201 is never sent
+    faults: Faults = field(default_factory=Faults)  #: slow/lost creates, odd bodies, paging
     require_user_agent: bool = True  #: 400 when User-Agent is missing
     permission_level: int = 8  #: the authorising user's level (0-8); < 3 hides contact details
     seed: int = 0  #: seeds fault injection so a failing run can be replayed

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -128,8 +129,9 @@ async def stack(
 def run_profile(pool: asyncpg.Pool, settings: Settings, factory: ClientFactory):  # type: ignore[no-untyped-def]
     """Run a profile once (the CLI's run-once path) and return its outcome."""
 
-    async def go(profile_id: int, **options: object) -> RunOutcome:
-        runner = Runner(pool=pool, settings=settings, resources=factory)
+    async def go(profile_id: int, clock: Any = None, **options: object) -> RunOutcome:
+        extra = {"clock": clock} if clock is not None else {}
+        runner = Runner(pool=pool, settings=settings, resources=factory, **extra)
         return await runner.fire(profile_id, trigger=RunTrigger.CLI, options=RunOptions(**options))  # type: ignore[arg-type]
 
     return go

@@ -26,6 +26,7 @@ from daemon.errors import (
     ApiError,
     AuthError,
     EndpointError,
+    OutcomeUnknown,
     RateLimited,
     RejectedRecord,
     TransientApiError,
@@ -35,6 +36,9 @@ from daemon.failures import freeagent_run_level
 SERVICE = "freeagent"
 #: FreeAgent's largest page.
 MAX_PER_PAGE = 100
+#: Pages one listing may take (10 000 pages of 100 = a million contacts): past this the
+#: endpoint is taken to be looping (a `next` link that never ends) and the listing fails.
+MAX_PAGES = 10_000
 
 # Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
@@ -121,7 +125,9 @@ class FreeAgentClient:
         """Every contact of the view, following Link rel=next; each contact yielded once.
 
         Page numbers shift when contacts change mid-scan, so a stable sort is used and
-        contacts already yielded (by URL) are skipped.
+        contacts already yielded (by URL) are skipped. A listing that does not end (an empty
+        page that still links to a next one, or more than MAX_PAGES pages) is an endpoint
+        error, not something to follow for ever.
         """
         params = {"view": view, "sort": sort, "per_page": str(max(1, min(per_page, MAX_PER_PAGE)))}
         if updated_since is not None:
@@ -131,13 +137,15 @@ class FreeAgentClient:
         seen_urls: set[str] = set()
         visited: set[str] = set()
         while True:
-            for contact in _member(response, "contacts"):
+            page = _member(response, "contacts")
+            for contact in page:
                 if contact.get("url") not in seen_urls:
                     seen_urls.add(contact.get("url"))
                     yield contact
             next_url = self._next_page(response, url, visited)
             if next_url is None:
                 return
+            _check_progress(page, len(visited), next_url)
             url = next_url
             response = await self._send("GET", self._own_url(url))
 
@@ -174,7 +182,7 @@ class FreeAgentClient:
         except TransientApiError as exc:
             if isinstance(exc, RateLimited) or exc.service != SERVICE:
                 raise  # refused unprocessed, or the token refresh failed: nothing was created
-            raise TransientApiError(
+            raise OutcomeUnknown(
                 f"{exc}; the contact may have been created: reconcile before creating again",
                 status=exc.status,
                 body=exc.body,
@@ -324,6 +332,22 @@ class FreeAgentClient:
         )
 
 
+def _check_progress(page: Any, pages: int, next_url: str) -> None:
+    """Refuse a listing that cannot end: FreeAgent's last page has no `next`, so an empty page
+    with one, or a page count past MAX_PAGES, means the endpoint is misbehaving."""
+    where = URL(next_url).with_query(None)
+    if not page:
+        raise ApiError(
+            f"FreeAgent GET {where}: an empty page links to a next page; listing stopped",
+            service=SERVICE,
+        )
+    if pages >= MAX_PAGES:
+        raise ApiError(
+            f"FreeAgent GET {where}: more than {MAX_PAGES} pages; listing stopped",
+            service=SERVICE,
+        )
+
+
 def _origin(url: URL) -> tuple[str, str | None, int | None]:
     """Scheme, host and port (default ports made explicit) for same-host checks."""
     return url.scheme, url.host, url.port
@@ -352,7 +376,7 @@ def _created_contact(response: Response, payload: Mapping[str, Any]) -> dict[str
     result = dict(contact) if isinstance(contact, dict) else dict(payload)
     url = result.get("url") or response.headers.get("Location")
     if not url:
-        raise TransientApiError(
+        raise OutcomeUnknown(
             f"FreeAgent answered {response.status} to a create without the contact's URL; "
             "the contact may have been created: reconcile before creating again",
             status=response.status,

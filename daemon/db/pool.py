@@ -28,21 +28,59 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections speak JSON; statement cache off so PgBouncer (transaction
-    mode) works: prepared statements do not survive a server-connection switch there."""
+#: Longest wait for a pooled connection when the caller does not say (seconds).
+DEFAULT_ACQUIRE_TIMEOUT = 30.0
+
+
+class BudgetedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no stubs
+    """An asyncpg pool whose every acquire is bounded, including the implicit one inside
+    `pool.fetchval()` and friends: a starved pool fails loudly instead of wedging the process.
+
+    asyncpg routes `acquire()`, `async with pool.acquire()` and every pool-level query through
+    `_acquire(timeout)`, so that one method is where the default timeout goes.
+    """
+
+    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg API)
+        limit = self.acquire_timeout if timeout is None else timeout
+        try:
+            return await super()._acquire(limit)
+        except TimeoutError as exc:
+            raise DatabaseError(
+                f"no database connection free within {limit:g} s "
+                f"(pool size {self.get_max_size()}); see FA_SYNC_DB_POOL_SIZE"
+            ) from exc
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+) -> asyncpg.Pool:
+    """A pool whose connections speak JSON and whose acquires time out; statement cache off so
+    PgBouncer (transaction mode) works: prepared statements do not survive a server-connection
+    switch there."""
+    pool = BudgetedPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        statement_cache_size=0,
+        command_timeout=60,
+    )
+    pool.acquire_timeout = acquire_timeout
     try:
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            init=_init_connection,
-            statement_cache_size=0,
-            command_timeout=60,
-        )
+        await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
-    assert pool is not None
     return pool
 
 

@@ -342,17 +342,22 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
 SELECT EXISTS (SELECT 1 FROM contact_entity WHERE profile_id = $1 AND source_key = $2);
 
 -- name: entity_claim_batch
--- Claim due rows for this run; SKIP LOCKED keeps concurrent claimers apart.
+-- Claim due rows for this run ($6 = now); SKIP LOCKED keeps concurrent claimers apart. A row
+-- with a create intent is never claimed before the intent has settled ($7 = settle seconds),
+-- whatever next_attempt_at says: its POST may still be committed by FreeAgent.
 WITH due AS (
     SELECT id FROM contact_entity
      WHERE profile_id = $1
        AND ($4::bigint[] IS NULL OR id = ANY($4))
-       AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()
+       AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $6
                                     OR $4::bigint[] IS NOT NULL))
             OR (status IN ('processing', 'creating')
                 AND claimed_by_run IS DISTINCT FROM $2
-                AND (next_attempt_at IS NULL OR next_attempt_at <= now()
+                AND (next_attempt_at IS NULL OR next_attempt_at <= $6
                      OR $4::bigint[] IS NOT NULL)))
+       AND (metadata -> 'create_intent' IS NULL
+            OR (metadata -> 'create_intent' ->> 'at')::timestamptz
+               + make_interval(secs => $7::float8) <= $6)
      ORDER BY id
      LIMIT $5
      FOR UPDATE SKIP LOCKED
@@ -379,9 +384,53 @@ UPDATE contact_entity
 
 -- name: entity_mark_creating
 -- Write-ahead intent before a POST: a crash after FreeAgent's 201 is reconciled, not repeated.
+-- Run on the identity lock's connection and committed with it, before the POST is sent.
 UPDATE contact_entity c
    SET status = 'creating', metadata = c.metadata || jsonb_build_object('create_intent', $4::jsonb),
+       next_attempt_at = $5, updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_create_settling
+-- A POST whose outcome is unknown: keep the intent, release the row until it has settled ($4).
+UPDATE contact_entity c
+   SET last_error = $5, attempts = c.attempts + 1, next_attempt_at = $4,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $6::jsonb, 25),
+       claimed_by_run = NULL, processed_at = now(), updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3 AND c.status = 'creating'
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_clear_intent
+-- FreeAgent certainly did not create the contact (429, 4xx, nothing sent): forget the intent.
+UPDATE contact_entity c
+   SET status = 'processing', metadata = c.metadata - 'create_intent', next_attempt_at = NULL,
        updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_create_in_flight
+-- Another ledger row at this FreeAgent client whose create of the same person is unsettled.
+SELECT e.id, (e.metadata -> 'create_intent' ->> 'at')::timestamptz AS intent_at
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE p.client_id = $1 AND e.id <> $2 AND e.status = 'creating'
+   AND e.metadata -> 'create_intent' ->> 'identity' = $3
+ ORDER BY intent_at DESC
+ LIMIT 1;
+
+-- name: entity_defer
+-- Wait for another row's unsettled create of the same person: no attempt is used up.
+UPDATE contact_entity c
+   SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
+                     ELSE 'pending'::entity_status END,
+       next_attempt_at = $4, last_error = $5,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $6::jsonb, 25),
+       claimed_by_run = NULL, updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
                                             AND r.status = 'running' FOR SHARE)
@@ -510,6 +559,15 @@ ON CONFLICT (client_id, url) DO UPDATE
 SELECT * FROM freeagent_contact
  WHERE client_id = $1 AND lower(email) = lower($2)
  ORDER BY fa_updated_at NULLS FIRST, url;
+
+-- name: fa_contact_changed_since
+-- Contacts changed at/after a moment, not owned by any ledger row of this client: the
+-- candidates for a create whose outcome was unknown (created_at <= updated_at, so a superset).
+SELECT f.* FROM freeagent_contact f
+ WHERE f.client_id = $1 AND f.fa_updated_at >= $2
+   AND NOT EXISTS (SELECT 1 FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+                    WHERE p.client_id = $1 AND e.freeagent_url = f.url)
+ ORDER BY f.url;
 
 -- name: fa_contact_count
 -- How many contacts are indexed for a client.

@@ -1,9 +1,25 @@
 """Export: create, update or hide FreeAgent contacts for claimed ledger rows, and record it.
 
-FreeAgent has no upsert and no idempotency key. A create is therefore written ahead: the row
-becomes `creating` with an intent (time, e-mail, payload hash) committed before the POST. If the
-POST's outcome is unknown (timeout, dropped connection, 5xx, a crash) the intent is reconciled by
-looking the contact up in FreeAgent before anything is created again.
+FreeAgent has no upsert and no idempotency key, and may commit a POST after we stopped waiting
+(a slow request, or a gateway 504 while the backend finishes). So a create is written ahead,
+and a create whose outcome is unknown is never sent again before it has certainly settled:
+
+    pending/processing --(identity lock: nobody else creating this person, not in the index)-->
+    creating: intent {at, identity, what was sent} committed with the lock, then the POST
+      201 ............................................ created
+      429 / 4xx / never sent (FreeAgent did not act) .. intent cleared; retried or failed as usual
+      timeout / dropped / 5xx / 504 (it may have) ..... settling: stays creating, not claimed
+                                                        before intent.at + settle window
+    creating, settled --(refresh the index; contacts created since intent.at - slack carrying
+    exactly what was sent)-->
+      one ......... created (reconciled; updated if the customer changed meanwhile)
+      none ........ a new intent and POST, as above
+      several ..... failed, listing the candidate URLs: a person decides, we never guess
+
+A crash at any step leaves the row creating with its intent: reconciled once it has settled.
+The settle window is FA_SYNC_CREATE_SETTLE_SECONDS, at least 10 HTTP timeouts
+(Settings.settle_window). While another row's create of the same person (same identity key at
+the same FreeAgent client) is unsettled, rows of that person wait (a transient retry).
 """
 
 from __future__ import annotations
@@ -11,9 +27,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 
 from daemon.context import RunContext
@@ -30,6 +47,7 @@ from daemon.errors import (
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.clean import Note, describe
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.create import CreateProtocol, Resolution
 from profiles.freeagent_contact_export.failures import RUN_LEVEL, UNSTORABLE, failure_json
 from profiles.freeagent_contact_export.models import (
     Buyer,
@@ -40,12 +58,10 @@ from profiles.freeagent_contact_export.models import (
 )
 from profiles.freeagent_contact_export.outage import OutageDetector
 from profiles.freeagent_contact_export.payload import build_contact_payload, email_key
-from profiles.freeagent_contact_export.resolve import ContactIndex, identity_key, identity_lock
+from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)
 
-#: Contacts created this long before an intent still count as ours when reconciling.
-INTENT_SLACK = timedelta(minutes=2)
 #: Ceiling of the per-record backoff across runs.
 MAX_RECORD_BACKOFF = timedelta(hours=6)
 
@@ -130,6 +146,11 @@ class Exporter:
         self._adjusted: dict[int, list[Note]] = {}
         self._stopped: EndpointError | None = None  #: set once a run-level error was seen
         self._outage = OutageDetector(ctx.settings.outage_after_failures)
+        #: The create settle protocol (create.py); `creates.settling` counts unsettled ones.
+        self.creates = CreateProtocol(
+            ctx=ctx, freeagent=freeagent, index=index, client_id=client_id,
+            write=self._write, history_entry=self._history_entry,
+        )  # fmt: skip
 
     async def export_batch(self, rows: list[ContactEntity]) -> None:
         """Export rows concurrently; an auth failure or a lost lease stops the run.
@@ -202,12 +223,11 @@ class Exporter:
         if row.metadata.get("deleted_in_magento"):
             await self._hide(prepared)
             return
-        key = identity_key(self._client_id, email, prepared.payload)
-        async with identity_lock(self._ctx.pool, key):
-            url, how = await self._resolve(prepared)
-            if url is None:
-                await self._create_or_skip(prepared)
-                return
+        url, how, intent = await self._resolve(prepared)
+        if url is None:
+            if how != "waiting":  # waiting: already released until another create settles
+                await self._create_or_skip(prepared, intent)
+            return
         if how == "reconciled":
             await self._adopt_reconciled(prepared, url)
             return
@@ -225,18 +245,20 @@ class Exporter:
             return
         await self._update_or_keep(prepared, url, linked_now=how == "index")
 
-    async def _resolve(self, p: Prepared) -> tuple[str | None, str]:
-        """(url, how): the stored URL, an unfinished create's contact, or an index hit."""
-        if p.row.freeagent_url:
-            return p.row.freeagent_url, "stored"
+    async def _resolve(self, p: Prepared) -> Resolution:
+        """The contact of an unfinished create, the stored URL, an index hit, or absent (then
+        with a committed intent). HTTP (index refresh) runs before the identity lock."""
         intent = p.row.metadata.get("create_intent")
         if intent:
-            found = await self._reconcile(p, intent)
+            self.creates.check_settled(intent)
+            found = await self.creates.reconcile(p, intent)
             if found:
                 log.info("create_reconciled", entity_id=p.row.id, url=found)
-                return found, "reconciled"
-        found = await self._index.find(p.payload, p.email)
-        return found, "index"
+                return Resolution(found, "reconciled")
+        elif p.row.freeagent_url:
+            return Resolution(p.row.freeagent_url, "stored")
+        may_create = self._ctx.profile.api_behaviour != "update"
+        return await self.creates.decide(p, look=True, may_create=may_create)
 
     async def _adopt_reconciled(self, p: Prepared, url: str) -> None:
         """An earlier POST did create the contact: keep it, bring it up to date if needed."""
@@ -246,12 +268,6 @@ class Exporter:
             p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, reconciled=True
         )
         self._ctx.counts.created += 1
-
-    async def _reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
-        """Look for the contact an unfinished POST may have created."""
-        at = datetime.fromisoformat(intent["at"]) - INTENT_SLACK
-        await self._index.refresh(since=at)
-        return await self._index.find(p.payload, p.email)
 
     async def _shared_with_other_row(self, p: Prepared, url: str) -> bool:
         """Another ledger row (same e-mail: other website, guest) already owns this contact."""
@@ -268,44 +284,18 @@ class Exporter:
         self._ctx.counts.linked += 1
         return True
 
-    async def _create_or_skip(self, p: Prepared) -> None:
-        if self._ctx.profile.api_behaviour == "update":
+    async def _create_or_skip(self, p: Prepared, intent: dict[str, Any] | None) -> None:
+        if intent is None:  # no contact, and api_behaviour forbids creating one
             reason = "api_behaviour is update: no FreeAgent contact exists to update"
             await self._finish(p.row, EntityStatus.SKIPPED, error={"reason": reason})
             self._ctx.counts.skipped += 1
             return
-        url = await self._create(p)
+        url = await self.creates.create(p, intent)
+        if url is None:
+            return
         await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload)
         self._ctx.counts.created += 1
         log.info("contact_created", entity_id=p.row.id, url=url)
-
-    async def _create(self, p: Prepared) -> str:
-        """POST with a committed intent; an ambiguous failure is reconciled before a retry."""
-        now = self._ctx.clock()
-        intent = {
-            "at": now.isoformat(),
-            "email": p.email,
-            "attempt": p.row.attempts + 1,
-            "payload_hash": p.hash,
-            "run_id": self._ctx.run.id,
-        }
-        await self._write("entity_mark_creating", p.row, intent)
-        tries = max(1, self._ctx.settings.http_retry_attempts)
-        for attempt in range(1, tries + 1):
-            try:
-                contact: dict[str, Any] = await self._fa.create_contact(p.payload)
-                await self._index.remember(contact)
-                return str(contact["url"])
-            except TransientApiError as exc:
-                found = await self._reconcile(p, intent)
-                if found:
-                    log.info("create_outcome_recovered", entity_id=p.row.id, url=found)
-                    return found
-                if attempt == tries:
-                    raise
-                log.warning("create_retry", entity_id=p.row.id, error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(2.0**attempt * 0.1, 5.0))
-        raise AssertionError("unreachable")
 
     async def _update_or_keep(self, p: Prepared, url: str, linked_now: bool) -> None:
         behaviour = self._ctx.profile.api_behaviour
@@ -331,10 +321,10 @@ class Exporter:
                 raise
             # The contact was deleted in FreeAgent: forget it and create a new one.
             log.warning("contact_gone", entity_id=p.row.id, url=url)
-            async with identity_lock(
-                self._ctx.pool, identity_key(self._client_id, p.email, p.payload)
-            ):
-                new_url = await self._create(p)
+            intent = (await self.creates.decide(p, look=False, may_create=True)).intent
+            new_url = await self.creates.create(p, intent) if intent else None
+            if new_url is None:
+                return
             await self._finish(
                 p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, sent=p.payload, replaced=url
             )
@@ -411,9 +401,13 @@ class Exporter:
         return {"at": self._ctx.clock().isoformat(), "run_id": self._ctx.run.id,
                 "outcome": str(status), **extra}  # fmt: skip
 
-    async def _write(self, query: str, row: ContactEntity, *args: Any) -> None:
-        """A ledger write fenced by this run: if another replica took over, stop at once."""
-        done = await self._ctx.pool.fetchval(
+    async def _write(
+        self, query: str, row: ContactEntity, *args: Any, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """A ledger write fenced by this run: if another replica took over, stop at once.
+        Under the identity lock pass its connection (never wait for a second one)."""
+        db = conn or self._ctx.pool
+        done = await db.fetchval(
             QUERIES[query], row.id, self._ctx.run.id, self._ctx.run.fence, *args
         )
         if done is None:

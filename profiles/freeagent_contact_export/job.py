@@ -90,6 +90,8 @@ async def drain(ctx: RunContext, exporter: Exporter) -> None:
             ctx.run.fence,
             wanted,
             ctx.profile.batch_size,
+            ctx.clock(),
+            ctx.settings.settle_window().total_seconds(),
         )
         batch = [ContactEntity.from_row(r) for r in rows if r["id"] not in done]
         if not batch:
@@ -99,3 +101,11 @@ async def drain(ctx: RunContext, exporter: Exporter) -> None:
         if ctx.options.progress:
             ctx.options.progress("export", len(done), None)
         log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())
+    if exporter.creates.settling:
+        # The run ends `warning` (they count as retrying); history says how many and why.
+        ctx.counts.note(
+            "warning",
+            f"{exporter.creates.settling} creates settling: FreeAgent may still commit them; "
+            "they are looked up (never re-sent) after the settle window",
+            settling=exporter.creates.settling,
+        )

@@ -3,7 +3,12 @@
 FreeAgent has no search by e-mail and no uniqueness, so we keep an index of its contacts
 (`freeagent_contact`), refreshed incrementally with `updated_since`. A row's stored URL wins;
 else the index is asked by e-mail, so an existing contact is linked instead of duplicated. A
-row without an e-mail is never linked: a name is not an identity.
+row without an e-mail is never linked: a name is not an identity. A create whose outcome was
+unknown is looked for apart from that (`find_created_since`): by everything it sent, among
+contacts created after its intent.
+
+Every method takes an optional connection: under the identity lock the work runs on the lock's
+own connection, so a worker never waits for a second pooled connection while holding one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -25,6 +30,11 @@ log = get_logger(__name__)
 
 #: Re-read contacts updated this long before the newest one indexed (FreeAgent clock, commits).
 REFRESH_OVERLAP = timedelta(minutes=5)
+#: What a reconciled contact must share with the create that was sent (absent = absent).
+IDENTIFYING = ("email", "first_name", "last_name", "organisation_name", "address1", "postcode")
+
+#: Where a query runs: the pool, or the connection the caller holds (the identity lock's).
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 
 
 def parse_fa_time(value: Any) -> datetime | None:
@@ -40,6 +50,11 @@ def parse_fa_time(value: Any) -> datetime | None:
 def _norm(value: Any) -> str | None:
     text = " ".join(str(value).split()) if value is not None else ""
     return text.lower() or None
+
+
+def identifying(payload: dict[str, Any]) -> dict[str, str | None]:
+    """The fields that tell one create from another, normalised (case, spaces)."""
+    return {k: _norm(payload.get(k)) for k in IDENTIFYING}
 
 
 class ContactIndex:
@@ -65,12 +80,12 @@ class ContactIndex:
         log.info("contact_index_refreshed", seen=seen, since=since.isoformat() if since else None)
         return seen
 
-    async def remember(self, contact: dict[str, Any]) -> None:
+    async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
         """Index a contact we listed or just created."""
         url = contact.get("url")
         if not isinstance(url, str):
             return
-        await self._pool.execute(
+        await (conn or self._pool).execute(
             QUERIES["fa_contact_upsert"],
             self._client_id,
             url,
@@ -83,7 +98,9 @@ class ContactIndex:
             parse_fa_time(contact.get("updated_at")),
         )
 
-    async def find(self, payload: dict[str, Any], email: str | None) -> str | None:
+    async def find(
+        self, payload: dict[str, Any], email: str | None, conn: Db | None = None
+    ) -> str | None:
         """URL of an existing contact with this e-mail (case-insensitive, else exact).
 
         Never by name alone: people and companies share names, and linking would overwrite
@@ -91,8 +108,28 @@ class ContactIndex:
         """
         if not email or not email.strip():
             return None
-        row = await self._pool.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
+        db = conn or self._pool
+        row = await db.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
         return row["url"] if row else None
+
+    async def find_created_since(self, sent: dict[str, Any], since: datetime) -> list[str]:
+        """URLs of contacts FreeAgent created at/after `since` (its clock) that carry exactly
+        what a create sent: e-mail (or its absence), names, organisation, address1, postcode.
+
+        For reconciling a create whose outcome was unknown; works without an e-mail. The index
+        is refreshed from `since` first. Contacts another ledger row owns are never candidates.
+        Several URLs mean the caller cannot tell which is its own and must not guess.
+        """
+        await self.refresh(since=since)
+        want = identifying(sent)
+        rows = await self._pool.fetch(QUERIES["fa_contact_changed_since"], self._client_id, since)
+        found = []
+        for row in rows:
+            data = row["data"] if isinstance(row["data"], dict) else {}
+            created = parse_fa_time(data.get("created_at"))
+            if created is not None and created >= since and identifying(data) == want:
+                found.append(str(row["url"]))
+        return found
 
 
 def identity_key(client_id: int, email: str | None, payload: dict[str, Any]) -> int:
@@ -107,15 +144,19 @@ def identity_key(client_id: int, email: str | None, payload: dict[str, Any]) -> 
 @asynccontextmanager
 async def identity_lock(
     pool: asyncpg.Pool, key: int, *, wait_seconds: float = 60.0, hold_seconds: float = 600.0
-) -> AsyncIterator[None]:
-    """Hold a transaction-level advisory lock while a contact is resolved and created.
+) -> AsyncIterator[asyncpg.Connection]:
+    """Hold a transaction-level advisory lock while a contact is resolved and its create
+    intent written; yields the connection, which is the only one the holder may use.
 
     Two rows with one e-mail (two websites, a guest and an account, two profiles on one
-    FreeAgent client, two replicas) then resolve one after the other, and the second links
-    to the contact the first created. Transaction-scoped, so it also works behind PgBouncer
-    in transaction mode. Both ends are bounded: a waiter gives up after wait_seconds (the row
-    is retried later), and PostgreSQL ends the transaction of a holder that stays idle for
-    hold_seconds (a frozen replica), which releases the lock.
+    FreeAgent client, two replicas) then decide one after the other: the second sees the
+    first's committed intent (and waits for it to settle) or the contact it created. Nothing
+    slow runs inside: no HTTP request (those draw from the rate budget, which needs a pooled
+    connection) and no other pooled connection, so holders can never starve the pool.
+    Transaction-scoped, so it also works behind PgBouncer in transaction mode. Both ends are
+    bounded: a waiter gives up after wait_seconds (the row is retried later), and PostgreSQL
+    ends the transaction of a holder that stays idle for hold_seconds (a frozen replica),
+    which releases the lock.
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -130,4 +171,4 @@ async def identity_lock(
                 f"another worker has held this contact's lock for over {wait_seconds:.0f} s",
                 service="fa-sync",
             ) from exc
-        yield
+        yield conn

@@ -80,7 +80,9 @@ async def test_ledger_writes_are_fenced_after_a_takeover(
     await run_profile(stack.profile_id, export=False)
     old = await _fake_running_run(pool, stack.profile_id, timedelta(minutes=5))
     fence = await pool.fetchval("SELECT fence FROM profile_run WHERE id = $1", old)
-    rows = await pool.fetch(QUERIES["entity_claim_batch"], stack.profile_id, old, fence, None, 5)
+    rows = await pool.fetch(
+        QUERIES["entity_claim_batch"], stack.profile_id, old, fence, None, 5, datetime.now(UTC), 300
+    )
     assert rows
     # Another replica declares the lease dead and takes the profile over.
     await pool.execute("UPDATE profile_run SET lease_expires_at = now() - interval '1 s'")

@@ -11,6 +11,7 @@ import pytest
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
+from tests.fakes import FakeNow
 
 
 async def _ledger(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -156,14 +157,24 @@ async def test_changed_customer_is_updated_with_put(
 
 
 @pytest.fixture
-def faulty_freeagent() -> FreeAgentState:
-    state = FreeAgentState(error_rate=0.15, seed=3)
+def now() -> FakeNow:
+    """fa-sync's and FreeAgent's wall clock, moved past settle windows by hand."""
+    return FakeNow()
+
+
+@pytest.fixture
+def faulty_freeagent(now: FakeNow) -> FreeAgentState:
+    state = FreeAgentState(error_rate=0.15, seed=3, wall_clock=now)
     state.inject_429(8, retry_after=1)
     return state
 
 
 async def test_429_burst_and_5xx_faults_still_export_everyone(
-    pool: asyncpg.Pool, faulty_freeagent: FreeAgentState, magento_state: MagentoState, run_profile
+    pool: asyncpg.Pool,
+    faulty_freeagent: FreeAgentState,
+    magento_state: MagentoState,
+    run_profile,
+    now: FakeNow,
 ) -> None:
     """Rate limiting and server errors delay the export; they lose and duplicate nothing."""
     from simulators.stack import register, simulators
@@ -171,8 +182,9 @@ async def test_429_burst_and_5xx_faults_still_export_everyone(
     magento_state.error_rate = 0.1
     async with simulators(freeagent=faulty_freeagent, magento=magento_state) as s:
         stack = await register(pool, s)
-        for _ in range(4):  # rows whose retries ran out in one run are retried by the next
-            await run_profile(stack.profile_id)
+        for _ in range(6):  # rows whose retries ran out, or whose creates settle, go next run
+            await run_profile(stack.profile_id, clock=now)
+            now.advance(3600)
             left = await pool.fetchval(
                 "SELECT count(*) FROM contact_entity WHERE status IN ('pending', 'creating')"
             )
@@ -183,20 +195,26 @@ async def test_429_burst_and_5xx_faults_still_export_everyone(
 
 
 @pytest.fixture
-def dropping_freeagent() -> FreeAgentState:
-    return FreeAgentState(drop_after_create_rate=0.3, seed=5)
+def dropping_freeagent(now: FakeNow) -> FreeAgentState:
+    return FreeAgentState(drop_after_create_rate=0.3, seed=5, wall_clock=now)
 
 
 async def test_creates_whose_answer_is_lost_are_not_duplicated(
-    pool: asyncpg.Pool, dropping_freeagent: FreeAgentState, magento_state: MagentoState, run_profile
+    pool: asyncpg.Pool,
+    dropping_freeagent: FreeAgentState,
+    magento_state: MagentoState,
+    run_profile,
+    now: FakeNow,
 ) -> None:
     """A create stored by FreeAgent whose 201 never arrived is reconciled, not repeated."""
     from simulators.stack import register, simulators
 
     async with simulators(freeagent=dropping_freeagent, magento=magento_state) as s:
         stack = await register(pool, s)
-        await run_profile(stack.profile_id)
+        await run_profile(stack.profile_id, clock=now)
         assert any(r.dropped for r in dropping_freeagent.requests)
+        now.advance(3600)  # past the settle window: looked up, adopted, never re-sent
+        await run_profile(stack.profile_id, clock=now)
         await _assert_exported_once(pool, stack)
 
 

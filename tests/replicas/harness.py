@@ -47,7 +47,10 @@ FAST: dict[str, Any] = {
     "http_retry_attempts": 6,
     "http_retry_max_wait": 0.2,
     "record_retry_base_seconds": 0.2,
-    "http_timeout": 10,
+    # Creates cut short by a kill settle for max(1 s, 10 x http_timeout) = 10 s before they
+    # are looked up again; the simulators answer well within 1 s.
+    "http_timeout": 1.0,
+    "create_settle_seconds": 1.0,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.clients.freeagent import parse_link_header
-from daemon.errors import RejectedRecord, TransientApiError
+from daemon.errors import ApiError, OutcomeUnknown, RejectedRecord, TransientApiError
 from simulators.freeagent import FreeAgentState
 from tests.fakes import FakeClock
 
@@ -163,3 +163,38 @@ async def test_delete_removes_a_contact_without_invoices(freeagent: FreeAgentRig
     url = freeagent.state.add_contact({"organisation_name": "Gone Ltd"})
     assert await freeagent.client.delete_contact(url) == "deleted"
     assert await freeagent.client.get_contact(url) is None
+
+
+async def test_a_listing_whose_empty_pages_never_end_is_an_endpoint_error(
+    freeagent: FreeAgentRig,
+) -> None:
+    """Endless empty pages (a next link that never ends) stop the listing with an ApiError."""
+    freeagent.state.add_contact({"organisation_name": "Only Ltd"})
+    freeagent.state.faults.endless_pages = True
+    with pytest.raises(ApiError, match="empty page links to a next page"):
+        _ = [c async for c in freeagent.client.iter_contacts(per_page=5)]
+    assert freeagent.requests("GET", "/v2/contacts") == 2
+
+
+async def test_a_create_answered_504_is_an_unknown_outcome_sent_once(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """A gateway 504 may hide a commit: OutcomeUnknown, one POST, no retry."""
+    freeagent.state.faults.gateway_504 = 1
+    freeagent.state.faults.commit_delay = 0.01
+    with pytest.raises(OutcomeUnknown):
+        await freeagent.client.create_contact({"organisation_name": "Later Ltd"})
+    await freeagent.state.faults.settled()
+    assert freeagent.requests("POST", "/v2/contacts") == 1
+    assert [c["organisation_name"] for c in freeagent.state.contacts_list()] == ["Later Ltd"]
+    assert sleeps.waits == []
+
+
+async def test_a_create_refused_with_429_is_not_an_unknown_outcome(
+    freeagent: FreeAgentRig,
+) -> None:
+    """A 429 was refused unprocessed: retried, and never reported as ambiguous."""
+    freeagent.state.inject_429(1, retry_after=1)
+    contact = await freeagent.client.create_contact({"organisation_name": "Once Ltd"})
+    assert contact["url"]
+    assert len(freeagent.state.contacts) == 1

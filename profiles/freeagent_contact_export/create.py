@@ -1,0 +1,180 @@
+"""The create settle protocol: write-ahead intent, one POST, settle, reconcile.
+
+The state machine is drawn in export.py's module docstring. This module holds its steps so
+that no POST is ever sent twice before the first has certainly settled at FreeAgent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import asyncpg
+
+from daemon.context import RunContext
+from daemon.db.queries import QUERIES
+from daemon.db.records import EntityStatus
+from daemon.errors import ApiError, OutcomeUnknown, RejectedRecord, TransientApiError
+from daemon.logs import get_logger
+from profiles.freeagent_contact_export.resolve import (
+    ContactIndex,
+    identifying,
+    identity_key,
+    identity_lock,
+)
+
+if TYPE_CHECKING:
+    from profiles.freeagent_contact_export.export import Prepared
+
+log = get_logger(__name__)
+
+#: Contacts created this long before an intent still count as ours when reconciling
+#: (our clock against FreeAgent's).
+INTENT_SLACK = timedelta(minutes=2)
+
+#: Exporter._write: a fenced ledger write (query name, row, args..., conn=...).
+Write = Callable[..., Awaitable[None]]
+#: Exporter._history_entry: one attempt_history element.
+HistoryEntry = Callable[..., dict[str, Any]]
+
+
+class Resolution(NamedTuple):
+    """Which contact a row maps to, how that was found, and the create intent if one was
+    committed (how = "absent": the caller sends the POST)."""
+
+    url: str | None
+    how: str  #: stored, reconciled, index, absent, waiting (already recorded)
+    intent: dict[str, Any] | None = None
+
+
+class CreateProtocol:
+    """Decides under the identity lock, POSTs once, and settles or reconciles the outcome."""
+
+    def __init__(
+        self,
+        *,
+        ctx: RunContext,
+        freeagent: Any,
+        index: ContactIndex,
+        client_id: int,
+        write: Write,
+        history_entry: HistoryEntry,
+    ) -> None:
+        self._ctx = ctx
+        self._fa = freeagent
+        self._index = index
+        self._client_id = client_id
+        self._write = write
+        self._history_entry = history_entry
+        self._settle = ctx.settings.settle_window()
+        #: Creates of this run whose outcome is unknown, now settling.
+        self.settling = 0
+
+    async def decide(self, p: Prepared, *, look: bool, may_create: bool) -> Resolution:
+        """Under the identity lock, on its own connection: wait for another row's unsettled
+        create of this person, link to an indexed contact (look), or commit a create intent
+        (may_create). The lock's transaction commits the intent before the POST is sent."""
+        key = identity_key(self._client_id, p.email, p.payload)
+        async with identity_lock(self._ctx.pool, key) as conn:
+            other = await conn.fetchrow(
+                QUERIES["entity_create_in_flight"], self._client_id, p.row.id, str(key)
+            )
+            if other is not None:
+                await self._wait_for(p, other["id"], other["intent_at"], conn)
+                return Resolution(None, "waiting")
+            found = await self._index.find(p.payload, p.email, conn) if look else None
+            if found or not may_create:
+                return Resolution(found, "index")
+            now = self._ctx.clock()
+            intent = {
+                "at": now.isoformat(),
+                "identity": str(key),
+                "sent": identifying(p.payload),
+                "email": p.email,
+                "attempt": p.row.attempts + 1,
+                "payload_hash": p.hash,
+                "run_id": self._ctx.run.id,
+            }
+            await self._write("entity_mark_creating", p.row, intent, now + self._settle, conn=conn)
+        return Resolution(None, "absent", intent)
+
+    async def _wait_for(
+        self, p: Prepared, other: int, other_at: datetime, conn: asyncpg.Connection
+    ) -> None:
+        """Another row is creating this person: release ours until that create has settled
+        (it may be the contact we would link to). Not an attempt: nothing was tried."""
+        now = self._ctx.clock()
+        until = max(other_at + self._settle, now)
+        message = (
+            f"ledger row {other} is creating this contact and its outcome is not settled; "
+            f"this row waits until {until.isoformat()}"
+        )
+        error = {"service": "fa-sync", "status": None, "message": message, "body": None}
+        entry = self._history_entry(EntityStatus.PENDING, error=error)
+        await self._write("entity_defer", p.row, until, error, entry, conn=conn)
+        self._ctx.counts.retrying += 1
+        self._ctx.counts.note("warning", message, entity_id=p.row.id, email=p.row.email)
+        log.info("create_waits_for_other_row", entity_id=p.row.id, other=other)
+
+    def check_settled(self, intent: dict[str, Any]) -> None:
+        """Claims skip unsettled rows; a row that got here anyway must still not look yet."""
+        settles = datetime.fromisoformat(intent["at"]) + self._settle
+        if self._ctx.clock() < settles:
+            raise TransientApiError(
+                f"the create sent at {intent['at']} may still be committed by FreeAgent; "
+                f"looked up after {settles.isoformat()}",
+                service="fa-sync",
+            )
+
+    async def reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
+        """The contact a settled create made, if it made one; several candidates: a person
+        decides (adopting the wrong one would merge two customers)."""
+        since = datetime.fromisoformat(intent["at"]) - INTENT_SLACK
+        sent = intent.get("sent") or p.payload
+        found = await self._index.find_created_since(sent, since)
+        if len(found) > 1:
+            raise RejectedRecord(
+                f"a create whose outcome was unknown may be any of {len(found)} FreeAgent "
+                f"contacts created since {since.isoformat()} with the same details: "
+                f"{', '.join(found)}; set the right freeagent_url on this row (or delete the "
+                "others in FreeAgent), then retry it",
+                service="fa-sync",
+            )
+        return found[0] if found else None
+
+    async def create(self, p: Prepared, intent: dict[str, Any]) -> str | None:
+        """POST once, its intent already committed; None when the outcome is unknown (the row
+        is left settling). Never re-sent here: only a later lookup decides."""
+        try:
+            contact: dict[str, Any] = await self._fa.create_contact(p.payload)
+        except OutcomeUnknown as exc:
+            await self._settling(p, intent, exc)
+            return None
+        except ApiError:
+            # Refused unprocessed (429, 4xx) or never sent: no contact can appear later.
+            await self._write("entity_clear_intent", p.row)
+            raise
+        await self._index.remember(contact)
+        return str(contact["url"])
+
+    async def _settling(self, p: Prepared, intent: dict[str, Any], exc: ApiError) -> None:
+        """Keep the intent and release the row until the create has certainly settled."""
+        settles = datetime.fromisoformat(intent["at"]) + self._settle
+        error = exc.as_json()
+        entry = self._history_entry(
+            EntityStatus.CREATING, error=error, settling_until=settles.isoformat()
+        )
+        await self._write("entity_create_settling", p.row, settles, error, entry)
+        self.settling += 1
+        self._ctx.counts.retrying += 1
+        log.warning(
+            "create_settling", entity_id=p.row.id, error=str(exc), until=settles.isoformat()
+        )
+        self._ctx.counts.note(
+            "warning",
+            f"create outcome unknown ({exc}); settling until {settles.isoformat()}, "
+            "then looked up before any new create",
+            entity_id=p.row.id,
+            email=p.row.email,
+        )

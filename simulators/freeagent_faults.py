@@ -1,0 +1,107 @@
+"""Faults of the FreeAgent simulator that the reference allows and a client must survive.
+
+Switches on `FreeAgentState.faults`; counts are one-shot (each fault used decrements it):
+
+- `commit_delay`: POST /v2/contacts is held; the contact is stored this many seconds after
+  arrival and only then answered. A client whose timeout is shorter gives up first, and the
+  contact appears anyway (the slow create of issue 7).
+- `gateway_504`: the next N creates are answered 504 at once (an HTML gateway page) while
+  the backend stores the contact `commit_delay` seconds later.
+- `lost_creates`: the next N creates are answered 504 and never stored.
+- `write_latency`: seconds added to every POST/PUT/DELETE (a slow FreeAgent for writes).
+- `nested_responses` / `nested_depth`: the next N API answers are JSON arrays nested that deep.
+- `oversized_responses` / `oversized_bytes`: the next N API answers carry a padding field of
+  that many bytes.
+- `endless_pages`: the contacts listing always links to a next page; pages past the data are
+  empty (a paging bug a client must not follow for ever).
+
+Tests await `faults.wait_held(n)` (n creates are being held) and `faults.settled()` (every held
+create has been stored) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+_GATEWAY_PAGE = (
+    "<html><head><title>504 Gateway Time-out</title></head>"
+    "<body><h1>504 Gateway Time-out</h1></body></html>"
+)
+
+
+@dataclass
+class Faults:
+    """Switchable misbehaviour; all off by default."""
+
+    commit_delay: float = 0.0  #: seconds between a create's arrival and its commit
+    gateway_504: int = 0  #: creates answered 504 at once, committed commit_delay later
+    lost_creates: int = 0  #: creates answered 504 and never committed
+    write_latency: float = 0.0  #: seconds added to POST/PUT/DELETE
+    nested_responses: int = 0  #: API answers replaced by deeply nested JSON
+    nested_depth: int = 100_000  #: nesting depth of those answers
+    oversized_responses: int = 0  #: API answers padded to oversized_bytes
+    oversized_bytes: int = 20_000_000  #: size of the padding field
+    endless_pages: bool = False  #: every contacts page links to a next one
+    held_total: int = 0  #: creates held so far (commit_delay or behind a 504)
+    _held: set[asyncio.Task[int | None]] = field(default_factory=set)
+    _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def commit_later(self, commit: Callable[[], int]) -> asyncio.Task[int | None]:
+        """Store a contact commit_delay seconds from now, whatever happens to the request."""
+
+        async def later() -> int | None:
+            await asyncio.sleep(self.commit_delay)
+            try:
+                return commit()
+            except Exception:  # a validation failure (ContactError): nothing is stored
+                return None
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._held.add(task)
+        self.held_total += 1
+        for n, waiter in self._waiters:
+            if n <= self.held_total and not waiter.done():
+                waiter.set_result(None)
+        return task
+
+    async def wait_held(self, count: int) -> None:
+        """Wait until `count` creates have arrived and are being held."""
+        if self.held_total >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, waiter))
+        await waiter
+
+    async def settled(self) -> None:
+        """Wait until every held create has been committed (or refused)."""
+        while self._held:
+            done = list(self._held)
+            await asyncio.gather(*done)
+            self._held.difference_update(done)
+
+    def take(self, name: str) -> bool:
+        """Use one of a one-shot fault's remaining count."""
+        left = int(getattr(self, name))
+        if left <= 0:
+            return False
+        setattr(self, name, left - 1)
+        return True
+
+    def gateway_timeout(self) -> web.Response:
+        """What a gateway in front of FreeAgent answers when the backend is slow."""
+        return web.Response(status=504, text=_GATEWAY_PAGE, content_type="text/html")
+
+    def odd_body(self) -> web.Response | None:
+        """A deeply nested or oversized JSON answer, if one is due."""
+        if self.take("nested_responses"):
+            depth = self.nested_depth
+            return web.Response(text="[" * depth + "]" * depth, content_type="application/json")
+        if self.take("oversized_responses"):
+            body = json.dumps({"contacts": [], "padding": "x" * self.oversized_bytes})
+            return web.Response(text=body, content_type="application/json")
+        return None
