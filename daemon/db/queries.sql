@@ -395,8 +395,10 @@ RETURNING c.id;
 
 -- name: entity_create_settling
 -- A POST whose outcome is unknown: keep the intent, release the row until it has settled ($4).
+-- Not a failed attempt (FreeAgent may have succeeded): attempt_history records it, attempts
+-- stays, so an outage cannot dead-letter settling rows.
 UPDATE contact_entity c
-   SET last_error = $5, attempts = c.attempts + 1, next_attempt_at = $4,
+   SET last_error = $5, next_attempt_at = $4,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $6::jsonb, 25),
        claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3 AND c.status = 'creating'

@@ -39,6 +39,13 @@ Write = Callable[..., Awaitable[None]]
 HistoryEntry = Callable[..., dict[str, Any]]
 
 
+class CreateSettling(TransientApiError):
+    """A create whose outcome is unknown, already recorded as settling on its row.
+
+    Raised so the exporter can count it towards an outage; the row must not be written
+    again (it is no longer claimed by this run)."""
+
+
 class Resolution(NamedTuple):
     """Which contact a row maps to, how that was found, and the create intent if one was
     committed (how = "absent": the caller sends the POST)."""
@@ -143,14 +150,17 @@ class CreateProtocol:
             )
         return found[0] if found else None
 
-    async def create(self, p: Prepared, intent: dict[str, Any]) -> str | None:
-        """POST once, its intent already committed; None when the outcome is unknown (the row
-        is left settling). Never re-sent here: only a later lookup decides."""
+    async def create(self, p: Prepared, intent: dict[str, Any]) -> str:
+        """POST once, its intent already committed. When the outcome is unknown the row is
+        left settling and CreateSettling raised. Never re-sent here: only a later lookup
+        decides."""
         try:
             contact: dict[str, Any] = await self._fa.create_contact(p.payload)
         except OutcomeUnknown as exc:
             await self._settling(p, intent, exc)
-            return None
+            raise CreateSettling(
+                str(exc), status=exc.status, body=exc.body, service=exc.service
+            ) from exc
         except ApiError:
             # Refused unprocessed (429, 4xx) or never sent: no contact can appear later.
             await self._write("entity_clear_intent", p.row)

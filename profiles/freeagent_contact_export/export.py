@@ -291,8 +291,6 @@ class Exporter:
             self._ctx.counts.skipped += 1
             return
         url = await self.creates.create(p, intent)
-        if url is None:
-            return
         await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload)
         self._ctx.counts.created += 1
         log.info("contact_created", entity_id=p.row.id, url=url)
@@ -322,9 +320,9 @@ class Exporter:
             # The contact was deleted in FreeAgent: forget it and create a new one.
             log.warning("contact_gone", entity_id=p.row.id, url=url)
             intent = (await self.creates.decide(p, look=False, may_create=True)).intent
-            new_url = await self.creates.create(p, intent) if intent else None
-            if new_url is None:
+            if intent is None:  # another row is creating this person: wait for it
                 return
+            new_url = await self.creates.create(p, intent)
             await self._finish(
                 p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash, sent=p.payload, replaced=url
             )

@@ -21,7 +21,7 @@ from daemon.clients.freeagent import FreeAgentClient
 from daemon.clients.oauth import TokenStore
 from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Transport
-from daemon.errors import ApiError, TransientApiError
+from daemon.errors import ApiError, EndpointError, TransientApiError
 from daemon.settings import Settings
 from simulators import freeagent as fa_sim
 from tests.logcapture import configured
@@ -89,13 +89,19 @@ def _leaks(token: str, error: BaseException, err: str) -> list[str]:
     return [where for where, s in (("error", text), ("stderr", err)) if token in s]
 
 
-@pytest.mark.parametrize("kind", ["deep", "deep500"])
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("deep", EndpointError),  # a 200 that is not the JSON asked for: about the endpoint
+        ("deep500", TransientApiError),  # a 5xx stays a server fault, retried
+    ],
+)
 async def test_deeply_nested_json_is_a_clear_error(
-    kind: str, client_for: ClientFor, capsys: pytest.CaptureFixture[str]
+    kind: str, error: type[ApiError], client_for: ClientFor, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A 100,000-deep JSON answer (200 or 500) is a TransientApiError, not a RecursionError."""
+    """A 100,000-deep JSON answer is a clear fa-sync error, never a RecursionError."""
     client, token = await client_for(kind)
-    with configured("json"), pytest.raises(TransientApiError) as info:
+    with configured("json"), pytest.raises(error) as info:
         await client.company()
     err = capsys.readouterr().err
     assert "response_body_not_json" in err
