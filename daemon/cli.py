@@ -11,12 +11,11 @@ from aiohttp import web
 from daemon import cli_profiles  # noqa: F401  (registers profile commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
 from daemon.cli_contacts import contact_app, history, queue_app
-from daemon.cli_support import console, run_async, settings
+from daemon.cli_support import console, load_settings, run_async, settings
 from daemon.db.pool import migrate
 from daemon.logs import configure
 from daemon.process import main as daemon_main
 from daemon.process import open_services
-from daemon.settings import Settings
 
 app = typer.Typer(
     help="fa-sync: keeps FreeAgent contacts in step with Magento 2 customers.",
@@ -45,7 +44,7 @@ async def db_migrate() -> None:
 @app.command("run")
 def run() -> None:
     """Run the daemon: every enabled profile on its schedule, until SIGTERM/SIGINT."""
-    s = Settings()
+    s = load_settings()
     configure(log_format=s.log_format, level=s.log_level)
     raise typer.Exit(asyncio.run(daemon_main(s)))
 

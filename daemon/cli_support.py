@@ -25,9 +25,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is one red line and exit code 1."""
+    try:
+        return Settings.load()
+    except FaSyncError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 def settings() -> Settings:
     """Settings from the environment; logging set up for a CLI command."""
-    s = Settings()
+    s = load_settings()
     configure(log_format=s.log_format, level="WARNING" if s.log_level == "INFO" else s.log_level)
     return s
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemon.errors import ConfigError
@@ -26,10 +26,22 @@ def _default_replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error is about."""
+    field = str(loc[0]) if loc else "?"
+    return (
+        "DATABASE_URL" if field in ("database_url", "DATABASE_URL") else f"FA_SYNC_{field.upper()}"
+    )
+
+
 class Settings(BaseSettings):
     """One Settings object is built in main() and passed to whatever needs it."""
 
-    model_config = SettingsConfigDict(env_prefix="FA_SYNC_", env_file=".env", extra="ignore")
+    # NaN and infinity are refused everywhere: `1e300` hours once overflowed timedelta on
+    # every run. Every number below has bounds for the same reason.
+    model_config = SettingsConfigDict(
+        env_prefix="FA_SYNC_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     #: PostgreSQL DSN. Also read from plain DATABASE_URL. Unset: an embedded server is started.
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
@@ -42,15 +54,15 @@ class Settings(BaseSettings):
     #: Identifies this replica in run leases; unique per process.
     replica_id: str = Field(default_factory=_default_replica_id)
     #: How long a run lease lasts without renewal; renewed every third of it.
-    lease_seconds: float = 30.0
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     #: Full re-read of all profiles, in case a NOTIFY was lost.
-    resync_seconds: float = 60.0
+    resync_seconds: float = Field(default=60.0, ge=1, le=86400)
     #: SIGTERM: how long running batches may take to finish (below systemd's 90 s).
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
     #: APScheduler misfire grace: a fire missed by less than this still runs.
-    misfire_grace_seconds: int = 300
+    misfire_grace_seconds: int = Field(default=300, ge=1, le=86400)
     #: Days of profile_run history kept.
-    history_retention_days: int = 7
+    history_retention_days: int = Field(default=7, ge=1, le=3650)
     #: Concurrent FreeAgent writes per run.
     export_concurrency: int = Field(default=4, ge=1, le=64)
     #: Runs one process executes at once; further fires wait for a slot (connection budget).
@@ -64,42 +76,54 @@ class Settings(BaseSettings):
     #: long, and never sooner than 10 HTTP timeouts: FreeAgent may still commit it.
     create_settle_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
     #: HTTP timeouts (seconds).
-    http_timeout: float = 30.0
+    http_timeout: float = Field(default=30.0, gt=0, le=600)
     #: Attempts per HTTP request for transient errors, within one record attempt.
-    http_retry_attempts: int = 5
+    http_retry_attempts: int = Field(default=5, ge=1, le=100)
     #: Attempts per HTTP request while the server keeps answering 429 (each waits Retry-After).
-    http_rate_limit_attempts: int = 30
+    http_rate_limit_attempts: int = Field(default=30, ge=1, le=1000)
     #: Largest response body read (bytes, after decompression); a larger answer is an error.
     http_max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     #: Upper bound of one backoff sleep between HTTP retries.
-    http_retry_max_wait: float = 60.0
+    http_retry_max_wait: float = Field(default=60.0, ge=0, le=3600)
     #: Rate-limit windows in seconds (FreeAgent: 60 and 3600; tests shorten them).
-    rate_minute_window: float = 60.0
-    rate_hour_window: float = 3600.0
+    rate_minute_window: float = Field(default=60.0, gt=0, le=86400)
+    rate_hour_window: float = Field(default=3600.0, gt=0, le=86400)
     #: Seconds a granted request stays counted beyond its window: the longest we expect
     #: between our grant and FreeAgent's receipt (see daemon/clients/ratelimit.py).
-    rate_latency_allowance: float = 5.0
+    rate_latency_allowance: float = Field(default=5.0, ge=0, le=600)
     #: Requests per window left unused, below each client's configured limits.
-    rate_headroom_per_minute: int = 2
-    rate_headroom_per_hour: int = 20
+    rate_headroom_per_minute: int = Field(default=2, ge=0, le=10_000)
+    rate_headroom_per_hour: int = Field(default=20, ge=0, le=100_000)
     #: Consecutive run-level failures back a profile off exponentially from this base.
-    breaker_base_seconds: float = 60.0
+    breaker_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Longest breaker back-off (seconds).
-    breaker_max_seconds: float = 3600.0
+    breaker_max_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
     #: Consecutive records failing transiently (after their own retries) that stop a run.
-    outage_after_failures: int = 3
+    outage_after_failures: int = Field(default=3, ge=0, le=10_000)
     #: Backoff base for per-record retries across runs (seconds, doubled per attempt).
-    record_retry_base_seconds: float = 60.0
+    record_retry_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Sent on every request; FreeAgent asks apps to identify themselves.
     user_agent: str = "fa-sync/0.1 (+https://github.com/fa-sync)"
     #: Prometheus metrics port for `fa-sync run` (0 disables).
-    metrics_port: int = 0
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     #: For testing only: the process clock starts at this instant (ISO 8601 with an offset)
     #: and runs at real speed. Schedules, scheduled_for and run times follow it; PostgreSQL's
     #: own clock (leases) does not. Unset: the system clock.
     clock_start: AwareDatetime | None = None
     #: Address the metrics server binds: loopback unless deliberately exposed ("0.0.0.0").
     metrics_address: str = "127.0.0.1"
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Settings from the environment (and .env), or a ConfigError naming every bad variable
+        and what it should be. Values are never quoted: one of them may be a secret."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{_env_name(error['loc'])}: {error['msg']}" for error in exc.errors()
+            )
+            raise ConfigError(f"settings: {problems}") from None
 
     def pool_size(self) -> int:
         """Pool connections: one per in-flight record, one per run (claims, lease, history),
