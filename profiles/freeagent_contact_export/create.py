@@ -25,7 +25,7 @@ from profiles.freeagent_contact_export.resolve import (
 )
 
 if TYPE_CHECKING:
-    from profiles.freeagent_contact_export.export import Prepared
+    from profiles.freeagent_contact_export.prepared import Prepared
 
 log = get_logger(__name__)
 

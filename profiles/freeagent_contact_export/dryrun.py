@@ -13,9 +13,9 @@ import asyncpg
 from daemon.db.queries import QUERIES
 from daemon.db.records import ContactEntity, Profile
 from profiles.freeagent_contact_export.config import load_settings
-from profiles.freeagent_contact_export.export import read_buyer
 from profiles.freeagent_contact_export.models import Skipped, payload_hash
 from profiles.freeagent_contact_export.payload import build_contact_payload
+from profiles.freeagent_contact_export.prepared import read_buyer
 
 #: Statuses a dry run considers queued.
 QUEUED = {"pending", "processing", "creating"}
