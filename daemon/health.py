@@ -122,7 +122,7 @@ class HealthServer:
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        await self._metrics.collect_database(self._pool, timeout=self._db_timeout)
+        await self._metrics.collect_database(self._pool, within=self._db_timeout)
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -158,4 +158,3 @@ class HealthServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-

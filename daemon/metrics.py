@@ -42,7 +42,7 @@ class Metrics:
         )  # fmt: skip
         self.requests = Counter(
             "fa_sync_http_requests",
-            "HTTP attempts by service and status (\"error\": no answer: timeout, connection)",
+            'HTTP attempts by service and status ("error": no answer: timeout, connection)',
             ["service", "status"],
             registry=r,
         )
@@ -100,11 +100,11 @@ class Metrics:
             outcome = "error"
         self.token_refreshes.labels(outcome).inc()
 
-    async def collect_database(self, pool: asyncpg.Pool, *, timeout: float) -> bool:
+    async def collect_database(self, pool: asyncpg.Pool, *, within: float) -> bool:
         """Refresh the gauges read from PostgreSQL; on failure or timeout they are cleared
         (a stale queue depth would mislead) and fa_sync_database_up is 0."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 depth = await pool.fetch(QUERIES["metrics_queue_depth"])
                 success = await pool.fetch(QUERIES["metrics_last_success"])
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

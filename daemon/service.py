@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from daemon.health import Heartbeat, HealthServer
+from daemon.health import HealthServer, Heartbeat
 from daemon.systemd import Notifier
 
 if TYPE_CHECKING:

@@ -111,7 +111,7 @@ async def test_watchdog_stops_while_the_loop_is_blocked(
     await notify_socket.expect("READY=1")
     await notify_socket.expect("WATCHDOG=1")
     start = time.monotonic()
-    time.sleep(BLOCK_SECONDS)  # a blocking call on the event loop: the fault under test
+    time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 (a blocking call on the loop: the fault under test)
     end = time.monotonic()
     await notify_socket.expect("WATCHDOG=1", after=end)
     during = [at for at, m in notify_socket.received if m == "WATCHDOG=1" and start < at < end]
