@@ -113,7 +113,8 @@ async def test_readyz_is_503_while_the_database_is_unreachable(
             assert (await s.get(url + "/readyz")).status == 200
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1",
+                name,
             )
             for _ in range(2):  # the dead pooled connection, then the refused reconnect
                 resp = await s.get(url + "/readyz")
