@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,9 @@ from daemon.metrics import Metrics
 from daemon.resources import ClientFactory
 from daemon.runner import Runner, RunOutcome, utcnow
 from daemon.scheduler import ProfileScheduler
+from daemon.service import supervised
 from daemon.settings import Settings
+from daemon.systemd import Notifier
 from profiles import validate_profile
 
 log = get_logger(__name__)
@@ -60,6 +62,8 @@ class Services:
     pool: asyncpg.Pool
     factory: ClientFactory
     session: aiohttp.ClientSession
+    #: Shared by the transport (requests) and the daemon (runs); served at /metrics.
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @asynccontextmanager
@@ -78,10 +82,11 @@ async def open_services(
         if migrate_schema:
             await migrate(pool)
         timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
+        metrics = Metrics()
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            transport = Transport(session=session, settings=settings)
+            transport = Transport(session=session, settings=settings, metrics=metrics)
             factory = ClientFactory(pool=pool, settings=settings, transport=transport)
-            yield Services(settings, dsn, pool, factory, session)
+            yield Services(settings, dsn, pool, factory, session, metrics)
     finally:
         await pool.close()
         if server is not None:
@@ -122,7 +127,7 @@ class Daemon:
         self.settings = services.settings
         self.stopping = asyncio.Event()
         self._clock = clock
-        self.metrics = Metrics()
+        self.metrics = services.metrics
         self.runner = Runner(
             pool=services.pool,
             settings=self.settings,
@@ -197,6 +202,18 @@ class Daemon:
             if released:
                 log.warning("runs_released", runs=[r["id"] for r in released])
         log.info("daemon_stopped")
+
+    def status_line(self) -> str:
+        """What the daemon is doing, in words (systemd's STATUS=)."""
+        running = len(self._runs)
+        if self.stopping.is_set():
+            return f"stopping: draining {running} run(s)"
+        if not self.reload_count:
+            return "loading profiles"
+        line = f"{len(self.scheduler.scheduled)} profile(s) scheduled, {running} run(s) in progress"
+        if self.outcomes:
+            line += f", last run {self.outcomes[-1].status}"
+        return line
 
     # -- fires ----------------------------------------------------------------------------
 
@@ -358,9 +375,10 @@ async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     clock = process_clock(settings)
     if settings.clock_start is not None:
         log.warning("clock_shifted", now=clock().isoformat(), reason="FA_SYNC_CLOCK_START")
+    notifier = Notifier.from_environ()
+    notifier.status("connecting to PostgreSQL")
     async with open_services(settings) as services:
         daemon = Daemon(services, clock=clock)
-        if settings.metrics_port:
-            daemon.metrics.serve(settings.metrics_port, settings.metrics_address)
-        await daemon.serve(stop)
+        async with supervised(daemon, notifier):
+            await daemon.serve(stop)
     return 0

@@ -197,6 +197,11 @@ class ProfileScheduler:
                 entry.task.cancel()
             log.info("schedule_removed", profile_id=profile_id)
 
+    @property
+    def scheduled(self) -> list[int]:
+        """Ids of the profiles with a live schedule."""
+        return sorted(self._entries)
+
     def next_fire(self, profile_id: int) -> datetime | None:
         """The next fire of a scheduled profile (UTC), or None if it is not scheduled."""
         entry = self._entries.get(profile_id)

@@ -104,14 +104,18 @@ class Settings(BaseSettings):
     record_retry_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Sent on every request; FreeAgent asks apps to identify themselves.
     user_agent: str = "fa-sync/0.1 (+https://github.com/fa-sync)"
-    #: Prometheus metrics port for `fa-sync run` (0 disables).
-    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Port of the /healthz, /readyz and /metrics server of `fa-sync run` (0 disables it).
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
     #: For testing only: the process clock starts at this instant (ISO 8601 with an offset)
     #: and runs at real speed. Schedules, scheduled_for and run times follow it; PostgreSQL's
     #: own clock (leases) does not. Unset: the system clock.
     clock_start: AwareDatetime | None = None
     #: Address the metrics server binds: loopback unless deliberately exposed ("0.0.0.0").
     metrics_address: str = "127.0.0.1"
+    #: /healthz answers 503 once the event loop has not ticked for this long (seconds).
+    health_stall_seconds: float = Field(default=10.0, gt=0)
+    #: /readyz and /metrics give PostgreSQL this long to answer (seconds).
+    health_db_timeout: float = Field(default=2.0, gt=0)
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:

@@ -46,6 +46,7 @@ from daemon.clients.requestlog import RequestLog
 from daemon.errors import ApiError, RateLimited, RejectedRecord, TransientApiError
 from daemon.failures import error_class
 from daemon.logs import scrub
+from daemon.metrics import Metrics
 from daemon.settings import Settings
 
 #: Retry-After when a 429 carries none (FreeAgent's documented example value).
@@ -135,18 +136,21 @@ class Transport:
         settings: Settings,
         request_log: RequestLog | None = None,
         sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.request_log = request_log
+        self.metrics = metrics  #: counts every attempt by status (one place for all clients)
         self._sleep = sleep  # tests pass a recorder: Retry-After is asserted, not waited for
         self._jitter = wait_random_exponential(multiplier=0.5, max=settings.http_retry_max_wait)
 
     def with_log(self, request_log: RequestLog | None) -> Transport:
         """The same session and policy, logging to another file (one log per profile)."""
         return Transport(
-            session=self.session, settings=self.settings, request_log=request_log, sleep=self._sleep
-        )
+            session=self.session, settings=self.settings, request_log=request_log,
+            sleep=self._sleep, metrics=self.metrics,
+        )  # fmt: skip
 
     async def request(
         self,
@@ -173,19 +177,26 @@ class Transport:
         """
         call = _Call(method, url, headers, service, json, data, params,
                      before_send, on_rate_limited, authorize)  # fmt: skip
-        async for attempt in self._retrying(retry):
+        async for attempt in self._retrying(retry, call.service):
             with attempt:
                 return await self._attempt(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    def _retrying(self, retry: bool) -> AsyncRetrying:
+    def _retrying(self, retry: bool, service: str) -> AsyncRetrying:
         """Transient errors are retried, or only 429s for requests that must not repeat."""
         policy = _RetryPolicy(self.settings, self._jitter)
+        metrics = self.metrics
+
+        def count_retry(_state: RetryCallState) -> None:
+            if metrics is not None:
+                metrics.observe_retry(service)
+
         return AsyncRetrying(
             stop=policy.stop,
             wait=policy.wait,
             retry=retry_if_exception_type(TransientApiError if retry else RateLimited),
             sleep=self._sleep,
+            before_sleep=count_retry,
             reraise=True,
         )
 
@@ -201,8 +212,10 @@ class Transport:
             response = await self._send(call, headers)
         except ApiError as exc:
             self._log(call, headers, None, exc)
+            self._count(call, None)
             raise
         self._log(call, headers, response, None)
+        self._count(call, response.status)
         error = status_error(response, where=call.where, service=call.service)
         if error is None:
             return response
@@ -238,6 +251,14 @@ class Transport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise ApiError(f"{call.where}: {_exc_text(exc)}", service=call.service) from exc
+
+    def _count(self, call: _Call, status: int | None) -> None:
+        """Metrics for one attempt; a refresh_token grant is also a token refresh."""
+        if self.metrics is None:
+            return
+        self.metrics.observe_response(call.service, status)
+        if call.data is not None and call.data.get("grant_type") == "refresh_token":
+            self.metrics.observe_token_refresh(status)
 
     def _log(
         self, call: _Call, headers: Mapping[str, str], response: Response | None,

@@ -12,6 +12,10 @@ SELECT pg_advisory_xact_lock($1);
 SELECT set_config('lock_timeout', $1, true),
        set_config('idle_in_transaction_session_timeout', $2, true);
 
+-- name: health_ping
+-- /readyz: the database answers.
+SELECT 1;
+
 -- ============================================================================ schema
 
 -- name: schema_recorded
@@ -292,6 +296,13 @@ SELECT r.*, p.name AS profile_name
  ORDER BY r.scheduled_for DESC, r.id DESC
  LIMIT $2;
 
+-- name: metrics_last_success
+-- /metrics: finish time of each profile's newest complete or warning run.
+SELECT p.name AS profile, max(r.finished_at) AS finished_at
+  FROM profile_run r JOIN profile p ON p.id = r.profile_id
+ WHERE r.status IN ('complete', 'warning') AND r.finished_at IS NOT NULL
+ GROUP BY p.name;
+
 -- name: run_get
 -- One run by id.
 SELECT * FROM profile_run WHERE id = $1;
@@ -512,6 +523,12 @@ RETURNING id;
 -- name: entity_counts
 -- Rows per status for one profile.
 SELECT status::text, count(*)::int AS n FROM contact_entity WHERE profile_id = $1 GROUP BY status;
+
+-- name: metrics_queue_depth
+-- /metrics: ledger rows per profile and status.
+SELECT p.name AS profile, c.status::text AS status, count(*)::int AS n
+  FROM contact_entity c JOIN profile p ON p.id = c.profile_id
+ GROUP BY p.name, c.status;
 
 -- name: entity_get_many
 -- Rows by id (dry run, CLI).

@@ -163,6 +163,8 @@ class Cluster:
                 "FA_SYNC_LOG_LEVEL": "INFO",
                 "FA_SYNC_REPLICA_ID": replica.replica_id,
                 "FA_SYNC_REQUEST_LOG_DIR": str(self.workdir / "requests"),
+                # Several replicas on one host: no health server (it would need a port each).
+                "FA_SYNC_METRICS_PORT": "0",
             }
         )
         env.update({f"{_OWN_PREFIX}{k.upper()}": str(v) for k, v in self.settings.items()})
