@@ -140,7 +140,7 @@ async def _gate(
         answer = await handler(request)
     except ContactError as exc:
         answer = web.json_response(exc.body(), status=exc.status)
-    if not _accepts_json(request) or state.faults.take("xml_responses"):
+    if not _accepts_json(request) or state.faults.xml_due(request.method):
         return as_xml(answer) if isinstance(answer, web.Response) else answer
     return answer
 

@@ -16,6 +16,7 @@ Switches on `FreeAgentState.faults`; counts are one-shot (each fault used decrem
   empty (a paging bug a client must not follow for ever).
 - `xml_responses`: the next N API answers are the handler's answer rendered as XML, despite
   `Accept: application/json` (reported in [F579]); the handler has acted (a create is stored).
+  `xml_methods` narrows it to some methods (e.g. only POST).
 
 Tests await `faults.wait_held(n)` (n creates are being held) and `faults.settled()` (every held
 create has been stored) instead of sleeping.
@@ -52,6 +53,7 @@ class Faults:
     oversized_bytes: int = 20_000_000  #: size of the padding field
     endless_pages: bool = False  #: every contacts page links to a next one
     xml_responses: int = 0  #: API answers rendered as XML after the handler ran
+    xml_methods: frozenset[str] = frozenset()  #: only these methods' answers (all when empty)
     held_total: int = 0  #: creates held so far (commit_delay or behind a 504)
     _held: set[asyncio.Task[int | None]] = field(default_factory=set)
     _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
@@ -96,6 +98,12 @@ class Faults:
             return False
         setattr(self, name, left - 1)
         return True
+
+    def xml_due(self, method: str) -> bool:
+        """Whether this answer is one of the xml_responses."""
+        if self.xml_methods and method not in self.xml_methods:
+            return False
+        return self.take("xml_responses")
 
     def gateway_timeout(self) -> web.Response:
         """What a gateway in front of FreeAgent answers when the backend is slow."""
