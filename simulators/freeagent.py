@@ -8,11 +8,17 @@ are per-user fixed windows. Routes live under /v2/, so a client's base URL is
     state = FreeAgentState(per_minute=5, minute_window=0.2)
     web.run_app(create_app(state), host="127.0.0.1", port=8081)
 
-Every request passes one middleware that records it (`state.requests`) and, for API routes
-(everything but the two OAuth endpoints), applies in order: latency, a standing fault
-(fault_status), random 5xx, the User-Agent rule, bearer auth, permission level, injected then
-budgeted 429s, and the JSON content-type rule. Only requests that pass all of these count as
-having reached a handler.
+Every request passes one middleware that records it (`state.requests`) and counts it against
+the per-IP limit (1,000 a minute, OAuth endpoints included). API routes (everything but the
+two OAuth endpoints) then meet, in order: a standing fault (fault_status), random 5xx, the
+User-Agent rule, bearer auth, permission level, injected then budgeted 429s (counted at
+receipt), the JSON content-type rule, and only then latency. Only requests that pass all of
+these count as having reached a handler. An API request whose Accept does not name
+application/json is answered in XML (FreeAgent speaks both; reference §1).
+
+Where the reference is unsure, the harsher reading is the default: view=all leaves out Hidden
+contacts, PUT answers 200 without a body, updated_since means strictly after, a refresh token
+dies when used, countries of the EU must be spelt as FreeAgent's own list spells them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from simulators.freeagent_contacts import (
     prepare_changes,
     select_contacts,
 )
+from simulators.freeagent_faults import as_xml
 from simulators.freeagent_oauth import approve_app, token_endpoint
 from simulators.freeagent_state import (
     FREEAGENT_STATE,
@@ -79,8 +86,12 @@ async def _simulate(request: web.Request, handler: Handler) -> web.StreamRespons
     state = request.app[FREEAGENT_STATE]
     state.base_url = state.base_url or _origin(request)
     arrived, visit, status = state.clock(), _Visit(), 500
+    response: web.StreamResponse
     try:
-        if request.path in OAUTH_PATHS or not request.path.startswith("/v2/"):
+        over_ip_limit = _ip_throttled(request, state)
+        if over_ip_limit is not None:
+            response = over_ip_limit
+        elif request.path in OAUTH_PATHS or not request.path.startswith("/v2/"):
             response = await handler(request)
         else:
             response = await _gate(request, handler, state, visit)
@@ -103,10 +114,6 @@ async def _gate(
     request: web.Request, handler: Handler, state: FreeAgentState, visit: _Visit
 ) -> web.StreamResponse:
     """Apply the API's checks in the order an upstream proxy and Rails would."""
-    if state.latency > 0:
-        await asyncio.sleep(state.latency)
-    if state.faults.write_latency > 0 and request.method in {"POST", "PUT", "DELETE"}:
-        await asyncio.sleep(state.faults.write_latency)
     refusal = (
         _standing_fault(request, state)
         or _random_fault(state)
@@ -124,14 +131,41 @@ async def _gate(
     unmatched = request.match_info.http_exception
     if unmatched is not None:
         return _error(unmatched.status, "Resource not found")
+    await _slow_down(request, state)
     visit.reached_handler = True
     odd = state.faults.odd_body()
     if odd is not None:
         return odd
     try:
-        return await handler(request)
+        answer = await handler(request)
     except ContactError as exc:
-        return web.json_response(exc.body(), status=exc.status)
+        answer = web.json_response(exc.body(), status=exc.status)
+    if not _accepts_json(request) or state.faults.xml_due(request.method):
+        return as_xml(answer) if isinstance(answer, web.Response) else answer
+    return answer
+
+
+async def _slow_down(request: web.Request, state: FreeAgentState) -> None:
+    """Latency after the rate count: FreeAgent counts a request when it arrives."""
+    if state.latency > 0:
+        await asyncio.sleep(state.latency)
+    if state.faults.write_latency > 0 and request.method in {"POST", "PUT", "DELETE"}:
+        await asyncio.sleep(state.faults.write_latency)
+
+
+def _accepts_json(request: web.Request) -> bool:
+    """Only an Accept naming application/json gets JSON; */* or none gets XML (reference §1)."""
+    return "application/json" in request.headers.get("Accept", "").lower()
+
+
+def _ip_throttled(request: web.Request, state: FreeAgentState) -> web.Response | None:
+    """The per-IP limit across every user and path (reference addendum: 1,000 a minute)."""
+    throttle = state.admit_ip(request.remote or "unknown")
+    if throttle is None:
+        return None
+    state.count_429 += 1
+    headers = {"Retry-After": str(throttle.retry_after)}
+    return web.Response(status=429, text=throttle.message, headers=headers)
 
 
 def _standing_fault(request: web.Request, state: FreeAgentState) -> web.Response | None:
@@ -238,7 +272,9 @@ async def list_contacts(request: web.Request) -> web.Response:
     """GET /v2/contacts: one page, paging info only in the headers."""
     state = request.app[FREEAGENT_STATE]
     query = ListQuery.parse(request.query)
-    ids = select_contacts(state.contacts, state.invoiced, query)
+    ids = select_contacts(
+        state.contacts, state.invoiced, query, all_includes_hidden=state.all_includes_hidden
+    )
     origin = _origin(request)
     contacts = [state.render(contact_id, origin) for contact_id in query.page_of(ids)]
     link = _link_header(request.url, query, len(ids), endless=state.faults.endless_pages)
@@ -289,10 +325,13 @@ async def get_contact(request: web.Request) -> web.Response:
 
 
 async def update_contact(request: web.Request) -> web.Response:
-    """PUT /v2/contacts/:id: merge the fields sent, same validation as create."""
+    """PUT /v2/contacts/:id: merge the fields sent, same validation as create; 200 with no
+    body, as the docs show (put_returns_body: the contact, as SDKs decode it)."""
     state = request.app[FREEAGENT_STATE]
     contact_id = _contact_id(request, state)
     state.update_contact(contact_id, await _contact_attributes(request))
+    if not state.put_returns_body:
+        return web.Response(status=200)
     return web.json_response({"contact": state.render(contact_id, _origin(request))})
 
 
@@ -302,7 +341,8 @@ async def delete_contact(request: web.Request) -> web.Response:
     contact_id = _contact_id(request, state)
     if contact_id in state.invoiced:
         return _error(
-            403, "This contact has invoices, estimates, projects or bills and cannot be deleted."
+            state.delete_refused_status,
+            "This contact has invoices, estimates, projects or bills and cannot be deleted.",
         )
     del state.contacts[contact_id]
     return web.Response(status=200)

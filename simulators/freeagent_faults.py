@@ -14,6 +14,9 @@ Switches on `FreeAgentState.faults`; counts are one-shot (each fault used decrem
   that many bytes.
 - `endless_pages`: the contacts listing always links to a next page; pages past the data are
   empty (a paging bug a client must not follow for ever).
+- `xml_responses`: the next N API answers are the handler's answer rendered as XML, despite
+  `Accept: application/json` (reported in [F579]); the handler has acted (a create is stored).
+  `xml_methods` narrows it to some methods (e.g. only POST).
 
 Tests await `faults.wait_held(n)` (n creates are being held) and `faults.settled()` (every held
 create has been stored) instead of sleeping.
@@ -25,6 +28,8 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
@@ -47,6 +52,8 @@ class Faults:
     oversized_responses: int = 0  #: API answers padded to oversized_bytes
     oversized_bytes: int = 20_000_000  #: size of the padding field
     endless_pages: bool = False  #: every contacts page links to a next one
+    xml_responses: int = 0  #: API answers rendered as XML after the handler ran
+    xml_methods: frozenset[str] = frozenset()  #: only these methods' answers (all when empty)
     held_total: int = 0  #: creates held so far (commit_delay or behind a 504)
     _held: set[asyncio.Task[int | None]] = field(default_factory=set)
     _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
@@ -92,6 +99,12 @@ class Faults:
         setattr(self, name, left - 1)
         return True
 
+    def xml_due(self, method: str) -> bool:
+        """Whether this answer is one of the xml_responses."""
+        if self.xml_methods and method not in self.xml_methods:
+            return False
+        return self.take("xml_responses")
+
     def gateway_timeout(self) -> web.Response:
         """What a gateway in front of FreeAgent answers when the backend is slow."""
         return web.Response(status=504, text=_GATEWAY_PAGE, content_type="text/html")
@@ -105,3 +118,31 @@ class Faults:
             body = json.dumps({"contacts": [], "padding": "x" * self.oversized_bytes})
             return web.Response(text=body, content_type="application/json")
         return None
+
+
+def as_xml(response: web.Response) -> web.Response:
+    """The same answer as Rails' XML renderer would give it: status, headers, XML body."""
+    try:
+        value = json.loads(response.body) if isinstance(response.body, bytes) else None
+    except ValueError:
+        value = None
+    body = '<?xml version="1.0" encoding="UTF-8"?>\n' + _xml_node("hash", value)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    headers.pop("Content-Length", None)
+    return web.Response(
+        status=response.status, text=body, content_type="application/xml", headers=headers
+    )
+
+
+def _xml_node(name: str, value: Any) -> str:
+    """One element: objects as children, lists as repeated <item>s, scalars as text."""
+    tag = name.replace("_", "-")
+    if isinstance(value, dict):
+        inner = "".join(_xml_node(key, item) for key, item in value.items())
+    elif isinstance(value, list):
+        inner = "".join(_xml_node("item", item) for item in value)
+    elif value is None:
+        return f"<{tag}/>"
+    else:
+        inner = escape(str(value).lower() if isinstance(value, bool) else str(value))
+    return f"<{tag}>{inner}</{tag}>"

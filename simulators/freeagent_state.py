@@ -156,6 +156,16 @@ class FreeAgentState:
     drop_after_create_rate: float = 0.0  #: fraction of stored creates whose 201 is never sent
     faults: Faults = field(default_factory=Faults)  #: slow/lost creates, odd bodies, paging
     require_user_agent: bool = True  #: 400 when User-Agent is missing
+    #: Whether view=all lists Hidden contacts (unverified, reference §11): off, the harsher
+    #: reading, so a client looking for duplicates must list view=hidden as well.
+    all_includes_hidden: bool = False
+    #: Whether PUT answers with the contact. The docs show no body (reference §5): off.
+    put_returns_body: bool = False
+    #: Status of a DELETE refused because the contact has history: 403 was observed, the
+    #: "has invoices" case is undocumented (reference §5), so tests try 409 and 422 too.
+    delete_refused_status: int = 403
+    #: A second limit, per client IP address across users (reference addendum): 1,000 a minute.
+    per_ip_per_minute: int = 1000
     permission_level: int = 8  #: the authorising user's level (0-8); < 3 hides contact details
     seed: int = 0  #: seeds fault injection so a failing run can be replayed
     #: origin for URLs built outside a request (add_contact, contacts_list); learned from
@@ -177,7 +187,7 @@ class FreeAgentState:
         self._epoch = self.clock()
         self._next_id = 1
         self._pending_429: list[int] = []  #: Retry-After of each injected 429 still to send
-        self._windows: dict[tuple[int, str], _Window] = {}
+        self._windows: dict[tuple[int | str, str], _Window] = {}
         self._codes: dict[str, _AuthCode] = {}
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
@@ -303,7 +313,14 @@ class FreeAgentState:
             self._current(user_id, "refresh", self.minute_window).used += 1
         return throttle
 
-    def _current(self, user_id: int, name: str, length: float) -> _Window:
+    def admit_ip(self, address: str) -> Throttle | None:
+        """Count one request (any path, OAuth included) against the IP's minute window."""
+        throttle = self._check(address, "ip", self.per_ip_per_minute, self.minute_window)
+        if throttle is None:
+            self._current(address, "ip", self.minute_window).used += 1
+        return throttle
+
+    def _current(self, user_id: int | str, name: str, length: float) -> _Window:
         """The user's counter for the window we are in now, emptied at each boundary."""
         index = math.floor((self.clock() - self._epoch) / length)
         window = self._windows.setdefault((user_id, name), _Window())
@@ -311,7 +328,7 @@ class FreeAgentState:
             window.index, window.used = index, 0
         return window
 
-    def _check(self, user_id: int, name: str, limit: int, length: float) -> Throttle | None:
+    def _check(self, user_id: int | str, name: str, limit: int, length: float) -> Throttle | None:
         """A Throttle if the current window is full; windows are fixed, not sliding."""
         window = self._current(user_id, name, length)
         if window.used < limit:

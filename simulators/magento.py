@@ -145,10 +145,20 @@ def _criteria(request: web.Request) -> SearchCriteria:
     return criteria
 
 
+#: What the customer list leaves out unless `search_includes_attributes` (reference §2).
+LIST_OMITS = frozenset({"extension_attributes", "custom_attributes"})
+
+
 def _search_customers(request: web.Request, state: MagentoState) -> Any:
-    """GET /V1/customers/search."""
+    """GET /V1/customers/search; the items may lack extension and custom attributes."""
     rows = [state.customers[key] for key in sorted(state.customers)]
-    return run_search(rows, _criteria(request), CUSTOMERS, state.paging())
+    result = run_search(rows, _criteria(request), CUSTOMERS, state.paging())
+    if not state.search_includes_attributes:
+        result["items"] = [
+            {key: value for key, value in item.items() if key not in LIST_OMITS}
+            for item in result["items"]
+        ]
+    return result
 
 
 def _get_customer(request: web.Request, state: MagentoState) -> Any:

@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 from urllib.request import parse_http_list, parse_keqv_list
 
 from aiohttp import web
@@ -137,9 +137,20 @@ def _spend_nonce(state: MagentoState, consumer_key: str, nonce: str) -> None:
 
 
 def signature_base_string(request: web.Request, params: Mapping[str, str]) -> str:
-    """RFC 5849 base string: scheme://host/path as received, query decoded once + oauth params."""
+    """RFC 5849 base string: scheme://host/path as received, query decoded once + oauth params.
+
+    Percent-decoding only: a `+` stays a plus sign, as RFC 3986 (not form encoding) reads it.
+    Signatures over values with spaces failed on Magento 2.4.6+ (reference §5, [I37278]); the
+    harsher reading here is that only `%20` is a space, so a client that signs `a b` but sends
+    `a+b` is refused with signature_invalid.
+    """
     uri = f"{request.scheme}://{request.host}{request.rel_url.raw_path}"
-    query = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True)
+    query = [
+        (unquote(key), unquote(value))
+        for key, _, value in (
+            part.partition("=") for part in request.rel_url.raw_query_string.split("&") if part
+        )
+    ]
     oauth = [(k, v) for k, v in params.items() if k.startswith("oauth_")]
     return str(construct_base_string(request.method, uri, query + oauth))
 

@@ -10,8 +10,11 @@ This module reproduces what a client can observe of that pipeline:
   which ends as an SQL error, i.e. a production-mode 500;
 * filters are OR'ed inside a group, groups are AND'ed; each filter compares like MySQL
   (see magento_compare);
-* no sortOrders keeps primary-key order; a sortOrder without direction sorts DESC;
-* pages are 1-based; a page past the end is empty (2.4) or repeats the last page (2.3).
+* no sortOrders leaves the SQL order unspecified: by default rows come in reverse primary-key
+  order, so a client that relies on an order it did not ask for pages wrongly; a sortOrder
+  without direction sorts DESC;
+* pages are 1-based; a page past the end is empty (2.4), repeats the last page (2.3), or is
+  page 1 again (storefront areas, some third-party repositories).
 """
 
 from __future__ import annotations
@@ -85,9 +88,10 @@ class Collection:
 class Paging:
     """Server-side paging settings of the simulated install."""
 
-    overflow_mode: str = "empty"  #: "empty" (2.4) or "repeat_last" (2.3) past the last page
+    overflow_mode: str = "empty"  #: "empty" (2.4), "repeat_last" (2.3) or "first" past the end
     max_page_size: int | None = None  #: input limits on: larger pageSize is a 400
     default_page_size: int = 20  #: input limits on: pageSize omitted gets this
+    unsorted_reversed: bool = True  #: no sortOrders: reverse primary-key order (unspecified)
 
 
 def to_snake(key: str) -> str:
@@ -234,6 +238,8 @@ def run_search(
     page_size = _page_size(criteria, paging)
     matched = [row for row in rows if _matches_all(row, criteria, collection)]
     ordered = _sorted(matched, criteria.sort_orders or (), collection)
+    if not criteria.sort_orders and paging.unsorted_reversed:
+        ordered.reverse()
     return {
         "items": _page(ordered, page_size, criteria.current_page, paging.overflow_mode),
         "search_criteria": echo(criteria),
@@ -268,14 +274,16 @@ def _page_size(criteria: SearchCriteria, paging: Paging) -> int | None:
 
 def _page(rows: list[Any], size: int | None, current: int | None, overflow: str) -> list[Any]:
     """Slice one page; what lies past the end depends on the Magento version simulated."""
-    if overflow not in ("empty", "repeat_last"):
-        raise ValueError(f"overflow_mode {overflow!r}: expected 'empty' or 'repeat_last'")
+    if overflow not in ("empty", "repeat_last", "first"):
+        raise ValueError(f"overflow_mode {overflow!r}: expected 'empty', 'repeat_last', 'first'")
     if size is None:
         return rows
     page = max(current or 1, 1)
     last_page = max((len(rows) + size - 1) // size, 1)
     if page > last_page and overflow == "repeat_last":
         page = last_page  # <=2.3 Data\Collection::getCurPage() clamps to the last page
+    elif page > last_page and overflow == "first":
+        page = 1  # storefront currentPageDetection, reintroduced by some repositories
     return rows[(page - 1) * size : page * size]
 
 

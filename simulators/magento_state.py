@@ -88,9 +88,17 @@ class MagentoState:
     oauth_consumers: dict[str, OAuthCredentials] = field(default_factory=_demo_consumers)
     #: models oauth/consumer/enable_integration_as_bearer (off by default on real 2.4.4+)
     bearer_enabled: bool = True
-    overflow_mode: str = "empty"  #: "empty" (2.4) | "repeat_last" (2.3) past the last page
-    max_page_size: int | None = None  #: input limits on: larger pageSize is a 400
+    #: "empty" (2.4) | "repeat_last" (2.3) | "first" (page 1 again) past the last page
+    overflow_mode: str = "empty"
+    #: Web API input limits (off by default on Magento, on here: the harsher reading): a
+    #: larger pageSize is a 400 and an omitted one means default_page_size. None: no limit.
+    max_page_size: int | None = 300
     default_page_size: int = 20  #: input limits on: what an omitted pageSize means
+    #: No sortOrders: rows in reverse primary-key order (SQL order is unspecified, §1).
+    unsorted_reversed: bool = True
+    #: /V1/customers/search "might not" include extension/custom attributes (§2): omitted
+    #: here; /V1/customers/{id} has them. True: the list carries them too.
+    search_includes_attributes: bool = False
     error_rate: float = 0.0  #: share of requests a "proxy" answers with 503
     error_retry_after: int = 1  #: Retry-After seconds on those 503s
     latency: float = 0.0  #: seconds added before every answer
@@ -146,7 +154,9 @@ class MagentoState:
 
     def paging(self) -> Paging:
         """Paging settings for the search engine."""
-        return Paging(self.overflow_mode, self.max_page_size, self.default_page_size)
+        return Paging(
+            self.overflow_mode, self.max_page_size, self.default_page_size, self.unsorted_reversed
+        )
 
     def inject_429(self, count: int, retry_after: int = 1) -> None:
         """Answer the next `count` requests with 429 Too Many Requests and this Retry-After."""

@@ -26,13 +26,17 @@ FreeAgentLocale = Literal[
 ]  # fmt: skip
 FREEAGENT_LOCALES: tuple[FreeAgentLocale, ...] = get_args(FreeAgentLocale)
 
-# Pinned names: GB/US/KR are the spellings FreeAgent shows; TW avoids printing "Province of
-# China" on a Taiwanese customer's invoice.  XK (Kosovo) is in Magento's country list but not
-# in ISO 3166: with no known FreeAgent spelling it is left unmapped, so no country is sent.
+# Pinned names: GB/US/KR are the spellings FreeAgent shows; CZ is spelt as FreeAgent's only
+# published country list (the EC VAT MOSS place_of_supply values) spells it, "Czech Republic",
+# not pycountry's "Czechia" (with charge_sales_tax Auto a spelling FreeAgent does not know
+# changes the VAT; the other EU names already agree); TW avoids printing "Province of China"
+# on a Taiwanese customer's invoice.  XK (Kosovo) is in Magento's country list but not in
+# ISO 3166: with no known FreeAgent spelling it is left unmapped, so no country is sent.
 _PINNED_NAMES: Mapping[str, str] = {
     "GB": "United Kingdom",
     "US": "United States",
     "KR": "Korea, Republic of",
+    "CZ": "Czech Republic",
     "TW": "Taiwan",
 }
 

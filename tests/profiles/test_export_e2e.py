@@ -381,6 +381,48 @@ async def test_field_removed_in_magento_is_cleared_in_freeagent(
     assert contact["first_name"] == "Clara"
 
 
+async def test_czech_customer_is_exported_with_freeagents_spelling(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A customer in CZ is created with "Czech Republic", the spelling of FreeAgent's list
+    (reference addendum); the strict simulator refuses "Czechia" with 422."""
+    address = {
+        "firstname": "Jana", "lastname": "Novak", "street": ["Vodickova 1"], "city": "Praha",
+        "postcode": "110 00", "country_id": "CZ", "default_billing": True,
+    }  # fmt: skip
+    customer = stack.magento.add_customer(
+        email="jana.novak@example.cz", firstname="Jana", lastname="Novak", addresses=[address]
+    )
+    await run_profile(stack.profile_id)
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
+    )
+    assert row["status"] == "created", row["last_error"]
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == row["freeagent_url"])
+    assert contact["country"] == "Czech Republic"
+
+
+async def test_create_answered_in_xml_is_recorded_not_repeated(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """FreeAgent has answered XML despite Accept JSON ([F579]): a create so answered is stored
+    once, its URL taken from Location, and later runs do not create it again."""
+    await run_profile(stack.profile_id)
+    stack.freeagent.faults.xml_responses, stack.freeagent.faults.xml_methods = (
+        1,
+        frozenset({"POST"}),
+    )
+    customer = stack.magento.add_customer(email="xml@example.com", firstname="Ex", lastname="Ml")
+    await run_profile(stack.profile_id)
+    await run_profile(stack.profile_id, full=True)
+    assert stack.freeagent.faults.xml_responses == 0
+    assert _contacts_by_email(stack)["xml@example.com"] == 1
+    row = await pool.fetchrow(
+        "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
+    )
+    assert row["freeagent_url"] in {c["url"] for c in stack.freeagent.contacts_list()}
+
+
 async def _set_settings(pool: asyncpg.Pool, settings: dict[str, Any]) -> None:
     await pool.execute("UPDATE profile SET settings = $1", settings)
 

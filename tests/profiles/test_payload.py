@@ -32,6 +32,7 @@ from profiles.freeagent_contact_export.payload import (
     build_contact_payload,
     email_key,
 )
+from simulators.freeagent_contacts import clean_value
 from tests.strategies import contact_options, guest_orders, magento_customers
 
 PROPERTIES = settings(max_examples=200, deadline=None)
@@ -337,6 +338,7 @@ class TestVocabulary:
         ("code", "name"),
         [
             ("GB", "United Kingdom"), ("US", "United States"), ("KR", "Korea, Republic of"),
+            ("CZ", "Czech Republic"), ("NL", "Netherlands"),  # FreeAgent's EU list (addendum)
             ("IE", "Ireland"), ("gb", "United Kingdom"), ("UK", "United Kingdom"),
             ("GBR", "United Kingdom"), ("ZZ", None), ("", None), (None, None),
         ],
@@ -344,6 +346,12 @@ class TestVocabulary:
     def test_country(self, code: str | None, name: str | None) -> None:
         """ISO codes become English names; anything unknown becomes no country."""
         assert country_name(code) == name
+
+    def test_every_country_sent_is_spelt_as_freeagent_accepts(self) -> None:
+        """Every name we may send passes the strict simulator's country rule (EU names as
+        FreeAgent's own list spells them: reference addendum)."""
+        refused = [name for name in FREEAGENT_COUNTRY_NAMES if clean_value("country", name)[1]]
+        assert refused == []
 
     @pytest.mark.parametrize(
         ("raw", "key"),

@@ -62,7 +62,7 @@ async def client(aiohttp_client: AiohttpClient, state: FreeAgentState) -> Client
 @pytest.fixture
 def auth(state: FreeAgentState) -> dict[str, str]:
     access, _ = state.issue_tokens()
-    return {"Authorization": f"Bearer {access}"}
+    return {"Authorization": f"Bearer {access}", "Accept": "application/json"}
 
 
 async def create(client: Client, auth: dict[str, str], **contact: Any) -> Any:
@@ -120,7 +120,8 @@ async def test_code_exchange_returns_bearer_tokens(client: Client) -> None:
     assert body["token_type"] == "bearer" and body["expires_in"] == 3600
     assert body["refresh_token"] and body["refresh_token_expires_in"] == 631151957
     me = await client.get(
-        "/v2/users/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+        "/v2/users/me",
+        headers={"Authorization": f"Bearer {body['access_token']}", "Accept": "application/json"},
     )
     assert me.status == 200
 
@@ -178,7 +179,8 @@ async def test_old_access_token_survives_refresh(client: Client, state: FreeAgen
     """Refreshing does not revoke the access token issued before it."""
     access, refresh = state.issue_tokens()
     await token(client, grant_type="refresh_token", refresh_token=refresh)
-    response = await client.get("/v2/company", headers={"Authorization": f"Bearer {access}"})
+    headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+    response = await client.get("/v2/company", headers=headers)
     assert response.status == 200
 
 
@@ -373,9 +375,34 @@ async def test_create_needs_json(client: Client, auth: dict[str, str]) -> None:
 
 
 async def test_country_names_are_accepted(client: Client, auth: dict[str, str]) -> None:
-    """English names in any case are stored in their usual spelling."""
-    response = await create(client, auth, organisation_name="Acme", country="united states")
+    """An English name spelt as FreeAgent spells it is stored as sent."""
+    response = await create(client, auth, organisation_name="Acme", country="United States")
     assert (await response.json())["contact"]["country"] == "United States"
+
+
+@pytest.mark.parametrize(
+    "country",
+    [
+        "Czechia",  # FreeAgent's list says "Czech Republic" (reference addendum)
+        "The Netherlands",  # FreeAgent's list says "Netherlands"
+        "Kingdom of the Netherlands",  # an official name, not FreeAgent's spelling
+        "united kingdom",  # accepted spellings unverified (§4): case is not forgiven
+        "GB",  # an ISO code, not a name (§4)
+    ],
+)
+async def test_country_spellings_outside_freeagents_list_are_422(
+    client: Client, auth: dict[str, str], country: str
+) -> None:
+    """A country not spelt as FreeAgent's own list spells it is a 422."""
+    response = await create(client, auth, organisation_name="Acme", country=country)
+    assert response.status == 422
+    assert "Country" in (await response.json())["errors"][0]["message"]
+
+
+async def test_two_comma_separated_emails_are_422(client: Client, auth: dict[str, str]) -> None:
+    """One e-mail per field: two comma-separated addresses are refused (§11, unverified)."""
+    response = await create(client, auth, organisation_name="Acme", email="a@x.com, b@x.com")
+    assert response.status == 422
 
 
 async def test_unknown_contact_is_404(client: Client, auth: dict[str, str]) -> None:
@@ -393,8 +420,8 @@ async def test_update_merges_and_bumps_updated_at(
     wall.now += timedelta(seconds=5)
     body = {"contact": {"town": "York", "postcode": None}}
     response = await client.put(URL(url).path, json=body, headers=auth)
-    contact = (await response.json())["contact"]
     assert response.status == 200
+    contact = (await (await client.get(URL(url).path, headers=auth)).json())["contact"]
     assert (contact["organisation_name"], contact["town"]) == ("Acme", "York")
     assert "postcode" not in contact and contact["updated_at"] == "2026-08-16T12:43:43.000Z"
 
@@ -484,12 +511,25 @@ async def test_per_page_is_clamped(
 async def test_default_view_hides_hidden(
     client: Client, auth: dict[str, str], state: FreeAgentState
 ) -> None:
-    """view=active is the default and leaves out Hidden contacts; view=all includes them."""
+    """view=active is the default and leaves out Hidden contacts; view=hidden lists them."""
     state.add_contact({"organisation_name": "Shown"})
     state.add_contact({"organisation_name": "Gone", "status": "Hidden"})
     default = (await (await list_of(client, auth)).json())["contacts"]
-    everything = (await (await list_of(client, auth, view="all")).json())["contacts"]
+    hidden = (await (await list_of(client, auth, view="hidden")).json())["contacts"]
     assert [c["organisation_name"] for c in default] == ["Shown"]
+    assert [c["organisation_name"] for c in hidden] == ["Gone"]
+
+
+async def test_view_all_leaves_out_hidden_contacts(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """view=all may not include Hidden contacts (§9.5, §11): the harsher reading by default."""
+    state.add_contact({"organisation_name": "Shown"})
+    state.add_contact({"organisation_name": "Gone", "status": "Hidden"})
+    everything = (await (await list_of(client, auth, view="all")).json())["contacts"]
+    assert [c["organisation_name"] for c in everything] == ["Shown"]
+    state.all_includes_hidden = True
+    everything = (await (await list_of(client, auth, view="all")).json())["contacts"]
     assert len(everything) == 2
 
 
@@ -544,3 +584,77 @@ async def test_state_is_reachable_from_app() -> None:
     """create_app() without a state builds a default one under FREEAGENT_STATE."""
     app = create_app()
     assert app[FREEAGENT_STATE].clients == {"demo-client": "demo-secret"}
+
+
+# -- harsher readings of what the reference leaves open ----------------------------------------
+
+
+async def test_put_answers_without_a_body(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """PUT answers 200 with no body, as the docs show (§5); the switch restores the SDKs' view."""
+    path = URL(state.add_contact({"organisation_name": "Acme"})).path
+    body = {"contact": {"town": "York"}}
+    response = await client.put(path, json=body, headers=auth)
+    assert response.status == 200 and await response.read() == b""
+    state.put_returns_body = True
+    response = await client.put(path, json=body, headers=auth)
+    assert (await response.json())["contact"]["town"] == "York"
+
+
+async def test_without_accept_json_the_answer_is_xml(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """FreeAgent speaks JSON or XML (§1): without Accept: application/json it answers XML."""
+    headers = {**auth, "Accept": "*/*"}
+    response = await client.get("/v2/company", headers=headers)
+    assert response.status == 200 and response.content_type == "application/xml"
+    assert "<name>Demo Trading Ltd</name>" in await response.text()
+
+
+async def test_xml_fault_answers_xml_after_acting(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """xml_responses: XML despite Accept JSON ([F579], §7); the create is stored, Location kept."""
+    state.faults.xml_responses = 1
+    response = await create(client, auth, organisation_name="Acme")
+    assert response.status == 201 and response.content_type == "application/xml"
+    assert response.headers["Location"].endswith("/v2/contacts/1")
+    assert len(state.contacts) == 1
+
+
+async def test_per_ip_limit_spans_users_and_oauth(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """1,000 requests a minute per IP (addendum): counted across users and the token endpoint."""
+    state.per_ip_per_minute = 3
+    state.clients["other-client"] = "other-secret"
+    access, _ = state.issue_tokens("other-client")
+    other = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+    assert (await client.get("/v2/company", headers=auth)).status == 200
+    assert (await client.get("/v2/company", headers=other)).status == 200
+    assert (await token(client, grant_type="refresh_token", refresh_token="x")).status == 400
+    response = await client.get("/v2/company", headers=auth)
+    assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+    assert await response.text() == "You must not exceed 3 requests per 60 seconds"
+
+
+async def test_updated_since_is_strictly_after(
+    client: Client, auth: dict[str, str], state: FreeAgentState, wall: FakeWallClock
+) -> None:
+    """updated_since semantics are undocumented (§5): a contact updated at that moment is out."""
+    seed(state, wall, "Exact")
+    since = "2026-08-16T12:43:38.000Z"
+    contacts = (await (await list_of(client, auth, updated_since=since)).json())["contacts"]
+    assert contacts == []
+
+
+@pytest.mark.parametrize("status", [403, 409, 422])
+async def test_delete_refusal_status_is_a_switch(
+    client: Client, auth: dict[str, str], state: FreeAgentState, status: int
+) -> None:
+    """Deleting a contact with invoices is refused; the status is undocumented (§5, VERIFY)."""
+    state.delete_refused_status = status
+    path = URL(state.add_contact({"organisation_name": "Acme"}, has_invoices=True)).path
+    assert (await client.delete(path, headers=auth)).status == status
+    assert (await client.get(path, headers=auth)).status == 200

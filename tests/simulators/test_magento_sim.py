@@ -61,6 +61,11 @@ def page(size: int, current: int = 1) -> Pairs:
     return [("searchCriteria[pageSize]", str(size)), ("searchCriteria[currentPage]", str(current))]
 
 
+#: Every row in primary-key order: without sortOrders the order is unspecified (reversed
+#: here), and with input limits on an omitted pageSize means 20.
+ALL_ASC = [*sort(0, "entity_id"), *page(300)]
+
+
 @pytest.fixture
 def state() -> MagentoState:
     """The default seed: 50 customers, 10 guest orders."""
@@ -92,7 +97,7 @@ async def test_filters_in_one_group_are_ored(client, state):
     """Two filters in one group match customers satisfying either."""
     a, b = sorted(state.customers)[:2]
     body = await get_json(
-        client, SEARCH, flt(0, 0, "entity_id", str(a)) + flt(0, 1, "entity_id", str(b))
+        client, SEARCH, flt(0, 0, "entity_id", str(a)) + flt(0, 1, "entity_id", str(b)) + ALL_ASC
     )
     assert ids(body) == [a, b]
     assert body["total_count"] == 2
@@ -100,7 +105,7 @@ async def test_filters_in_one_group_are_ored(client, state):
 
 async def test_filter_groups_are_anded(client, state):
     """Two groups must both match: website 2 AND store 3 (the de view) only."""
-    params = flt(0, 0, "website_id", "2") + flt(1, 0, "store_id", "3")
+    params = flt(0, 0, "website_id", "2") + flt(1, 0, "store_id", "3") + ALL_ASC
     body = await get_json(client, SEARCH, params)
     expected = [
         c["id"] for c in state.customers.values() if c["website_id"] == 2 and c["store_id"] == 3
@@ -229,6 +234,7 @@ async def test_search_without_criteria_is_rejected(client):
 
 async def test_omitted_page_size_returns_all_rows(client, state):
     """Without pageSize (and input limits off) every matching row comes back."""
+    state.max_page_size = None
     body = await get_json(client, SEARCH)
     assert len(body["items"]) == body["total_count"] == len(state.customers)
 
@@ -284,15 +290,17 @@ async def test_condition_types_follow_mysql(client, filters, expected):
 async def test_nin_excludes_the_listed_values(client, state):
     """nin drops exactly the listed ids."""
     first, second = sorted(state.customers)[:2]
-    body = await get_json(client, SEARCH, flt(0, 0, "entity_id", f"{first},{second}", "nin"))
+    body = await get_json(
+        client, SEARCH, flt(0, 0, "entity_id", f"{first},{second}", "nin") + ALL_ASC
+    )
     assert ids(body) == sorted(state.customers)[2:]
 
 
 async def test_null_matches_only_null_and_neq_never_does(client, state):
     """`null` finds customers without taxvat; `neq` skips them, as SQL NULL semantics say."""
     without = {c["id"] for c in state.customers.values() if "taxvat" not in c}
-    null_body = await get_json(client, SEARCH, flt(0, 0, "taxvat", cond="null"))
-    neq_body = await get_json(client, SEARCH, flt(0, 0, "taxvat", "nothing", "neq"))
+    null_body = await get_json(client, SEARCH, flt(0, 0, "taxvat", cond="null") + ALL_ASC)
+    neq_body = await get_json(client, SEARCH, flt(0, 0, "taxvat", "nothing", "neq") + ALL_ASC)
     assert set(ids(null_body)) == without
     assert set(ids(neq_body)) == set(state.customers) - without
 
@@ -300,7 +308,7 @@ async def test_null_matches_only_null_and_neq_never_does(client, state):
 async def test_datetime_range_compares_utc_strings(client, state):
     """from/to in separate groups bound updated_at as "YYYY-MM-DD HH:MM:SS" strings."""
     low, high = "2023-06-01 00:00:00", "2023-09-01 00:00:00"
-    params = flt(0, 0, "updated_at", low, "from") + flt(1, 0, "updated_at", high, "to")
+    params = flt(0, 0, "updated_at", low, "from") + flt(1, 0, "updated_at", high, "to") + ALL_ASC
     body = await get_json(client, SEARCH, params)
     expected = [c["id"] for c in state.customers.values() if low <= c["updated_at"] <= high]
     assert ids(body) == sorted(expected) and expected
@@ -308,7 +316,7 @@ async def test_datetime_range_compares_utc_strings(client, state):
 
 async def test_sort_without_direction_is_descending(client, state):
     """A sort order without direction sorts DESC."""
-    body = await get_json(client, SEARCH, sort(0, "entity_id", direction=None))
+    body = await get_json(client, SEARCH, [*sort(0, "entity_id", direction=None), *page(300)])
     assert ids(body) == sorted(state.customers, reverse=True)
 
 
@@ -323,7 +331,8 @@ async def test_fields_trims_top_level_and_items(client):
 
 async def test_fields_trims_nested_lists(client):
     """fields= recurses: items[id,addresses[city]] trims inside each address too."""
-    body = await get_json(client, SEARCH, [*page(1), ("fields", "items[id,addresses[city]]")])
+    params = [*ALL_ASC[:2], *page(1), ("fields", "items[id,addresses[city]]")]
+    body = await get_json(client, SEARCH, params)
     assert body == {"items": [{"id": 1, "addresses": [{"city": "London"}]}]}
 
 
@@ -582,14 +591,18 @@ class Sha256ClientAuth(ClientAuth):  # type: ignore[misc]
 
 
 async def _oauth_get(
-    client: Any, method: str = "HMAC-SHA256", tamper: bool = False, headers: Any = None
+    client: Any,
+    method: str = "HMAC-SHA256",
+    tamper: bool = False,
+    headers: Any = None,
+    space: str = "%20",
 ) -> tuple[Any, dict[str, str]]:
     """Sign a search (with a datetime value holding a space) using authlib, then send it."""
     creds: OAuthCredentials = client.app[MAGENTO_STATE].oauth_consumers["demo-consumer-key"]
     query = "&".join(
         f"{quote(k, safe='')}={quote(v, safe='')}"
         for k, v in flt(0, 0, "updated_at", "2023-01-01 00:00:00", "gteq") + page(2)
-    )
+    ).replace("%20", space)
     url = f"{client.make_url(SEARCH)}?{query}"
     if headers is None:
         auth = Sha256ClientAuth(
@@ -624,6 +637,13 @@ async def test_oauth_signed_request_is_accepted(client, state, insecure_transpor
 async def test_oauth_bad_signature_is_refused(client, insecure_transport):
     """A request altered after signing is 401 signature_invalid."""
     response, _ = await _oauth_get(client, tamper=True)
+    assert response.status == 401
+    assert 'oauth_problem="signature_invalid"' in response.headers["WWW-Authenticate"]
+
+
+async def test_oauth_plus_for_space_is_refused(client, insecure_transport):
+    """A space sent as `+` but signed as a space is 401 signature_invalid (§5, [I37278])."""
+    response, _ = await _oauth_get(client, space="+")
     assert response.status == 401
     assert 'oauth_problem="signature_invalid"' in response.headers["WWW-Authenticate"]
 
@@ -669,3 +689,38 @@ async def test_requests_are_recorded(client, state):
     await get_json(client, "/rest/V1/customers/99999", status=404)
     assert state.requests[-1].path == "/rest/V1/customers/99999"
     assert state.requests[-1].status == 404
+
+
+# --- harsher readings of what the reference leaves open ---------------------------------------
+
+
+async def test_without_sort_orders_the_order_is_not_primary_key(client, state):
+    """No sortOrders: SQL order is unspecified (§1), so rows do not come in id order."""
+    body = await get_json(client, SEARCH, page(300))
+    assert ids(body) == sorted(state.customers, reverse=True)
+    state.unsorted_reversed = False
+    assert ids(await get_json(client, SEARCH, page(300))) == sorted(state.customers)
+
+
+async def test_input_limits_are_on_by_default(client, state):
+    """Input limits (§7) are on unless switched off: pageSize 301 is a 400, none means 20."""
+    await get_json(client, SEARCH, page(301), status=400)
+    assert len((await get_json(client, SEARCH))["items"]) == 20
+
+
+async def test_search_omits_attributes_that_get_by_id_has(client, state):
+    """The list may lack extension/custom attributes (§2); GET /V1/customers/{id} has them."""
+    first = sorted(state.customers)[0]
+    listed = (await get_json(client, SEARCH, [*ALL_ASC[:2], *page(1)]))["items"][0]
+    one = await get_json(client, f"/rest/V1/customers/{first}")
+    assert "extension_attributes" not in listed and "extension_attributes" in one
+    state.search_includes_attributes = True
+    listed = (await get_json(client, SEARCH, [*ALL_ASC[:2], *page(1)]))["items"][0]
+    assert "extension_attributes" in listed
+
+
+async def test_page_past_the_end_can_be_page_one_again(client, state):
+    """overflow_mode "first": a page past the end is page 1 again (§1, storefront plugin)."""
+    state.overflow_mode = "first"
+    body = await get_json(client, SEARCH, [*ALL_ASC[:2], *page(10, 99)])
+    assert ids(body) == sorted(state.customers)[:10]
