@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +17,7 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.errors import FaSyncError
 from daemon.process import Services, open_services
-from daemon.runner import Runner, RunOutcome
+from daemon.runner import Runner, RunOutcome, utcnow
 from profiles.freeagent_contact_export.dryrun import plan_export
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
@@ -35,7 +37,13 @@ COUNT_KEYS = [
 ]
 
 
-async def run_once(s: Services, profile_name: str, options: RunOptions) -> RunOutcome:
+async def run_once(
+    s: Services,
+    profile_name: str,
+    options: RunOptions,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> RunOutcome:
     """One run of a profile now, with a progress display; the same path the daemon uses."""
     profile = await profile_by_name(s, profile_name)
     with Progress(
@@ -51,7 +59,7 @@ async def run_once(s: Services, profile_name: str, options: RunOptions) -> RunOu
         def report(stage: str, done: int, total: int | None) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
-        runner = Runner(pool=s.pool, settings=s.settings, resources=s.factory)
+        runner = Runner(pool=s.pool, settings=s.settings, resources=s.factory, clock=clock)
         opts = RunOptions(**{**options.__dict__, "progress": report})
         outcome = await runner.fire(profile.id, trigger=RunTrigger.CLI, options=opts)
     return outcome
