@@ -49,6 +49,7 @@ async def bench(customers: int, dsn: str | None) -> None:
         _env_file=None,
         rate_minute_window=0.1,
         rate_hour_window=6.0,  # type: ignore[call-arg]
+        rate_latency_allowance=5.0 / 600,  # the grant-to-receipt allowance, shrunk alike
         record_retry_base_seconds=0,
         export_concurrency=8,
     )
