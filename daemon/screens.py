@@ -200,7 +200,8 @@ def _next_fire(p: ProfileStatus, now: datetime) -> Text:
         return Text(str(exc), style="red")
     text = Text(f"{fire:%a %d %b %H:%M %Z} ({until(fire, now)})")
     if p.breaker_open_until and p.breaker_open_until > now:
-        text.append(f"; held back {until(p.breaker_open_until, now)} after errors", "yellow")
+        held = span((p.breaker_open_until - now).total_seconds())
+        text.append(f"; held back for {held} after errors", "yellow")
     return text
 
 
@@ -248,7 +249,7 @@ def _token(c: ClientStatus, now: datetime) -> Text:
     else:
         text = Text(f"access token expires {until(c.access_expires_at, now)}")
     if c.refresh_expires_at:
-        text.append(f"; refresh token {until(c.refresh_expires_at, now)}")
+        text.append(f", refresh token {until(c.refresh_expires_at, now)}")
     return text
 
 
@@ -267,16 +268,14 @@ def history_table(rows: Sequence[Mapping[str, Any]], now: datetime) -> Table:
         status = str(r["status"])
         took = ""
         if r["started_at"] and r["finished_at"]:
-            took = f" {span((r['finished_at'] - r['started_at']).total_seconds())}"
-        summary = counts_text(r, COUNT_LABELS) or "-"
-        if r["error_summary"]:
-            summary += f"; {r['error_summary']}"
+            took = f" ({span((r['finished_at'] - r['started_at']).total_seconds())})"
+        summary = "; ".join(x for x in (counts_text(r, COUNT_LABELS), r["error_summary"]) if x)
         table.add_row(
             str(r["id"]),
             str(r["profile_name"]),
             ago(r["started_at"] or r["scheduled_for"], now),
             Text(f"{status}{took}", style=_STATUS_STYLE.get(status, "")),
-            summary,
+            summary or "-",
         )
     return table
 

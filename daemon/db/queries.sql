@@ -129,10 +129,10 @@ ON CONFLICT (budget_key) DO UPDATE
 -- name: rate_used
 -- `status`: requests counted per budget key over the last minute and hour ending at $2.
 SELECT k.key AS budget_key,
-       (count(e.at) FILTER (WHERE e.at > $2 - interval '60 seconds'))::int AS last_minute,
+       (count(e.at) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'))::int AS last_minute,
        count(e.at)::int AS last_hour, b.blocked_until
   FROM unnest($1::text[]) AS k(key)
-  LEFT JOIN rate_event e ON e.budget_key = k.key AND e.at > $2 - interval '3600 seconds'
+  LEFT JOIN rate_event e ON e.budget_key = k.key AND e.at > $2::timestamptz - interval '3600 seconds'
   LEFT JOIN rate_budget b ON b.budget_key = k.key
  GROUP BY k.key, b.blocked_until;
 
