@@ -103,7 +103,7 @@ async def gather_status(pool: asyncpg.Pool, now: datetime) -> list[ProfileStatus
                 config_error=p["config_error"],
                 client=clients.get(p["client_id"]),
                 magento=p["magento_name"],
-                last_run=run if run is not None and run["run_id"] is not None else None,
+                last_run=dict(run) if run is not None and run["run_id"] is not None else None,
                 breaker_open_until=run["breaker_open_until"] if run is not None else None,
                 queue=queues.get(p["name"], {}),
             )

@@ -181,6 +181,12 @@ async def test_status_command_fits_80_columns(pool: asyncpg.Pool, cli80) -> None
     assert max(len(line) for line in out.splitlines()) <= 80
     for needed in ["shop-uk", "every 15 minutes", "needs re-authorisation", "3 pending"]:
         assert needed in out
+    code, raw, err = await cli80("status", "--json")
+    assert code == 0, err
+    shop = next(p for p in json.loads(raw)["profiles"] if p["name"] == "shop-uk")
+    assert shop["queue"] == {"created": 58, "failed": 2, "pending": 3}
+    assert shop["last_run"]["status"] == "complete"
+    assert shop["client"]["used_minute"] == 12
 
 
 async def test_history_fits_80_columns_with_key_fields(pool: asyncpg.Pool, cli80) -> None:
