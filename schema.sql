@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS freeagent_client (
     updated_at                timestamptz NOT NULL DEFAULT now()
 );
 
+-- A refresh FreeAgent refused (invalid_grant: revoked or expired): `fa-sync client authorize`
+-- is needed. It holds for the token_version it was recorded against; a new pair supersedes it.
+CREATE TABLE IF NOT EXISTS freeagent_client_reauth (
+    client_id      bigint PRIMARY KEY REFERENCES freeagent_client (id) ON DELETE CASCADE,
+    token_version  bigint NOT NULL,
+    reason         text NOT NULL,
+    refused_at     timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS magento_connection (
     id                   bigserial PRIMARY KEY,
     name                 text NOT NULL UNIQUE

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from aiohttp import web
 
-from daemon import cli_profiles  # noqa: F401  (registers profile commands)
+from daemon import cli_profile_io, cli_profiles  # noqa: F401  (register profile commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
-from daemon.cli_contacts import contact_app, history, queue_app
+from daemon.cli_contacts import contact_app, queue_app
+from daemon.cli_status import history, status
 from daemon.cli_support import console, load_settings, run_async, settings
 from daemon.db.pool import migrate
 from daemon.logs import configure
@@ -30,6 +31,7 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(contact_app, name="contact")
 app.add_typer(queue_app, name="queue")
 app.command("history")(history)
+app.command("status")(status)
 
 
 @db_app.command("migrate")

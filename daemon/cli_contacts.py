@@ -208,16 +208,3 @@ async def queue_retry(
             QUERIES["entity_retry"], await _profile_id(s, profile), status, ids
         )
     console.print(f"{len(rows)} row(s) re-queued")
-
-
-@run_async
-async def history(
-    profile: Annotated[str | None, typer.Option("--profile", "-p")] = None,
-    limit: int = 20,
-    as_json: JsonOpt = False,
-) -> None:
-    """Schedule history: recent runs, newest first."""
-    async with open_services(settings()) as s:
-        records = await s.pool.fetch(QUERIES["run_history"], await _profile_id(s, profile), limit)
-    columns = ["id", "profile_name", "trigger", "scheduled_for", "status", *COUNT_KEYS]
-    show([dict(r) for r in records], [*columns, "error_summary"], title="history", as_json=as_json)

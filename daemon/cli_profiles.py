@@ -12,10 +12,11 @@ from daemon.cli_support import console, run_async, settings, show
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
+from daemon.describe import describe_cron
 from daemon.errors import ConfigError
 from daemon.process import Services, open_services
 from daemon.runner import utcnow
-from daemon.scheduler import fire_times, parse_cron
+from daemon.screens import next_fires, profile_table
 from profiles import validate_profile
 
 PROFILE_COLUMNS = [
@@ -110,11 +111,21 @@ async def profile_create(
 
 @profile_app.command("list")
 @run_async
-async def profile_list(as_json: JsonOpt = False) -> None:
+async def profile_list(
+    wide: Annotated[bool, typer.Option("--wide", help="Every column.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """List profiles with any configuration error the daemon flagged."""
     async with open_services(settings()) as s:
-        rows = [dict(r) for r in await s.pool.fetch(QUERIES["profile_list"])]
-    show(rows, PROFILE_COLUMNS, title="profiles", as_json=as_json)
+        rows = [dict(r) for r in await s.pool.fetch(QUERIES["profile_list_named"], None)]
+    if as_json:
+        show(rows, list(rows[0]) if rows else [], title="profiles", as_json=True)
+    elif wide:
+        show(
+            rows, [*PROFILE_COLUMNS, "client_name", "magento_name"], title="profiles", as_json=False
+        )
+    else:
+        console.print(profile_table(rows))
 
 
 @profile_app.command("show")
@@ -126,18 +137,24 @@ async def profile_show(name: str, as_json: JsonOpt = False) -> None:
         counts = {
             r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)
         }
-    row = {**profile.__dict__, "next_fires": _next_fires(profile), "ledger": counts}
+    row = {
+        **profile.__dict__,
+        "schedule_words": describe_cron(profile.schedule),
+        "next_fires": _next_fires(profile),
+        "ledger": counts,
+    }
+    if not as_json and isinstance(row["next_fires"], list):
+        row["next_fires"] = "\n".join(row["next_fires"])
     show([row], row.keys(), title=f"profile {name}", as_json=as_json)
 
 
-def _next_fires(profile: Profile, count: int = 3) -> list[str] | str:
+def _next_fires(profile: Profile, count: int = 5) -> list[str] | str:
     """The next fires in the profile's own zone (the daemon's own maths), or why there are none."""
     try:
-        schedule = parse_cron(profile.schedule, profile.timezone)
-        fires = fire_times(schedule, utcnow(), count)
+        fires = next_fires(profile.schedule, profile.timezone, utcnow(), count)
     except ConfigError as exc:
         return str(exc)
-    return [f.astimezone(schedule.zone).isoformat() for f in fires]
+    return [f.isoformat() for f in fires]
 
 
 @profile_app.command("set")

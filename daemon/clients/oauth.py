@@ -259,7 +259,15 @@ class TokenStore:
             return peeked
         if self.budget is not None:
             await self.budget.acquire_refresh()
-        return await self._renew_locked(seen)
+        try:
+            return await self._renew_locked(seen)
+        except AuthError as exc:
+            if exc.service == OAUTH_SERVICE and exc.status == 400:  # invalid_grant
+                async with translated(f"FreeAgent client {self.client_id}: flag re-authorise"):
+                    await self._pool.execute(
+                        QUERIES["client_mark_reauth"], self.client_id, str(exc)
+                    )
+            raise
 
     async def _peek(self, seen: str | None) -> str | None:
         """The row's token, without a lock, when it can be used as it is."""

@@ -86,6 +86,23 @@ UPDATE freeagent_client SET config_data = $2, config_collected_at = now(), updat
 UPDATE freeagent_client SET config_data = '{}'::jsonb, config_collected_at = NULL, updated_at = now()
  WHERE id = $1;
 
+-- name: client_mark_reauth
+-- FreeAgent refused the refresh token: flag the client's current token pair as dead.
+INSERT INTO freeagent_client_reauth (client_id, token_version, reason)
+SELECT id, token_version, $2 FROM freeagent_client WHERE id = $1
+ON CONFLICT (client_id) DO UPDATE
+   SET token_version = EXCLUDED.token_version, reason = EXCLUDED.reason, refused_at = now();
+
+-- name: status_clients
+-- `status`: each client's token expiry and re-authorisation flag (never the tokens).
+SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
+       c.access_token IS NOT NULL AS authorised, c.access_token_expires_at,
+       c.refresh_token_expires_at, a.reason AS reauth_reason, a.refused_at AS reauth_at
+  FROM freeagent_client c
+  LEFT JOIN freeagent_client_reauth a
+         ON a.client_id = c.id AND a.token_version = c.token_version
+ ORDER BY c.id;
+
 -- ============================================================================ rate limits
 
 -- name: rate_acquire
@@ -108,6 +125,16 @@ INSERT INTO rate_budget (budget_key, blocked_until)
 SELECT $2, blocked_until FROM rate_budget WHERE budget_key = $1
 ON CONFLICT (budget_key) DO UPDATE
    SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+
+-- name: rate_used
+-- `status`: requests counted per budget key over the last minute and hour ending at $2.
+SELECT k.key AS budget_key,
+       (count(e.at) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'))::int AS last_minute,
+       count(e.at)::int AS last_hour, b.blocked_until
+  FROM unnest($1::text[]) AS k(key)
+  LEFT JOIN rate_event e ON e.budget_key = k.key AND e.at > $2::timestamptz - interval '3600 seconds'
+  LEFT JOIN rate_budget b ON b.budget_key = k.key
+ GROUP BY k.key, b.blocked_until;
 
 -- ============================================================================ magento
 
@@ -147,6 +174,16 @@ RETURNING *;
 SELECT p.*, s.config_error, s.magento_watermark
   FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
  ORDER BY p.id;
+
+-- name: profile_list_named
+-- Profiles (all, or those named in $1) with their client's and connection's names.
+SELECT p.*, s.config_error, c.name AS client_name, m.name AS magento_name
+  FROM profile p
+  LEFT JOIN profile_state s ON s.profile_id = p.id
+  LEFT JOIN freeagent_client c ON c.id = p.client_id
+  LEFT JOIN magento_connection m ON m.id = p.connection_id
+ WHERE $1::text[] IS NULL OR p.name = ANY($1)
+ ORDER BY p.name;
 
 -- name: profile_get
 -- One profile by id.
@@ -302,6 +339,17 @@ SELECT p.name AS profile, max(r.finished_at) AS finished_at
   FROM profile_run r JOIN profile p ON p.id = r.profile_id
  WHERE r.status IN ('complete', 'warning') AND r.finished_at IS NOT NULL
  GROUP BY p.name;
+
+-- name: status_last_runs
+-- `status`: each profile's newest run that started (any outcome), with its breaker.
+SELECT p.id AS profile_id, r.id AS run_id, r.status::text AS status, r.started_at,
+       r.finished_at, r.collected, r.created, r.updated, r.linked, r.unchanged, r.skipped,
+       r.failed, r.retrying, r.error_summary, b.open_until AS breaker_open_until
+  FROM profile p
+  LEFT JOIN LATERAL (SELECT * FROM profile_run
+                      WHERE profile_id = p.id AND status <> 'pending'
+                      ORDER BY scheduled_for DESC, id DESC LIMIT 1) r ON true
+  LEFT JOIN profile_breaker b ON b.profile_id = p.id;
 
 -- name: run_get
 -- One run by id.
