@@ -236,3 +236,24 @@ async def test_reconcile_matches_without_email_but_never_a_stranger(
         pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
     )
     assert await index.find_created_since(sent, since) == [ours]
+
+
+async def test_reconcile_finds_a_contact_listed_without_created_at(
+    pool: asyncpg.Pool, stack: Stack, factory: ClientFactory, now: FakeNow
+) -> None:
+    """FreeAgent omits empty fields: a contact without created_at, updated after the intent and
+    carrying exactly what was sent, is the create's (else it would be created again)."""
+    sent = {"email": "ann@example.com", "first_name": "Ann", "last_name": "Lee"}
+    now.advance(-60)
+    old = stack.freeagent.add_contact({**sent, "email": "old@example.com"})
+    now.advance(60)
+    since = now()
+    now.advance(1)
+    ours = stack.freeagent.add_contact(dict(sent))
+    for stored in stack.freeagent.contacts.values():
+        stored.pop("created_at", None)
+    index = ContactIndex(
+        pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
+    )
+    assert await index.find_created_since(sent, since) == [ours]
+    assert old not in await index.find_created_since({**sent, "email": "old@example.com"}, since)
