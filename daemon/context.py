@@ -44,6 +44,8 @@ class RunCounts:
     failed: int = 0
     retrying: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: What a run without an error should show in history's error_summary (why `warning`).
+    summary: str | None = None
 
     def note(self, level: str, message: str, **data: Any) -> None:
         """Keep at most 200 messages so a bad run cannot bloat its history row."""

@@ -189,7 +189,7 @@ class Runner:
         if status is RunStatus.COMPLETE and (counts.failed or counts.retrying or counts.skipped):
             status = RunStatus.WARNING
         await self._breaker_update(profile, status, run_level, error)
-        return await self._finish(profile, run, status, counts, error)
+        return await self._finish(profile, run, status, counts, error or counts.summary)
 
     async def _cut_short(self, profile: Profile, counts: RunCounts) -> str | None:
         """If shutdown stopped the run with records still to do, say so with the counts."""

@@ -18,6 +18,12 @@ from urllib.parse import urljoin
 
 from yarl import URL
 
+from daemon.clients.freeagent_answers import (
+    check_progress,
+    contact_list,
+    created_contact,
+    member,
+)
 from daemon.clients.oauth import REAUTHORISE, TokenStore
 from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Response, Transport, error_message
@@ -32,13 +38,14 @@ from daemon.errors import (
     TransientApiError,
 )
 from daemon.failures import freeagent_run_level
+from daemon.logs import get_logger
 
 SERVICE = "freeagent"
+
+log = get_logger(__name__)
+
 #: FreeAgent's largest page.
 MAX_PER_PAGE = 100
-#: Pages one listing may take (10 000 pages of 100 = a million contacts): past this the
-#: endpoint is taken to be looping (a `next` link that never ends) and the listing fails.
-MAX_PAGES = 10_000
 
 # Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
@@ -98,19 +105,19 @@ class FreeAgentClient:
         Knowing the user, every later request (and the ones already counted under the
         provisional key) draws from that user's one budget.
         """
-        user = dict(_member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        user = dict(member(await self._send("GET", f"{self.api_base}users/me"), "user"))
         if isinstance(user.get("url"), str) and user["url"]:
             await self._budget.adopt_user(user["url"])
         return user
 
     async def company(self) -> dict[str, Any]:
         """The company's settings: type, currency, sales tax registration..."""
-        return dict(_member(await self._send("GET", f"{self.api_base}company"), "company"))
+        return dict(member(await self._send("GET", f"{self.api_base}company"), "company"))
 
     async def business_categories(self) -> list[str]:
         """The company's business category names."""
         response = await self._send("GET", f"{self.api_base}company/business_categories")
-        return list(_member(response, "business_categories"))
+        return list(member(response, "business_categories"))
 
     # -- contacts ------------------------------------------------------------------------
 
@@ -134,18 +141,22 @@ class FreeAgentClient:
             params["updated_since"] = format_since(updated_since)
         url = f"{self.api_base}contacts"
         response = await self._send("GET", url, params=params)
-        seen_urls: set[str] = set()
+        seen_urls: set[Any] = set()
         visited: set[str] = set()
         while True:
-            page = _member(response, "contacts")
+            page = contact_list(response)
             for contact in page:
+                if not isinstance(contact, dict):
+                    log.warning("freeagent_listed_item_not_a_contact", kind=type(contact).__name__)
+                    continue
+                contact = self._canonical(contact)
                 if contact.get("url") not in seen_urls:
                     seen_urls.add(contact.get("url"))
                     yield contact
             next_url = self._next_page(response, url, visited)
             if next_url is None:
                 return
-            _check_progress(page, len(visited), next_url)
+            check_progress(page, len(visited), next_url)
             url = next_url
             response = await self._send("GET", self._own_url(url))
 
@@ -168,7 +179,7 @@ class FreeAgentClient:
             if exc.status == 404:
                 return None
             raise
-        return dict(_member(response, "contact"))
+        return self._canonical(dict(member(response, "contact")))
 
     async def create_contact(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST a new contact; returns it with its url (from the body, else Location).
@@ -188,7 +199,7 @@ class FreeAgentClient:
                 body=exc.body,
                 service=SERVICE,
             ) from exc
-        return _created_contact(response, payload)
+        return self._canonical(created_contact(response, payload), created=True)
 
     async def update_contact(self, url: str, payload: Mapping[str, Any]) -> None:
         """PUT changed fields (idempotent, so retried); FreeAgent's answer body is not relied on."""
@@ -236,6 +247,24 @@ class FreeAgentClient:
             f"URL {url!r} is not under {self._api}; refusing to send it this client's token",
             service=SERVICE,
         )
+
+    def _canonical(self, contact: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
+        """The contact with its URL on the configured API host (the form every stored URL
+        takes, so ledger and index compare like with like). A created contact without a
+        usable URL exists at FreeAgent but cannot be addressed: an unknown outcome."""
+        url = contact.get("url")
+        try:
+            if isinstance(url, str) and url:
+                return {**contact, "url": str(self._own_url(url))}
+        except RejectedRecord:
+            pass
+        if created:
+            raise OutcomeUnknown(
+                f"FreeAgent answered a create with no usable contact URL ({url!r:.100}); "
+                "the contact may have been created: reconcile before creating again",
+                service=SERVICE,
+            )
+        return contact
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -332,55 +361,6 @@ class FreeAgentClient:
         )
 
 
-def _check_progress(page: Any, pages: int, next_url: str) -> None:
-    """Refuse a listing that cannot end: FreeAgent's last page has no `next`, so an empty page
-    with one, or a page count past MAX_PAGES, means the endpoint is misbehaving."""
-    where = URL(next_url).with_query(None)
-    if not page:
-        raise ApiError(
-            f"FreeAgent GET {where}: an empty page links to a next page; listing stopped",
-            service=SERVICE,
-        )
-    if pages >= MAX_PAGES:
-        raise ApiError(
-            f"FreeAgent GET {where}: more than {MAX_PAGES} pages; listing stopped",
-            service=SERVICE,
-        )
-
-
 def _origin(url: URL) -> tuple[str, str | None, int | None]:
     """Scheme, host and port (default ports made explicit) for same-host checks."""
     return url.scheme, url.host, url.port
-
-
-def _member(response: Response, key: str) -> Any:
-    """body[key] of a JSON object answer; FreeAgent has answered XML/HTML by mistake."""
-    body = response.body
-    if not isinstance(body, dict) or key not in body:
-        # Not a hiccup of one record: a proxy, a login page or a wrong base URL answers so.
-        kind = response.headers.get("Content-Type", "no content type")
-        raise EndpointError(
-            f"FreeAgent answered {response.status} ({kind}) without a JSON {key!r}; "
-            "check the client's base URL",
-            status=response.status,
-            body=body if isinstance(body, dict) else None,
-            service=SERVICE,
-        )
-    return body[key]
-
-
-def _created_contact(response: Response, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The created contact with its URL; the Location header when the body lacks it."""
-    body = response.body
-    contact = body.get("contact") if isinstance(body, dict) else None
-    result = dict(contact) if isinstance(contact, dict) else dict(payload)
-    url = result.get("url") or response.headers.get("Location")
-    if not url:
-        raise OutcomeUnknown(
-            f"FreeAgent answered {response.status} to a create without the contact's URL; "
-            "the contact may have been created: reconcile before creating again",
-            status=response.status,
-            service=SERVICE,
-        )
-    result["url"] = url
-    return result

@@ -146,7 +146,9 @@ class MagentoClient:
         async for item in self._keyset(
             "customers/search", [], "id", page_size, fields="items[id],total_count"
         ):
-            yield int(item["id"])
+            customer_id = _item_id(item, "id")
+            if customer_id is not None:
+                yield customer_id
 
     async def get_customer(self, customer_id: int) -> dict[str, Any] | None:
         """The full customer (list results may omit attributes); None when deleted (404)."""
@@ -208,16 +210,22 @@ class MagentoClient:
             query = search_criteria(criteria, sort_field="entity_id", page_size=page_size)
             if fields:
                 query.append(("fields", fields))
-            items = _json(await self._get(path, query), dict).get("items") or []
-            fresh = [item for item in items if int(item[id_key]) > last]
-            for item in fresh:
-                yield item
+            items = _items(_json(await self._get(path, query), dict).get("items"))
+            ids = [_item_id(item, id_key) for item in items]
+            fresh = [i for i in ids if i is not None and i > last]
+            for item, item_id in zip(items, ids, strict=True):
+                if item_id is None:
+                    # Not ours to judge: the caller notes the record; the scan goes on.
+                    log.warning("magento_item_without_id", path=path, after_id=last)
+                    yield item
+                elif item_id > last:
+                    yield item
             if len(items) < page_size:
                 return
             if not fresh:
                 log.warning("magento_page_repeated", path=path, after_id=last)
                 return
-            last = max(int(item[id_key]) for item in fresh)
+            last = max(fresh)
 
     async def _get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Response:
         """GET with the query encoded once: what is signed is exactly what is sent."""
@@ -270,6 +278,24 @@ def _signer(connection: MagentoConnectionRow) -> MagentoOAuth1:
         token_secret=connection.access_token_secret,
         signature_method=SIGNATURE_HMAC_SHA256,
     )
+
+
+def _items(value: Any) -> list[Any]:
+    """A page's items: PHP sends a non-sequential array as an object (its values are the
+    items); anything else is no items."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return value if isinstance(value, list) else []
+
+
+def _item_id(item: Any, key: str) -> int | None:
+    """An item's positive integer id (a number, or digits as a string); None otherwise."""
+    value = item.get(key) if isinstance(item, dict) else None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return None
 
 
 def _json(response: Response, kind: type[dict[Any, Any]] | type[list[Any]]) -> Any:

@@ -39,6 +39,9 @@ import asyncpg
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
 
+#: Longest pause a 429 may put on a budget (FreeAgent's longest window is an hour).
+MAX_BLOCK_SECONDS = 3600.0
+
 Sleep = Callable[[float], Awaitable[None]]
 
 #: FreeAgent's token-endpoint limit per user (reference §0).
@@ -141,7 +144,8 @@ class RateBudget:
     async def block(self, seconds: float) -> None:
         """FreeAgent answered 429: pause every sender of this user for Retry-After seconds."""
         async with translated(f"rate budget {self.key}"):
-            await self.pool.execute(QUERIES["rate_block"], self.key, float(max(0.0, seconds)))
+            pause = min(max(0.0, float(seconds)), MAX_BLOCK_SECONDS)
+            await self.pool.execute(QUERIES["rate_block"], self.key, pause)
 
     async def adopt_user(self, user_url: str) -> None:
         """The tokens turned out to act for user_url: count under that user's key from now on.

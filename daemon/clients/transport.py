@@ -51,6 +51,9 @@ from daemon.settings import Settings
 
 #: Retry-After when a 429 carries none (FreeAgent's documented example value).
 DEFAULT_RETRY_AFTER = 60.0
+#: Longest Retry-After honoured: FreeAgent's longest window is an hour; a larger value (or a
+#: date years ahead) would pause every sender of the user for good.
+MAX_RETRY_AFTER = 3600.0
 #: Longest error text kept from a plain-text or HTML body.
 MAX_TEXT = 500
 #: Reason phrases, for errors whose body says nothing.
@@ -309,15 +312,17 @@ def status_error(response: Response, *, where: str, service: str) -> ApiError | 
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); 60 when absent or bad."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), at most an hour; 60
+    when absent or bad."""
     value = (value or "").strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
+    if value.isascii() and value.replace(".", "", 1).isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value).replace(tzinfo=UTC)  # HTTP-dates are always GMT
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return DEFAULT_RETRY_AFTER
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 # -- the service's own words ------------------------------------------------------------------

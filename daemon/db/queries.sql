@@ -434,6 +434,17 @@ RETURNING c.*;
 SELECT count(*) FROM contact_entity
  WHERE profile_id = $1 AND status IN ('pending', 'processing', 'creating');
 
+-- name: entity_settling
+-- Rows of a profile whose create is still settling at $2 ($3 = settle seconds), whichever
+-- run sent it, and when the last of them settles.
+SELECT count(*)::int AS settling,
+       max((metadata -> 'create_intent' ->> 'at')::timestamptz
+           + make_interval(secs => $3::float8)) AS until
+  FROM contact_entity
+ WHERE profile_id = $1 AND status = 'creating' AND metadata -> 'create_intent' IS NOT NULL
+   AND (metadata -> 'create_intent' ->> 'at')::timestamptz
+       + make_interval(secs => $3::float8) > $2;
+
 -- name: entity_release_run
 -- Shutdown or lost lease: hand this run's unfinished rows back to the queue.
 UPDATE contact_entity

@@ -101,11 +101,25 @@ async def drain(ctx: RunContext, exporter: Exporter) -> None:
         if ctx.options.progress:
             ctx.options.progress("export", len(done), None)
         log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())
-    if exporter.creates.settling:
-        # The run ends `warning` (they count as retrying); history says how many and why.
-        ctx.counts.note(
-            "warning",
-            f"{exporter.creates.settling} creates settling: FreeAgent may still commit them; "
-            "they are looked up (never re-sent) after the settle window",
-            settling=exporter.creates.settling,
-        )
+    await note_settling(ctx, exporter.creates.settling)
+
+
+async def note_settling(ctx: RunContext, settled_here: int) -> None:
+    """Creates still settling, whichever run sent them: the run ends `warning` (they count as
+    retrying) and history says how many, why, and until when."""
+    row = await ctx.pool.fetchrow(
+        QUERIES["entity_settling"],
+        ctx.profile.id,
+        ctx.clock(),
+        ctx.settings.settle_window().total_seconds(),
+    )
+    settling = int(row["settling"]) if row else 0
+    if not settling:
+        return
+    ctx.counts.retrying += max(0, settling - settled_here)
+    message = (
+        f"{settling} creates settling until {row['until'].isoformat()}: FreeAgent may still "
+        "commit them; they are looked up (never re-sent) after the settle window"
+    )
+    ctx.counts.note("warning", message, settling=settling)
+    ctx.counts.summary = message

@@ -43,6 +43,11 @@ def _empty_php_object(value: object) -> object:
     return {} if value == [] else value
 
 
+def _php_list(value: object) -> object:
+    """PHP's json_encode writes an array with non-sequential keys as an object: its values."""
+    return list(value.values()) if isinstance(value, dict) else value
+
+
 def _street_lines(value: object) -> object:
     """Street is a list of lines, but some extensions send one newline-joined string."""
     if isinstance(value, str):
@@ -166,7 +171,9 @@ class MagentoCustomer(_PersonName):
     #: Address id of the default billing address; documented as a string.
     default_billing: str | int | None = None
     default_shipping: str | int | None = None
-    addresses: list[MagentoAddress] = Field(default_factory=list)
+    addresses: Annotated[list[MagentoAddress], BeforeValidator(_php_list)] = Field(
+        default_factory=list
+    )
     created_at: UtcTime = None
     #: Not bumped by address-only edits (Magento issue 9419): not a full change detector.
     updated_at: UtcTime = None

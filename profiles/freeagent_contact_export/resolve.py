@@ -126,7 +126,9 @@ class ContactIndex:
         found = []
         for row in rows:
             data = row["data"] if isinstance(row["data"], dict) else {}
-            created = parse_fa_time(data.get("created_at"))
+            # FreeAgent omits empty fields: without created_at, updated_at bounds it (a contact
+            # last updated before `since` cannot have been created after it).
+            created = parse_fa_time(data.get("created_at")) or row["fa_updated_at"]
             if created is not None and created >= since and identifying(data) == want:
                 found.append(str(row["url"]))
         return found

@@ -117,6 +117,22 @@ async def test_a_create_committed_after_the_timeout_is_adopted_not_duplicated(
     await _assert_one_contact_per_customer(pool, stack)
 
 
+async def test_a_run_inside_the_settle_window_says_creates_are_settling(
+    pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
+) -> None:
+    """The next run (the CLI run twice) leaves settling rows alone and its history says so."""
+    stack.freeagent.faults.commit_delay = 0.6
+    await run(stack.profile_id)
+    await stack.freeagent.faults.settled()
+    now.advance(1)
+    again = await run(stack.profile_id)
+    assert (again.status, again.counts.created, again.counts.retrying) == ("warning", 0, 3)
+    history = await pool.fetchrow("SELECT * FROM profile_run WHERE id = $1", again.run_id)
+    assert "3 creates settling" in history["error_summary"]
+    assert any("3 creates settling" in m["message"] for m in history["messages"])
+    assert _posts(stack.freeagent) == 3
+
+
 async def test_a_504_whose_create_commits_later_makes_no_duplicate(
     pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
 ) -> None:
@@ -220,3 +236,24 @@ async def test_reconcile_matches_without_email_but_never_a_stranger(
         pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
     )
     assert await index.find_created_since(sent, since) == [ours]
+
+
+async def test_reconcile_finds_a_contact_listed_without_created_at(
+    pool: asyncpg.Pool, stack: Stack, factory: ClientFactory, now: FakeNow
+) -> None:
+    """FreeAgent omits empty fields: a contact without created_at, updated after the intent and
+    carrying exactly what was sent, is the create's (else it would be created again)."""
+    sent = {"email": "ann@example.com", "first_name": "Ann", "last_name": "Lee"}
+    now.advance(-60)
+    old = stack.freeagent.add_contact({**sent, "email": "old@example.com"})
+    now.advance(60)
+    since = now()
+    now.advance(1)
+    ours = stack.freeagent.add_contact(dict(sent))
+    for stored in stack.freeagent.contacts.values():
+        stored.pop("created_at", None)
+    index = ContactIndex(
+        pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
+    )
+    assert await index.find_created_since(sent, since) == [ours]
+    assert old not in await index.find_created_since({**sent, "email": "old@example.com"}, since)

@@ -156,6 +156,13 @@ class TestMagentoCustomer:
         first = MagentoCustomer.model_validate(CUSTOMER).addresses[0]
         assert first.region == MagentoRegion(region_code="London ", region="London ", region_id=0)
 
+    def test_addresses_sent_as_an_object_are_read_as_a_list(self) -> None:
+        """PHP writes an array with non-sequential keys as an object: its values are the
+        addresses (the customer is not unreadable for it)."""
+        addresses = {"0": CUSTOMER["addresses"][0], "2": CUSTOMER["addresses"][1]}
+        customer = MagentoCustomer.model_validate(with_changes(CUSTOMER, addresses=addresses))
+        assert len(customer.addresses) == 2
+
     def test_php_empty_array_as_object(self) -> None:
         """PHP encodes an empty extension_attributes object as []."""
         customer = MagentoCustomer.model_validate(with_changes(CUSTOMER, extension_attributes=[]))

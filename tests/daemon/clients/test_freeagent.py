@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from daemon.clients.freeagent import parse_link_header
-from daemon.errors import ApiError, OutcomeUnknown, RejectedRecord, TransientApiError
+from daemon.clients.transport import Response
+from daemon.errors import (
+    ApiError,
+    EndpointError,
+    OutcomeUnknown,
+    RejectedRecord,
+    TransientApiError,
+)
 from simulators.freeagent import FreeAgentState
 from tests.fakes import FakeClock
 
@@ -201,3 +211,67 @@ async def test_a_create_refused_with_429_is_not_an_unknown_outcome(
     contact = await freeagent.client.create_contact({"organisation_name": "Once Ltd"})
     assert contact["url"]
     assert len(freeagent.state.contacts) == 1
+
+
+class _Answers:
+    """Stands in for FreeAgentClient._send: each call gets the next canned answer."""
+
+    def __init__(self, *answers: tuple[int, Any, dict[str, str]]) -> None:
+        self.answers = list(answers)
+
+    async def __call__(self, method: str, url: Any, **_: Any) -> Response:
+        status, body, headers = self.answers.pop(0)
+        return Response(status, CIMultiDictProxy(CIMultiDict(headers)), body)
+
+
+@pytest.mark.parametrize("page", [None, "none", {"url": "x"}])
+async def test_a_listing_without_a_list_of_contacts_is_an_endpoint_error(
+    freeagent: FreeAgentRig, monkeypatch: pytest.MonkeyPatch, page: Any
+) -> None:
+    """`{"contacts": null}` (or a string, an object) stops the run: it is not an empty list."""
+    monkeypatch.setattr(freeagent.client, "_send", _Answers((200, {"contacts": page}, {})))
+    with pytest.raises(EndpointError, match="contacts"):
+        [c async for c in freeagent.client.iter_contacts()]
+
+
+async def test_listed_items_that_are_not_contacts_are_passed_over(
+    freeagent: FreeAgentRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed item that is not an object is skipped; a contact without url still comes."""
+    page = ["junk", None, {"organisation_name": "No Url"}, {"url": f"{API}contacts/2"}]
+    monkeypatch.setattr(freeagent.client, "_send", _Answers((200, {"contacts": page}, {})))
+    listed = [c async for c in freeagent.client.iter_contacts()]
+    moved = f"{freeagent.client.api_base}contacts/2"
+    assert listed == [{"organisation_name": "No Url"}, {"url": moved}]
+
+
+API = "http://fa.test/v2/"
+
+
+async def test_a_created_contact_url_naming_another_host_is_kept_on_the_api_host(
+    freeagent: FreeAgentRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 201 whose Location names a proxy's host is stored as the configured API's URL, the
+    form listings give, so ownership checks compare like with like."""
+    answer = (201, "", {"Location": "https://proxy.example/v2/contacts/70"})
+    monkeypatch.setattr(freeagent.client, "_send", _Answers(answer))
+    contact = await freeagent.client.create_contact({"organisation_name": "Moved Ltd"})
+    assert contact["url"] == f"{freeagent.client.api_base}contacts/70"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (201, "", {"Location": "https://elsewhere.example/api/contacts/70"}),
+        (201, {"contact": {"url": 70}}, {}),
+        (201, {"contact": None}, {}),
+    ],
+)
+async def test_a_create_answer_without_a_usable_url_is_an_unknown_outcome(
+    freeagent: FreeAgentRig, monkeypatch: pytest.MonkeyPatch, answer: Any
+) -> None:
+    """A 201 whose URL is missing, not a string or outside the API: the contact exists
+    somewhere, so it settles and is reconciled, never taken as created at a bad URL."""
+    monkeypatch.setattr(freeagent.client, "_send", _Answers(answer))
+    with pytest.raises(OutcomeUnknown):
+        await freeagent.client.create_contact({"organisation_name": "Where Ltd"})

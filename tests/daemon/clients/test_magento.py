@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from daemon.clients.magento import Filter, encode_query, search_criteria
+from daemon.clients.transport import Response
 from daemon.errors import AuthError
 from simulators.magento import MagentoState
 
@@ -164,3 +167,53 @@ async def test_refused_bearer_token_is_an_auth_error_without_the_token(
         await rig.client.websites()
     assert "isn't authorized to access Magento_Backend::stores" in str(info.value)
     assert "demo-magento-token" not in str(info.value)
+
+
+class _Pages:
+    """Stands in for MagentoClient._get: serves the canned `items` lists in turn."""
+
+    def __init__(self, *pages: Any) -> None:
+        self.pages = list(pages)
+        self.asked_after: list[str] = []
+
+    async def __call__(self, path: str, query: Any = ()) -> Response:
+        after = dict(query).get("searchCriteria[filter_groups][0][filters][0][value]", "")
+        self.asked_after.append(after)
+        items = self.pages.pop(0) if self.pages else []
+        return Response(200, CIMultiDictProxy(CIMultiDict()), {"items": items})
+
+
+#: A full page (size 4) with items Magento should never send, then the rest.
+_BAD_PAGE = [{"id": 1}, {"id": "x7"}, {"email": "no-id@example.com"}, "not an object"]
+
+
+async def test_keyset_paging_passes_over_items_without_an_integer_id(
+    make_magento: MakeMagento, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item whose id is missing or not an integer is handed on for the caller to note,
+    never ends the scan: paging goes on after the last good id."""
+    rig = await make_magento(MagentoState.seeded(1))
+    pages = _Pages(_BAD_PAGE, [{"id": "2"}, {"id": 3.0}, {"id": 5}])
+    monkeypatch.setattr(rig.client, "_get", pages)
+    items = [c async for c in rig.client.iter_customers(page_size=4)]
+    assert [c["id"] for c in items if isinstance(c, dict) and "id" in c] == [1, "x7", "2", 3.0, 5]
+    assert "not an object" in items and {"email": "no-id@example.com"} in items
+    assert pages.asked_after == ["0", "1"]
+
+
+async def test_id_sweep_skips_items_without_an_integer_id(
+    make_magento: MakeMagento, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion sweep yields only usable ids and reads on past the bad ones."""
+    rig = await make_magento(MagentoState.seeded(1))
+    monkeypatch.setattr(rig.client, "_get", _Pages(_BAD_PAGE, [{"id": "2"}, {"id": None}]))
+    assert [i async for i in rig.client.iter_customer_ids(page_size=4)] == [1, 2]
+
+
+async def test_items_sent_as_an_object_are_read_as_a_list(
+    make_magento: MakeMagento, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PHP serialises a non-sequential array as an object: its values are the items."""
+    rig = await make_magento(MagentoState.seeded(1))
+    monkeypatch.setattr(rig.client, "_get", _Pages({"0": {"id": 4}, "2": {"id": 6}}))
+    assert [c["id"] async for c in rig.client.iter_customers(page_size=4)] == [4, 6]

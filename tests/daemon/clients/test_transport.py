@@ -122,6 +122,24 @@ def test_retry_after_accepts_http_dates() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30
 
 
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("1000000000", 3600),  # 31 years would pause the user's budget for good
+        ("99999999999999999999999", 3600),  # past PostgreSQL's interval range
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600),
+        ("Thu, 01 Jan 2026 11:00:00 GMT", 0),  # a date already past: at once
+        ("-5", 60),  # not a delay: the default
+        ("1e9", 60),
+        ("\u0663", 60),  # a non-ASCII digit is not delta-seconds
+    ],
+)
+def test_retry_after_is_bounded_to_an_hour(header: str, seconds: float) -> None:
+    """No Retry-After pauses a FreeAgent user for longer than its longest window (an hour)."""
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now=now) == seconds
+
+
 def test_json_is_parsed_only_when_the_content_type_says_json() -> None:
     """An XML or HTML answer is kept as text, never fed to the JSON parser."""
     assert parse_body("application/xml", b"<contacts/>") == "<contacts/>"
