@@ -16,6 +16,7 @@ from daemon.db.pool import migrate
 from daemon.logs import configure
 from daemon.process import main as daemon_main
 from daemon.process import open_services
+from daemon.secretbox import prepare_secrets, reseal_all
 
 app = typer.Typer(
     help="fa-sync: keeps FreeAgent contacts in step with Magento 2 customers.",
@@ -23,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Secrets stored in the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(client_app, name="client")
 app.add_typer(magento_app, name="magento")
 app.add_typer(profile_app, name="profile")
@@ -38,7 +41,17 @@ async def db_migrate() -> None:
     """Apply schema.sql (idempotent; the daemon also does this at start)."""
     async with open_services(settings(), migrate_schema=False) as s:
         await migrate(s.pool)
-    console.print("schema up to date")
+        sealed = await prepare_secrets(s.pool, s.factory.secrets)
+    console.print("schema up to date" + (f"; {sealed} plain secrets sealed" if sealed else ""))
+
+
+@secrets_app.command("rotate-key")
+@run_async
+async def secrets_rotate_key() -> None:
+    """Seal every stored secret with FA_SYNC_SECRET_KEY (old keys in FA_SYNC_SECRET_KEYS_OLD)."""
+    async with open_services(settings()) as s:
+        count = await reseal_all(s.pool, s.factory.secrets, plain_only=False)
+    console.print(f"{count} secrets sealed with the current key; old keys can be removed")
 
 
 @app.command("run")
