@@ -11,8 +11,9 @@ from aiohttp import web
 from daemon import cli_profiles  # noqa: F401  (registers profile commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
 from daemon.cli_contacts import contact_app, history, queue_app
-from daemon.cli_support import console, load_settings, run_async, settings
+from daemon.cli_support import console, err_console, load_settings, run_async, settings
 from daemon.db.pool import migrate
+from daemon.errors import ConfigError
 from daemon.logs import configure
 from daemon.process import main as daemon_main
 from daemon.process import open_services
@@ -59,7 +60,12 @@ def run() -> None:
     """Run the daemon: every enabled profile on its schedule, until SIGTERM/SIGINT."""
     s = load_settings()
     configure(log_format=s.log_format, level=s.log_level)
-    raise typer.Exit(asyncio.run(daemon_main(s)))
+    try:
+        code = asyncio.run(daemon_main(s))
+    except ConfigError as exc:  # e.g. the secret key cannot open the stored secrets
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command("simulate")
