@@ -86,7 +86,9 @@ def simulate(
         console.print(
             f"FreeAgent simulator: http://{host}:{port}/v2/ client demo-client/demo-secret"
         )
-        console.print(f"refresh token for `fa-sync client authorize --refresh-token`: {refresh}")
+        console.print(
+            f"refresh token (FA_SYNC_REFRESH_TOKEN of client authorize --refresh-token): {refresh}"
+        )
         web.run_app(create_app(state), host=host, port=port, print=None)
     elif service == "magento":
         from simulators.magento import MagentoState

@@ -71,7 +71,7 @@ class SecretBox:
     def from_settings(cls, settings: Settings) -> SecretBox:
         """The box of FA_SYNC_SECRET_KEY and FA_SYNC_SECRET_KEYS_OLD (no key: a box that
         refuses to seal or open anything)."""
-        if settings.secret_key is None:
+        if settings.secret_key is None or not settings.secret_key.get_secret_value().strip():
             return cls(None)
         current = _fernet(settings.secret_key.get_secret_value(), "FA_SYNC_SECRET_KEY")
         old_text = settings.secret_keys_old.get_secret_value() if settings.secret_keys_old else ""
@@ -139,7 +139,7 @@ def embedded_key(data_dir: Path) -> str:
 
 def box_for(settings: Settings, *, embedded: bool) -> SecretBox:
     """The process's box: FA_SYNC_SECRET_KEY, else the embedded database's own key."""
-    if settings.secret_key is None and embedded:
+    if embedded and not (settings.secret_key and settings.secret_key.get_secret_value().strip()):
         key = SecretStr(embedded_key(settings.data_dir))
         settings = settings.model_copy(update={"secret_key": key})
     return SecretBox.from_settings(settings)
