@@ -563,10 +563,10 @@ async def test_magento_with_bearer_disabled_works_over_oauth1_signatures(
     await pool.execute(
         """UPDATE magento_connection SET access_token = $1, consumer_key = $2,
                   consumer_secret = $3, access_token_secret = $4""",
-        creds.access_token,
+        sealing_box().seal(creds.access_token),
         DEMO_CONSUMER_KEY,
-        creds.consumer_secret,
-        creds.token_secret,
+        sealing_box().seal(creds.consumer_secret),
+        sealing_box().seal(creds.token_secret),
     )
     outcome = await run_profile(stack.profile_id)
     assert outcome.error is None
