@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.secretkeys import sealing_box
+
 # ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -46,7 +48,7 @@ async def chaos(kills: int, replicas: int, seed: int, server_dsn: str) -> ChaosR
     print(f"daemon logs: {workdir / 'daemons.log'}")
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
-            stack = await register(pool, s, schedule="* * * * * *")
+            stack = await register(pool, s, secrets=sealing_box(), schedule="* * * * * *")
             return await run_chaos(
                 cluster=cluster,
                 pool=pool,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from cryptography.fernet import Fernet
 
 # ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,6 +31,7 @@ from daemon.db.records import RunTrigger
 from daemon.logs import configure
 from daemon.resources import ClientFactory
 from daemon.runner import Runner
+from daemon.secretbox import SecretBox
 from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
@@ -52,13 +54,18 @@ async def bench(customers: int, dsn: str | None) -> None:
         rate_latency_allowance=5.0 / 600,  # the grant-to-receipt allowance, shrunk alike
         record_retry_base_seconds=0,
         export_concurrency=8,
+        secret_key=Fernet.generate_key().decode(),  # a scratch database: a throwaway key
     )
     fa = FreeAgentState(minute_window=0.1, hour_window=6.0)
     mg = MagentoState.seeded(customers=customers, guest_orders=customers // 10)
     async with aiohttp.ClientSession() as session, simulators(freeagent=fa, magento=mg) as stack:
-        await register(pool, stack, profile="bench")
+        box = SecretBox.from_settings(settings)
+        await register(pool, stack, secrets=box, profile="bench")
         factory = ClientFactory(
-            pool=pool, settings=settings, transport=Transport(session=session, settings=settings)
+            pool=pool,
+            settings=settings,
+            transport=Transport(session=session, settings=settings),
+            secrets=box,
         )
         runner = Runner(pool=pool, settings=settings, resources=factory)
         started = time.perf_counter()

@@ -12,11 +12,13 @@ from daemon import cli_profile_io, cli_profiles  # noqa: F401  (register profile
 from daemon.cli_admin import client_app, magento_app, profile_app
 from daemon.cli_contacts import contact_app, queue_app
 from daemon.cli_status import history, status
-from daemon.cli_support import console, load_settings, run_async, settings
+from daemon.cli_support import console, err_console, load_settings, run_async, settings
 from daemon.db.pool import migrate
+from daemon.errors import ConfigError
 from daemon.logs import configure
 from daemon.process import main as daemon_main
 from daemon.process import open_services
+from daemon.secretbox import prepare_secrets, reseal_all
 
 app = typer.Typer(
     help="fa-sync: keeps FreeAgent contacts in step with Magento 2 customers.",
@@ -24,7 +26,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Secrets stored in the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(client_app, name="client")
 app.add_typer(magento_app, name="magento")
 app.add_typer(profile_app, name="profile")
@@ -40,7 +44,17 @@ async def db_migrate() -> None:
     """Apply schema.sql (idempotent; the daemon also does this at start)."""
     async with open_services(settings(), migrate_schema=False) as s:
         await migrate(s.pool)
-    console.print("schema up to date")
+        sealed = await prepare_secrets(s.pool, s.factory.secrets)
+    console.print("schema up to date" + (f"; {sealed} plain secrets sealed" if sealed else ""))
+
+
+@secrets_app.command("rotate-key")
+@run_async
+async def secrets_rotate_key() -> None:
+    """Seal every stored secret with FA_SYNC_SECRET_KEY (old keys in FA_SYNC_SECRET_KEYS_OLD)."""
+    async with open_services(settings()) as s:
+        count = await reseal_all(s.pool, s.factory.secrets, plain_only=False)
+    console.print(f"{count} secrets sealed with the current key; old keys can be removed")
 
 
 @app.command("run")
@@ -48,7 +62,12 @@ def run() -> None:
     """Run the daemon: every enabled profile on its schedule, until SIGTERM/SIGINT."""
     s = load_settings()
     configure(log_format=s.log_format, level=s.log_level)
-    raise typer.Exit(asyncio.run(daemon_main(s)))
+    try:
+        code = asyncio.run(daemon_main(s))
+    except ConfigError as exc:  # e.g. the secret key cannot open the stored secrets
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command("simulate")
@@ -69,7 +88,9 @@ def simulate(
         console.print(
             f"FreeAgent simulator: http://{host}:{port}/v2/ client demo-client/demo-secret"
         )
-        console.print(f"refresh token for `fa-sync client authorize --refresh-token`: {refresh}")
+        console.print(
+            f"refresh token (FA_SYNC_REFRESH_TOKEN of client authorize --refresh-token): {refresh}"
+        )
         web.run_app(create_app(state), host=host, port=port, print=None)
     elif service == "magento":
         from simulators.magento import MagentoState

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,11 +25,33 @@ profile_app = typer.Typer(help="Profiles: what runs, when and how.", no_args_is_
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def secret_file_option(what: str) -> Any:
+    return typer.Option(help=f"Read the {what} from this file (first line).", dir_okay=False)
+
+
+def read_secret(what: str, envvar: str, path: Path | None) -> str:
+    """A secret from a file, else the environment, else a hidden prompt: never from argv."""
+    if path is not None:
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {path} ({exc.strerror})") from None
+        if not value:
+            raise ConfigError(f"{what}: {path} is empty")
+        return value
+    if os.environ.get(envvar, "").strip():
+        return os.environ[envvar].strip()
+    value = str(typer.prompt(what, hide_input=True)).strip()
+    if not value:
+        raise ConfigError(f"{what}: empty")
+    return value
+
+
 async def client_by_name(services: Services, name: str) -> FreeAgentClientRow:
     row = await services.pool.fetchrow(QUERIES["client_get_by_name"], name)
     if row is None:
         raise ConfigError(f"FreeAgent client {name!r} does not exist (fa-sync client list)")
-    return FreeAgentClientRow.from_row(row)
+    return services.factory.secrets.opened(FreeAgentClientRow.from_row(row))
 
 
 def _client_view(row: Any) -> dict[str, Any]:
@@ -43,9 +67,7 @@ def _client_view(row: Any) -> dict[str, Any]:
 async def client_add(
     name: str,
     client_id: Annotated[str, typer.Option(help="OAuth identifier from dev.freeagent.com.")],
-    client_secret: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, envvar="FA_SYNC_CLIENT_SECRET")
-    ],
+    secret_file: Annotated[Path | None, secret_file_option("client secret")] = None,
     environment: Annotated[str, typer.Option(help="production | sandbox | custom")] = "sandbox",
     base_url: Annotated[str | None, typer.Option(help="custom only: API root ending /v2/")] = None,
     redirect_uri: str = "urn:ietf:wg:oauth:2.0:oob",
@@ -53,7 +75,9 @@ async def client_add(
     per_hour: int = 3600,
     rate_limit_test: bool = False,
 ) -> None:
-    """Register a FreeAgent app's credentials."""
+    """Register a FreeAgent app's credentials; the secret from --secret-file, else
+    FA_SYNC_CLIENT_SECRET, else a hidden prompt."""
+    client_secret = read_secret("client secret", "FA_SYNC_CLIENT_SECRET", secret_file)
     async with open_services(settings()) as s, translated(f"client {name}"):
         await s.pool.fetchrow(
             QUERIES["client_insert"],
@@ -61,7 +85,7 @@ async def client_add(
             environment,
             base_url,
             client_id,
-            client_secret,
+            s.factory.secrets.seal(client_secret),
             redirect_uri,
             per_minute,
             per_hour,
@@ -109,21 +133,26 @@ async def client_authorize(
     name: str,
     code: Annotated[str | None, typer.Option(help="Code from the approve redirect.")] = None,
     refresh_token: Annotated[
-        str | None,
+        bool,
         typer.Option(
-            help="Import an existing refresh token (headless servers).",
-            envvar="FA_SYNC_REFRESH_TOKEN",
+            "--refresh-token",
+            help="Import an existing refresh token (headless servers): from "
+            "--refresh-token-file, else FA_SYNC_REFRESH_TOKEN, else a hidden prompt.",
         ),
-    ] = None,
+    ] = False,
+    refresh_token_file: Annotated[Path | None, secret_file_option("refresh token")] = None,
 ) -> None:
     """Without options print the approve URL; then pass --code (or --refresh-token)."""
+    imported = None
+    if refresh_token or refresh_token_file is not None:
+        imported = read_secret("refresh token", "FA_SYNC_REFRESH_TOKEN", refresh_token_file)
     async with open_services(settings()) as s:
         row = await client_by_name(s, name)
-        if code is None and refresh_token is None:
+        if code is None and imported is None:
             console.print("Open this URL, approve, then run again with --code <code>:")
             console.print(approve_url(row, secrets.token_urlsafe(16)), soft_wrap=True)
             return
-        user, company = await s.factory.authorize(row, code=code, refresh_token=refresh_token)
+        user, company = await s.factory.authorize(row, code=code, refresh_token=imported)
     console.print(
         f"client [bold]{name}[/bold] authorised for {user.get('email')} at "
         f"{company.get('name')} (permission level {user.get('permission_level')})"
@@ -178,35 +207,41 @@ async def client_remove(name: str) -> None:
 async def magento_add(
     name: str,
     url: Annotated[str, typer.Option(help="Shop root, e.g. https://shop.example.com")],
-    token: Annotated[
-        str,
-        typer.Option(
-            prompt=True,
-            hide_input=True,
-            envvar="FA_SYNC_MAGENTO_TOKEN",
-            help="Integration access token.",
-        ),
-    ],
+    token_file: Annotated[Path | None, secret_file_option("integration access token")] = None,
     store_code: str | None = None,
     consumer_key: Annotated[
-        str | None, typer.Option(help="OAuth 1.0a signing instead of Bearer.")
+        str | None,
+        typer.Option(
+            help="OAuth 1.0a signing instead of Bearer; then the consumer secret and token "
+            "secret are read too (files, FA_SYNC_MAGENTO_CONSUMER_SECRET and "
+            "FA_SYNC_MAGENTO_TOKEN_SECRET, or prompts)."
+        ),
     ] = None,
-    consumer_secret: Annotated[
-        str | None, typer.Option(envvar="FA_SYNC_MAGENTO_CONSUMER_SECRET")
-    ] = None,
-    token_secret: Annotated[str | None, typer.Option(envvar="FA_SYNC_MAGENTO_TOKEN_SECRET")] = None,
+    consumer_secret_file: Annotated[Path | None, secret_file_option("consumer secret")] = None,
+    token_secret_file: Annotated[Path | None, secret_file_option("token secret")] = None,
 ) -> None:
-    """Register a Magento 2 integration."""
+    """Register a Magento 2 integration; the access token from --token-file, else
+    FA_SYNC_MAGENTO_TOKEN, else a hidden prompt."""
+    token = read_secret("integration access token", "FA_SYNC_MAGENTO_TOKEN", token_file)
+    consumer_secret = token_secret = None
+    if consumer_key:
+        consumer_secret = read_secret(
+            "consumer secret", "FA_SYNC_MAGENTO_CONSUMER_SECRET", consumer_secret_file
+        )
+        token_secret = read_secret(
+            "token secret", "FA_SYNC_MAGENTO_TOKEN_SECRET", token_secret_file
+        )
     async with open_services(settings()) as s, translated(f"Magento connection {name}"):
+        box = s.factory.secrets
         await s.pool.fetchrow(
             QUERIES["connection_insert"],
             name,
             url.rstrip("/"),
             store_code,
-            token,
+            box.seal(token),
             consumer_key,
-            consumer_secret,
-            token_secret,
+            box.seal_optional(consumer_secret),
+            box.seal_optional(token_secret),
         )
     console.print(f"Magento connection [bold]{name}[/bold] added")
 

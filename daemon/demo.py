@@ -24,6 +24,7 @@ from daemon.db.queries import QUERIES
 from daemon.logs import configure
 from daemon.process import database_server, open_services
 from daemon.runner import utcnow
+from daemon.secretbox import embedded_key
 from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
@@ -91,6 +92,8 @@ async def run_demo(*, customers: int = 60, faults: bool = True) -> int:
         demo_settings = base.model_copy(
             update={
                 "database_url": SecretStr(demo_dsn),
+                # The demo's own key, kept beside the embedded data directory (mode 0600).
+                "secret_key": base.secret_key or SecretStr(embedded_key(base.data_dir)),
                 "http_retry_max_wait": 1.0,
                 "record_retry_base_seconds": 0.0,
             }
@@ -108,6 +111,7 @@ async def _demo(demo_settings: Settings, *, customers: int, faults: bool) -> int
         await register(
             s.pool,
             stack,
+            secrets=s.factory.secrets,
             profile="demo",
             settings={
                 "contact": {"default_payment_terms_in_days": 30, "charge_sales_tax": "Auto"},

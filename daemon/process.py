@@ -31,6 +31,7 @@ from daemon.metrics import Metrics
 from daemon.resources import ClientFactory
 from daemon.runner import Runner, RunOutcome, utcnow
 from daemon.scheduler import ProfileScheduler
+from daemon.secretbox import box_for, prepare_secrets
 from daemon.service import supervised
 from daemon.settings import Settings
 from daemon.systemd import Notifier
@@ -79,13 +80,15 @@ async def open_services(
     dsn, server = await database_server(settings)
     pool = await connect_with_retry(dsn, max_size=size, acquire_timeout=settings.db_acquire_timeout)
     try:
+        box = box_for(settings, embedded=server is not None)
         if migrate_schema:
             await migrate(pool)
+            await prepare_secrets(pool, box)
         timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
         metrics = Metrics()
         async with aiohttp.ClientSession(timeout=timeout) as session:
             transport = Transport(session=session, settings=settings, metrics=metrics)
-            factory = ClientFactory(pool=pool, settings=settings, transport=transport)
+            factory = ClientFactory(pool=pool, settings=settings, transport=transport, secrets=box)
             yield Services(settings, dsn, pool, factory, session, metrics)
     finally:
         await pool.close()

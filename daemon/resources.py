@@ -15,27 +15,34 @@ from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
 from daemon.db.records import FreeAgentClientRow, MagentoConnectionRow
 from daemon.errors import ConfigError
+from daemon.secretbox import SecretBox
 from daemon.settings import Settings
 
 
 class ClientFactory:
     """One per process: token stores are shared so one process refreshes a client once."""
 
-    def __init__(self, *, pool: asyncpg.Pool, settings: Settings, transport: Transport) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, settings: Settings, transport: Transport, secrets: SecretBox
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self.transport = transport
+        #: Seals and opens the secret columns of client and connection rows.
+        self.secrets = secrets
         self._tokens: dict[int, TokenStore] = {}
 
     async def client_row(self, client_id: int) -> FreeAgentClientRow:
         row = await self._pool.fetchrow(QUERIES["client_get"], client_id)
         if row is None:
             raise ConfigError(f"FreeAgent client {client_id} does not exist")
-        return FreeAgentClientRow.from_row(row)
+        return self.secrets.opened(FreeAgentClientRow.from_row(row))
 
     def tokens(self, client_id: int) -> TokenStore:
         if client_id not in self._tokens:
-            self._tokens[client_id] = TokenStore(self._pool, self.transport, client_id)
+            self._tokens[client_id] = TokenStore(
+                self._pool, self.transport, client_id, secrets=self.secrets
+            )
         return self._tokens[client_id]
 
     def budget(self, row: FreeAgentClientRow, *, key: str | None = None) -> RateBudget:
@@ -73,7 +80,8 @@ class ClientFactory:
         if code is not None:
             await tokens.save(await exchange_code(self.transport, row, code, budget=budget))
         else:
-            await self._pool.execute(QUERIES["client_import_refresh_token"], row.id, refresh_token)
+            sealed = self.secrets.seal_optional(refresh_token)
+            await self._pool.execute(QUERIES["client_import_refresh_token"], row.id, sealed)
         fa = await self.freeagent(row.id, profile_name=row.name, budget_key=budget.key)
         user = await fa.users_me()
         company = await fa.company()
@@ -123,5 +131,6 @@ class ClientFactory:
         if row is None:
             raise ConfigError(f"Magento connection {connection_id} does not exist")
         return MagentoClient(
-            transport=self.transport, connection=MagentoConnectionRow.from_row(row)
+            transport=self.transport,
+            connection=self.secrets.opened(MagentoConnectionRow.from_row(row)),
         )

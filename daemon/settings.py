@@ -45,6 +45,11 @@ class Settings(BaseSettings):
 
     #: PostgreSQL DSN. Also read from plain DATABASE_URL. Unset: an embedded server is started.
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    #: Fernet key sealing secrets in the database. Unset with the embedded database: a key
+    #: kept beside data_dir; unset with DATABASE_URL: no secret can be stored.
+    secret_key: SecretStr | None = None
+    #: Comma-separated previous keys: they still open secrets, until `fa-sync secrets rotate-key`.
+    secret_keys_old: SecretStr | None = None
     #: Where the embedded PostgreSQL keeps its data when database_url is unset.
     data_dir: Path = Path(".fa-sync/pgdata")
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -18,6 +18,7 @@ import asyncpg
 from aiohttp import web
 
 from daemon.db.queries import QUERIES
+from daemon.secretbox import SecretBox
 from simulators.freeagent import FreeAgentState
 from simulators.freeagent import create_app as create_freeagent
 from simulators.magento import MagentoState
@@ -77,20 +78,22 @@ async def register(
     pool: asyncpg.Pool,
     stack: Stack,
     *,
+    secrets: SecretBox,
     profile: str = "demo",
     schedule: str = "*/15 * * * *",
     settings: dict[str, Any] | None = None,
     enabled: bool = True,
     **limits: int,
 ) -> Stack:
-    """Insert a FreeAgent client (authorised), a Magento connection and a profile using them."""
+    """Insert a FreeAgent client (authorised), a Magento connection and a profile using them;
+    secrets sealed with the box, as the CLI stores them."""
     client = await pool.fetchrow(
         QUERIES["client_insert"],
         f"{profile}-freeagent",
         "custom",
         stack.freeagent_url,
         DEMO_CLIENT_ID,
-        DEMO_CLIENT_SECRET,
+        secrets.seal(DEMO_CLIENT_SECRET),
         "urn:ietf:wg:oauth:2.0:oob",
         limits.get("per_minute", 120),
         limits.get("per_hour", 3600),
@@ -101,9 +104,9 @@ async def register(
     await pool.execute(
         QUERIES["client_save_tokens"],
         client["id"],
-        access,
+        secrets.seal(access),
         now + timedelta(seconds=stack.freeagent.access_token_ttl),
-        refresh,
+        secrets.seal(refresh),
         None,
     )
     connection = await pool.fetchrow(
@@ -111,7 +114,7 @@ async def register(
         f"{profile}-magento",
         stack.magento_url,
         None,
-        DEMO_MAGENTO_TOKEN,
+        secrets.seal(DEMO_MAGENTO_TOKEN),
         None,
         None,
         None,

@@ -18,6 +18,7 @@ import pytest
 
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, drop_database, migrate, recreate_database
+from tests.secretkeys import TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,7 @@ from daemon.context import RunOptions  # noqa: E402
 from daemon.db.records import RunTrigger  # noqa: E402
 from daemon.resources import ClientFactory  # noqa: E402
 from daemon.runner import Runner, RunOutcome  # noqa: E402
+from daemon.secretbox import SecretBox  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
 from simulators.freeagent import FreeAgentState  # noqa: E402
 from simulators.magento import MagentoState  # noqa: E402
@@ -95,7 +97,14 @@ def settings(tmp_path: Path) -> Settings:
         record_retry_base_seconds=0.0,
         lease_seconds=10.0,
         replica_id="test-replica",
+        secret_key=TEST_SECRET_KEY,
     )
+
+
+@pytest.fixture
+def secret_box(settings: Settings) -> SecretBox:
+    """The box the tests' settings make: secrets written by fixtures are sealed with it."""
+    return SecretBox.from_settings(settings)
 
 
 @pytest.fixture
@@ -103,7 +112,12 @@ async def factory(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Clien
     """API clients over one aiohttp session, as the daemon builds them."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         transport = Transport(session=session, settings=settings)
-        yield ClientFactory(pool=pool, settings=settings, transport=transport)
+        yield ClientFactory(
+            pool=pool,
+            settings=settings,
+            transport=transport,
+            secrets=SecretBox.from_settings(settings),
+        )
 
 
 @pytest.fixture
@@ -118,11 +132,14 @@ def magento_state() -> MagentoState:
 
 @pytest.fixture
 async def stack(
-    pool: asyncpg.Pool, freeagent_state: FreeAgentState, magento_state: MagentoState
+    pool: asyncpg.Pool,
+    freeagent_state: FreeAgentState,
+    magento_state: MagentoState,
+    secret_box: SecretBox,
 ) -> AsyncIterator[Stack]:
     """Both simulators on loopback and a profile `demo` pointing at them."""
     async with simulators(freeagent=freeagent_state, magento=magento_state) as s:
-        yield await register(pool, s)
+        yield await register(pool, s, secrets=secret_box)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import FreeAgentClientRow
 from daemon.errors import ApiError, AuthError, ConfigError, RejectedRecord
 from daemon.logs import get_logger
+from daemon.secretbox import SecretBox
 
 #: Service name of token-endpoint requests: an AuthError from it is not a stale bearer token.
 OAUTH_SERVICE = "freeagent-oauth"
@@ -206,9 +207,11 @@ class TokenStore:
         transport: Transport,
         client_id: int,
         *,
+        secrets: SecretBox,
         refresh_margin: float = 60.0,
     ) -> None:
         self._pool = pool
+        self._secrets = secrets  #: tokens are stored sealed, opened when read
         self._transport = transport
         self.client_id = client_id  #: freeagent_client.id
         self._margin = timedelta(seconds=refresh_margin)
@@ -237,7 +240,9 @@ class TokenStore:
         """Store a freshly exchanged pair (after `client authorize`) and start using it."""
         async with self._lock, translated(f"FreeAgent client {self.client_id}: save tokens"):
             version = await self._pool.fetchval(
-                QUERIES["client_save_tokens"], self.client_id, *_token_columns(tokens)
+                QUERIES["client_save_tokens"],
+                self.client_id,
+                *_token_columns(tokens, self._secrets),
             )
         self._held = _issued(tokens, int(version))
 
@@ -275,7 +280,8 @@ class TokenStore:
             row = await self._pool.fetchrow(QUERIES["client_get"], self.client_id)
         if row is None:
             return None
-        theirs = _held_from_row(FreeAgentClientRow.from_row(row), row["updated_at"])
+        client = self._secrets.opened(FreeAgentClientRow.from_row(row))
+        theirs = _held_from_row(client, row["updated_at"])
         if theirs is None or not self._adoptable(theirs, seen):
             return None
         self._held = theirs
@@ -289,7 +295,7 @@ class TokenStore:
             row = await conn.fetchrow(QUERIES["client_lock"], self.client_id)
             if row is None:
                 raise ConfigError(f"FreeAgent client {self.client_id}: no such client")
-            client = FreeAgentClientRow.from_row(row)
+            client = self._secrets.opened(FreeAgentClientRow.from_row(row))
             theirs = _held_from_row(client, row["updated_at"])
             if theirs is not None and self._adoptable(theirs, seen):
                 self._held = theirs
@@ -297,7 +303,7 @@ class TokenStore:
                 return theirs.token
             tokens = await refresh(self._transport, client, budget=self.budget)
             version = await conn.fetchval(
-                QUERIES["client_save_tokens"], client.id, *_token_columns(tokens)
+                QUERIES["client_save_tokens"], client.id, *_token_columns(tokens, self._secrets)
             )
         self._held = _issued(tokens, int(version))
         log.info("token_refreshed", client=client.name, version=version)
@@ -338,12 +344,14 @@ def _unexpired(expires_at: datetime | None) -> bool:
     return expires_at is not None and expires_at > datetime.now(UTC)
 
 
-def _token_columns(tokens: TokenSet) -> tuple[str, datetime, str, datetime | None]:
-    """Arguments 2-5 of client_save_tokens."""
+def _token_columns(
+    tokens: TokenSet, secrets: SecretBox
+) -> tuple[str, datetime, str, datetime | None]:
+    """Arguments 2-5 of client_save_tokens: the tokens sealed."""
     return (
-        tokens.access_token,
+        secrets.seal(tokens.access_token),
         tokens.access_expires_at,
-        tokens.refresh_token,
+        secrets.seal(tokens.refresh_token),
         tokens.refresh_expires_at,
     )
 

@@ -69,6 +69,15 @@ UPDATE freeagent_client
  WHERE id = $1
 RETURNING token_version;
 
+-- name: client_secrets_lock
+-- Every client's secret columns, locked while they are sealed again (migrate, rotate-key).
+SELECT id, client_secret, access_token, refresh_token FROM freeagent_client ORDER BY id FOR UPDATE;
+
+-- name: client_secrets_set
+-- Store a client's secrets sealed again: same values, so token_version and updated_at stay.
+UPDATE freeagent_client SET client_secret = $2, access_token = $3, refresh_token = $4
+ WHERE id = $1;
+
 -- name: client_save_identity
 -- Remember whom the tokens act for (budget key, permission gate) and the company.
 UPDATE freeagent_client
@@ -156,6 +165,16 @@ SELECT * FROM magento_connection WHERE id = $1;
 -- name: connection_get_by_name
 -- One Magento connection by name.
 SELECT * FROM magento_connection WHERE name = $1;
+
+-- name: connection_secrets_lock
+-- Every connection's secret columns, locked while they are sealed again.
+SELECT id, access_token, consumer_secret, access_token_secret FROM magento_connection
+ ORDER BY id FOR UPDATE;
+
+-- name: connection_secrets_set
+-- Store a connection's secrets sealed again.
+UPDATE magento_connection SET access_token = $2, consumer_secret = $3, access_token_secret = $4
+ WHERE id = $1;
 
 -- name: connection_delete
 -- Remove a Magento connection.

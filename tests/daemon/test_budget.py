@@ -21,6 +21,7 @@ from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
+from tests.secretkeys import TEST_SECRET_KEY, sealing_box
 
 WINDOW = 3.0  #: "minute"
 HOUR = WINDOW * 60
@@ -46,6 +47,7 @@ def settings(tmp_path: Path, database_dsn: str, monkeypatch: pytest.MonkeyPatch)
         rate_hour_window=HOUR,
         rate_latency_allowance=0.25,
         rate_headroom_per_minute=1,
+        secret_key=TEST_SECRET_KEY,
     )
 
 
@@ -55,7 +57,7 @@ async def limited(pool: asyncpg.Pool) -> AsyncIterator[Stack]:
     freeagent = FreeAgentState(per_minute=PER_WINDOW, minute_window=WINDOW, hour_window=HOUR)
     magento = MagentoState.seeded(customers=CUSTOMERS, guest_orders=0)
     async with simulators(freeagent=freeagent, magento=magento) as s:
-        yield await register(pool, s, per_minute=PER_WINDOW)
+        yield await register(pool, s, secrets=sealing_box(), per_minute=PER_WINDOW)
 
 
 def _busiest_window(freeagent: FreeAgentState) -> int:

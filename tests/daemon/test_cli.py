@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from simulators.stack import DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN, Stack
+from tests.secretkeys import TEST_SECRET_KEY, sealing_box
 
 
 @dataclass
@@ -34,15 +35,16 @@ def cli(database_dsn: str, tmp_path):  # type: ignore[no-untyped-def]
         "FA_SYNC_LOG_FORMAT": "json",
         "COLUMNS": "200",
         "FA_SYNC_REQUEST_LOG_DIR": str(tmp_path / "logs"),
+        "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
     }
 
-    async def run(*args: str) -> Result:
+    async def run(*args: str, **extra_env: str) -> Result:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "daemon",
             *args,
-            env=env,
+            env={**env, **extra_env},
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -55,7 +57,8 @@ def cli(database_dsn: str, tmp_path):  # type: ignore[no-untyped-def]
 
 async def _secrets(pool: asyncpg.Pool) -> list[str]:
     row = await pool.fetchrow("SELECT access_token, refresh_token FROM freeagent_client")
-    return [row["access_token"], row["refresh_token"], DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN]
+    tokens = [sealing_box().open(row[k]) for k in ("access_token", "refresh_token")]
+    return [*tokens, DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN]
 
 
 async def test_profile_set_changes_columns(pool: asyncpg.Pool, stack: Stack, cli) -> None:
@@ -181,8 +184,7 @@ async def test_authorize_with_code_stores_tokens_and_identity(
         stack.freeagent_url,
         "--redirect-uri",
         "https://example.com/callback",
-        "--client-secret",
-        DEMO_CLIENT_SECRET,
+        FA_SYNC_CLIENT_SECRET=DEMO_CLIENT_SECRET,
     )
     assert added.code == 0, added.err
     prompt = await cli("client", "authorize", "fresh")
@@ -197,7 +199,54 @@ async def test_authorize_with_code_stores_tokens_and_identity(
     row = await pool.fetchrow("SELECT * FROM freeagent_client WHERE name = 'fresh'")
     assert row["refresh_token"] and row["access_token"] and row["permission_level"] == 8
     assert row["user_url"]
-    assert row["refresh_token"] not in result.out + result.err
+    assert sealing_box().open(row["refresh_token"]) not in result.out + result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["client", "add", "x", "--client-id", "i", "--client-secret", "s3cr3t-value"],
+        ["client", "authorize", "demo-freeagent", "--refresh-token", "s3cr3t-value"],
+        ["magento", "add", "m", "--url", "http://shop", "--token", "s3cr3t-value"],
+        ["magento", "add", "m", "--url", "http://s", "--consumer-secret", "s3cr3t-value"],
+        ["magento", "add", "m", "--url", "http://s", "--token-secret", "s3cr3t-value"],
+    ],
+)
+async def test_secrets_are_never_taken_as_command_line_values(
+    pool: asyncpg.Pool, stack: Stack, cli, args: list[str]
+) -> None:
+    """A secret given as an argument (visible in ps and shell history) is refused, not stored."""
+    result = await cli(*args)
+    assert result.code == 2, result.out + result.err
+    rows = [*await pool.fetch("SELECT * FROM freeagent_client")]
+    rows += await pool.fetch("SELECT * FROM magento_connection")
+    assert "s3cr3t-value" not in repr([dict(r) for r in rows])
+
+
+async def test_secrets_are_read_from_a_file_or_the_environment(
+    pool: asyncpg.Pool, stack: Stack, cli, tmp_path
+) -> None:
+    """--token-file and FA_SYNC_MAGENTO_* variables feed `magento add`; rows hold them sealed."""
+    (tmp_path / "token").write_text("file-token\n")
+    result = await cli(
+        "magento",
+        "add",
+        "m",
+        "--url",
+        "http://shop.example",
+        "--token-file",
+        str(tmp_path / "token"),
+        "--consumer-key",
+        "ck",
+        FA_SYNC_MAGENTO_CONSUMER_SECRET="env-consumer",
+        FA_SYNC_MAGENTO_TOKEN_SECRET="env-ts",
+    )
+    assert result.code == 0, result.err
+    row = await pool.fetchrow("SELECT * FROM magento_connection WHERE name = 'm'")
+    box = sealing_box()
+    stored = [row[k] for k in ("access_token", "consumer_secret", "access_token_secret")]
+    assert [box.open(v) for v in stored] == ["file-token", "env-consumer", "env-ts"]
+    assert not [v for v in stored if "token" in v or "env" in v]
 
 
 async def test_profile_create_and_delete(pool: asyncpg.Pool, stack: Stack, cli) -> None:

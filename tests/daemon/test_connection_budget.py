@@ -18,6 +18,7 @@ from simulators.freeagent import FreeAgentState
 from simulators.freeagent_faults import Faults
 from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
+from tests.secretkeys import TEST_SECRET_KEY
 
 PROFILES = 8
 CUSTOMERS = 8
@@ -70,6 +71,7 @@ async def test_eight_profiles_exporting_at_once_all_complete_without_a_wedge(
         http_retry_max_wait=0.05,
         record_retry_base_seconds=0.0,
         replica_id="budget-replica",
+        secret_key=TEST_SECRET_KEY,
         db_acquire_timeout=DEADLINE,
     )
     async with AsyncExitStack() as exits:
@@ -81,7 +83,13 @@ async def test_eight_profiles_exporting_at_once_all_complete_without_a_wedge(
             )
         services = await exits.enter_async_context(open_services(settings, migrate_schema=False))
         for i, stack in enumerate(stacks):
-            await register(services.pool, stack, profile=f"shop{i}", schedule="0 3 1 1 *")
+            await register(
+                services.pool,
+                stack,
+                secrets=services.factory.secrets,
+                profile=f"shop{i}",
+                schedule="0 3 1 1 *",
+            )
         daemon = Daemon(services)
         stop = asyncio.Event()
         serving = asyncio.create_task(daemon.serve(stop))

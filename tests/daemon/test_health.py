@@ -22,6 +22,7 @@ from daemon.runner import Runner
 from daemon.settings import Settings
 from daemon.systemd import Notifier
 from simulators.stack import Stack
+from tests.secretkeys import sealing_box
 
 
 @dataclass
@@ -142,7 +143,9 @@ async def test_metrics_after_an_export_count_runs_records_and_requests(
     stack.freeagent.inject_429(1, retry_after=0)
     async with aiohttp.ClientSession() as session:
         transport = Transport(session=session, settings=settings, metrics=probe.metrics)
-        factory = ClientFactory(pool=pool, settings=settings, transport=transport)
+        factory = ClientFactory(
+            pool=pool, settings=settings, transport=transport, secrets=sealing_box()
+        )
         runner = Runner(pool=pool, settings=settings, resources=factory, metrics=probe.metrics)
         outcome = await runner.fire(stack.profile_id)
     status, text = await probe.get("/metrics")

@@ -22,6 +22,7 @@ from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
 from tests.fakes import FakeNow
+from tests.secretkeys import TEST_SECRET_KEY
 
 EMAILS = ("ann@example.com", "bob@example.com", "cat@example.com")
 
@@ -42,6 +43,7 @@ def settings(tmp_path: Path) -> Settings:
         # Every create here times out on purpose: these tests are about settling, so the
         # outage breaker (three unknown outcomes in a row stop the run) is off.
         outage_after_failures=0,
+        secret_key=TEST_SECRET_KEY,
     )
 
 

@@ -12,6 +12,7 @@ from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
 from tests.fakes import FakeNow
+from tests.secretkeys import sealing_box
 
 
 async def _ledger(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -181,7 +182,7 @@ async def test_429_burst_and_5xx_faults_still_export_everyone(
 
     magento_state.error_rate = 0.1
     async with simulators(freeagent=faulty_freeagent, magento=magento_state) as s:
-        stack = await register(pool, s)
+        stack = await register(pool, s, secrets=sealing_box())
         for _ in range(6):  # rows whose retries ran out, or whose creates settle, go next run
             await run_profile(stack.profile_id, clock=now)
             now.advance(3600)
@@ -210,7 +211,7 @@ async def test_creates_whose_answer_is_lost_are_not_duplicated(
     from simulators.stack import register, simulators
 
     async with simulators(freeagent=dropping_freeagent, magento=magento_state) as s:
-        stack = await register(pool, s)
+        stack = await register(pool, s, secrets=sealing_box())
         await run_profile(stack.profile_id, clock=now)
         assert any(r.dropped for r in dropping_freeagent.requests)
         now.advance(3600)  # past the settle window: looked up, adopted, never re-sent
@@ -562,10 +563,10 @@ async def test_magento_with_bearer_disabled_works_over_oauth1_signatures(
     await pool.execute(
         """UPDATE magento_connection SET access_token = $1, consumer_key = $2,
                   consumer_secret = $3, access_token_secret = $4""",
-        creds.access_token,
+        sealing_box().seal(creds.access_token),
         DEMO_CONSUMER_KEY,
-        creds.consumer_secret,
-        creds.token_secret,
+        sealing_box().seal(creds.consumer_secret),
+        sealing_box().seal(creds.token_secret),
     )
     outcome = await run_profile(stack.profile_id)
     assert outcome.error is None

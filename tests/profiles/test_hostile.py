@@ -19,6 +19,7 @@ from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
 from tests.fakes import FakeNow
+from tests.secretkeys import sealing_box
 from tests.strategies import DECOY_COMPANY, DECOY_FIRST, DECOY_LAST, hostile_customers
 
 EXPORTED = ("created", "updated", "linked", "unchanged")
@@ -62,7 +63,7 @@ async def _world(pool: asyncpg.Pool, run_profile: Any, records: list[dict[str, A
     good = [magento.add_customer(**_good(n, i)) for i in range(2)]
     now = FakeNow()
     async with simulators(freeagent=FreeAgentState(wall_clock=now), magento=magento) as s:
-        stack = await register(pool, s, profile=f"hostile{n}")
+        stack = await register(pool, s, secrets=sealing_box(), profile=f"hostile{n}")
         decoy_url = s.freeagent.add_contact(dict(DECOY))
         decoy_before = _contact(stack, decoy_url)
         for _ in range(3):

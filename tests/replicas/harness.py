@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from daemon.db.pool import drop_database as drop_named_database
 from daemon.db.pool import recreate_database
 from simulators.freeagent import FreeAgentState
+from tests.secretkeys import TEST_SECRET_KEY
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -165,6 +166,7 @@ class Cluster:
                 "FA_SYNC_REQUEST_LOG_DIR": str(self.workdir / "requests"),
                 # Several replicas on one host: no health server (it would need a port each).
                 "FA_SYNC_METRICS_PORT": "0",
+                "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
             }
         )
         env.update({f"{_OWN_PREFIX}{k.upper()}": str(v) for k, v in self.settings.items()})

@@ -11,6 +11,7 @@ from simulators.magento import MagentoState
 from simulators.stack import register, simulators
 from tests.replicas.chaos import ChaosReport, run_chaos
 from tests.replicas.harness import Cluster, fast_freeagent
+from tests.secretkeys import sealing_box
 
 #: A dead owner's run is taken over within two seconds.
 CHAOS_SETTINGS = {"lease_seconds": 2}
@@ -20,7 +21,7 @@ async def _chaos(pool: asyncpg.Pool, cluster: Cluster, *, kills: int, seed: int)
     freeagent = fast_freeagent(latency=0.03, drop_after_create_rate=0.2, seed=seed)
     magento = MagentoState.seeded(customers=40, guest_orders=6, seed=seed)
     async with simulators(freeagent=freeagent, magento=magento) as s:
-        stack = await register(pool, s, schedule="* * * * * *")
+        stack = await register(pool, s, secrets=sealing_box(), schedule="* * * * * *")
         report = await run_chaos(cluster=cluster, pool=pool, stack=stack, kills=kills, seed=seed)
     print(f"\n{report.figures()}")  # noqa: T201  (the figures the issue asks for)
     return report

@@ -18,6 +18,7 @@ from daemon.scheduler import next_fire_time, parse_cron
 from simulators.magento import MagentoState
 from simulators.stack import register, simulators
 from tests.replicas.harness import Cluster, event_is, fast_freeagent
+from tests.secretkeys import sealing_box
 
 SCHEDULE = "*/2 * * * * *"
 ZONE = "Europe/London"
@@ -46,7 +47,7 @@ async def test_daemon_keeps_firing_through_the_repeated_hour(
     async with simulators(
         freeagent=fast_freeagent(), magento=MagentoState.seeded(customers=3, guest_orders=0)
     ) as s:
-        stack = await register(pool, s, schedule=SCHEDULE)
+        stack = await register(pool, s, secrets=sealing_box(), schedule=SCHEDULE)
         await pool.execute("UPDATE profile SET timezone = $1 WHERE id = $2", ZONE, stack.profile_id)
         cluster = cluster_factory(clock_start=START.isoformat())
         await cluster.start_ready("a")

@@ -21,6 +21,7 @@ from simulators.stack import Stack, register, simulators
 from tests.replicas.checks import ExportCheck, check_export, settled
 from tests.replicas.harness import FAST, Cluster, Event, event_is, fast_freeagent
 from tests.replicas.postgres import Postgres
+from tests.secretkeys import sealing_box
 
 #: No periodic resync during the test: a profile change applied after the restart can only
 #: have come through the re-established LISTEN.
@@ -63,7 +64,7 @@ async def _play(pg: Postgres, workdir: Path) -> Restarted:
     cluster = Cluster(dsn=dsn, workdir=workdir, settings=SETTINGS)
     try:
         async with simulators(freeagent=fast_freeagent(latency=0.1), magento=magento) as s:
-            stack = await register(pool, s, schedule="*/2 * * * * *")
+            stack = await register(pool, s, secrets=sealing_box(), schedule="*/2 * * * * *")
             await cluster.start_ready("daemon")
             await cluster.wait_for(event_is("contact_created"), within=30)
             await pool.close()

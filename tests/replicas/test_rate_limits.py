@@ -31,6 +31,7 @@ from tests.replicas.harness import (
     event_is,
     play_once,
 )
+from tests.secretkeys import sealing_box
 
 #: Requests per MINUTE window, for the simulator and the client row alike.
 PER_MINUTE = 24
@@ -105,7 +106,9 @@ async def _play(dsn: str, workdir: Path) -> Budgeted:
     cluster = Cluster(dsn=dsn, workdir=workdir, settings=FAST)
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
-            stack = await register(pool, s, schedule="* * * * * *", per_minute=PER_MINUTE)
+            stack = await register(
+                pool, s, secrets=sealing_box(), schedule="* * * * * *", per_minute=PER_MINUTE
+            )
             await _second_profile(pool, stack)
             await asyncio.gather(cluster.start_ready("a"), cluster.start_ready("b"))
             quiet = await _phase(cluster, pool, stack, since=0)

@@ -28,6 +28,7 @@ from tests.replicas.harness import (
     fast_freeagent,
     play_once,
 )
+from tests.secretkeys import sealing_box
 
 SCHEDULE = "*/2 * * * * *"
 #: How long the replicas run, in seconds of fires.
@@ -59,7 +60,7 @@ async def _play(dsn: str, workdir: Path) -> History:
     cluster = Cluster(dsn=dsn, workdir=workdir, settings={**FAST, "lease_seconds": 6})
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
-            stack = await register(pool, s, schedule=SCHEDULE)
+            stack = await register(pool, s, secrets=sealing_box(), schedule=SCHEDULE)
             for name in REPLICAS:
                 await cluster.start(name)
             for name in REPLICAS:

@@ -25,6 +25,7 @@ from tests.replicas.harness import (
     fast_freeagent,
     play_once,
 )
+from tests.secretkeys import sealing_box
 
 GRACE = 2.0
 #: Allowed on top of the grace: interpreter exit, closing the pool and the HTTP session.
@@ -51,7 +52,7 @@ async def _play(dsn: str, workdir: Path) -> Drained:
     cluster = Cluster(dsn=dsn, workdir=workdir, settings={**FAST, "shutdown_grace_seconds": GRACE})
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
-            stack = await register(pool, s, schedule="*/2 * * * * *")
+            stack = await register(pool, s, secrets=sealing_box(), schedule="*/2 * * * * *")
             await cluster.start("first")
             await cluster.wait_for(event_is("contact_created"), within=30)
             began = time.monotonic()

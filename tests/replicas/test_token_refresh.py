@@ -27,6 +27,7 @@ from tests.replicas.harness import (
     fast_freeagent,
     play_once,
 )
+from tests.secretkeys import sealing_box
 
 #: Seconds an access token lives; fa-sync renews one after half of that.
 TTL = 4.0
@@ -52,7 +53,7 @@ async def _play(dsn: str, workdir: Path) -> Refreshed:
     cluster = Cluster(dsn=dsn, workdir=workdir, settings=FAST)
     try:
         async with simulators(freeagent=freeagent, magento=magento) as s:
-            stack = await register(pool, s, schedule="* * * * * *")
+            stack = await register(pool, s, secrets=sealing_box(), schedule="* * * * * *")
             for name in REPLICAS:
                 await cluster.start(name)
             since, added = 0, 0

@@ -26,6 +26,10 @@ from daemon.db.records import FreeAgentClientRow, MagentoConnectionRow
 from daemon.settings import Settings
 from simulators import freeagent as fa_sim
 from simulators import magento as mg_sim
+from tests.secretkeys import sealing_box
+
+#: Seals what the fixtures store, as the CLI would (the tests' key).
+BOX = sealing_box()
 
 
 @dataclass
@@ -108,7 +112,7 @@ async def register_client(
         "custom",
         base_url,
         "demo-client",
-        "demo-secret",
+        BOX.seal("demo-secret"),
         "urn:ietf:wg:oauth:2.0:oob",
         per_minute,
         3600,
@@ -119,12 +123,13 @@ async def register_client(
     await pool.execute(
         QUERIES["client_save_tokens"],
         row["id"],
-        access,
+        BOX.seal(access),
         now + timedelta(seconds=access_expires_in),
-        refresh,
+        BOX.seal(refresh),
         now + timedelta(days=3650),
     )
-    return FreeAgentClientRow.from_row(await pool.fetchrow(QUERIES["client_get"], row["id"]))
+    stored = FreeAgentClientRow.from_row(await pool.fetchrow(QUERIES["client_get"], row["id"]))
+    return BOX.opened(stored)
 
 
 MakeFreeAgent = Callable[..., Awaitable[FreeAgentRig]]
@@ -147,7 +152,7 @@ def make_freeagent(pool: asyncpg.Pool, aiohttp_server: Any, transport: Transport
         state.base_url = base_url.removesuffix("/v2/")
         row = await register_client(pool, state, base_url, **row_options)
         used = transport.with_log(request_log) if request_log else transport
-        tokens = TokenStore(pool, used, row.id)
+        tokens = TokenStore(pool, used, row.id, secrets=BOX)
         budget = RateBudget(
             pool,
             row.budget_key,

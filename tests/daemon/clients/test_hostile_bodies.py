@@ -26,7 +26,7 @@ from daemon.settings import Settings
 from simulators import freeagent as fa_sim
 from tests.logcapture import configured
 
-from .conftest import SleepRecorder, register_client
+from .conftest import BOX, SleepRecorder, register_client
 
 DEPTH = 100_000
 CAP = 256 * 1024  # above DEEP's 200,000 bytes
@@ -75,7 +75,7 @@ async def client_for(
     async def make(kind: str) -> tuple[FreeAgentClient, str]:
         state = fa_sim.FreeAgentState()  # only issues the token pair stored on the row
         row = await register_client(pool, state, str(server.make_url(f"/{kind}/v2/")), name=kind)
-        tokens = TokenStore(pool, transport, row.id)
+        tokens = TokenStore(pool, transport, row.id, secrets=BOX)
         budget = RateBudget(pool, row.budget_key, 120, 3600, 60.0, 3600.0)
         client = FreeAgentClient(transport=transport, client_row=row, tokens=tokens, budget=budget)
         return client, row.access_token or ""

@@ -15,11 +15,13 @@ from daemon.errors import AuthError
 from simulators.freeagent import FreeAgentState
 from tests.fakes import FakeClock
 
-from .conftest import FreeAgentRig, MakeFreeAgent
+from .conftest import BOX, FreeAgentRig, MakeFreeAgent
 
 
-async def _row(pool: asyncpg.Pool, client_id: int) -> asyncpg.Record:
-    return await pool.fetchrow(QUERIES["client_get"], client_id)
+async def _row(pool: asyncpg.Pool, client_id: int) -> dict[str, object]:
+    """The client row with its tokens opened."""
+    row = dict(await pool.fetchrow(QUERIES["client_get"], client_id))
+    return {**row, **{k: BOX.open_optional(row[k]) for k in ("access_token", "refresh_token")}}
 
 
 def test_approve_url_carries_the_documented_parameters(freeagent: FreeAgentRig) -> None:
@@ -94,7 +96,7 @@ async def test_concurrent_refreshes_in_two_replicas_refresh_once(
 ) -> None:
     """Token stores of two replicas (and callers within each) refresh exactly once."""
     rig = await make_freeagent(access_expires_in=-10)  # stored access token already expired
-    replicas = [TokenStore(pool, transport, rig.row.id) for _ in range(2)]
+    replicas = [TokenStore(pool, transport, rig.row.id, secrets=BOX) for _ in range(2)]
     calls = [store.access_token() for store in replicas for _ in range(3)]
     tokens = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
     assert len(set(tokens)) == 1
@@ -108,7 +110,7 @@ async def test_short_lived_tokens_are_still_refreshed_once_across_replicas(
 ) -> None:
     """A waiting replica adopts a just-refreshed token even if it lives less than the margin."""
     rig = await make_freeagent(FreeAgentState(access_token_ttl=5), access_expires_in=-10)
-    replicas = [TokenStore(pool, transport, rig.row.id) for _ in range(3)]
+    replicas = [TokenStore(pool, transport, rig.row.id, secrets=BOX) for _ in range(3)]
     calls = [store.access_token() for store in replicas for _ in range(2)]
     tokens = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
     assert len(set(tokens)) == 1
@@ -120,7 +122,7 @@ async def test_force_refresh_adopts_another_replicas_token(
 ) -> None:
     """After a 401, a replica first looks for a newer token in the row before refreshing."""
     rig = await make_freeagent()
-    first, second = (TokenStore(pool, transport, rig.row.id) for _ in range(2))
+    first, second = (TokenStore(pool, transport, rig.row.id, secrets=BOX) for _ in range(2))
     seen = await first.access_token()
     assert await second.access_token() == seen
     renewed = await first.force_refresh(seen)

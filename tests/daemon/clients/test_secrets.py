@@ -14,7 +14,7 @@ from daemon.db.queries import QUERIES
 from daemon.errors import ApiError, AuthError
 from simulators.freeagent import FreeAgentState
 
-from .conftest import FreeAgentRig, MakeFreeAgent
+from .conftest import BOX, FreeAgentRig, MakeFreeAgent
 
 
 async def _secrets(pool: asyncpg.Pool, rig: FreeAgentRig) -> set[str]:
@@ -24,8 +24,8 @@ async def _secrets(pool: asyncpg.Pool, rig: FreeAgentRig) -> set[str]:
     return {
         rig.row.access_token or "",
         rig.row.refresh_token or "",
-        row["access_token"],
-        row["refresh_token"],
+        BOX.open(row["access_token"]),
+        BOX.open(row["refresh_token"]),
         "demo-secret",
         basic,
     }
