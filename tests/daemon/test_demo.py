@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 
 
-async def test_demo_ends_ok_with_faults_on(pg_server_dsn: str) -> None:
+async def test_demo_ends_ok_with_faults_on(pg_server_dsn: str, tmp_path: Path) -> None:
     """The demo (429s, 5xx on creates, a settle window) exits 0: no duplicate, nobody stuck."""
-    env = {**os.environ, "DATABASE_URL": pg_server_dsn, "FA_SYNC_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_server_dsn,
+        "FA_SYNC_LOG_FORMAT": "json",
+        "FA_SYNC_DATA_DIR": str(tmp_path / "pgdata"),  # the demo's own key file goes here
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daemon", "demo",
         cwd=ROOT, env=env,

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from daemon.db.pool import create_pool, drop_database, recreate_database
+from tests.secretkeys import TEST_SECRET_KEY
 
 Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 SECRETS = ["client-secret-1", "access-1", "refresh-1", "magento-token-1"]
@@ -77,7 +78,15 @@ def run_cli(tmp_path: Path) -> Callable[[str], Cli]:
     """`run_cli(dsn)(ARGS...)` runs fa-sync against that database."""
 
     def bound(dsn: str) -> Cli:
-        env = {**os.environ, "DATABASE_URL": dsn, "FA_SYNC_LOG_FORMAT": "json", "COLUMNS": "200"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "FA_SYNC_LOG_FORMAT": "json",
+            "COLUMNS": "200",
+            # The seeded rows hold plain secrets, as an earlier version stored them: with the
+            # key, the CLI seals them at start (without one it would refuse to run).
+            "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
+        }
 
         async def run(*args: str) -> tuple[int, str, str]:
             proc = await asyncio.create_subprocess_exec(

@@ -17,6 +17,7 @@ from rich.console import Console
 from daemon.describe import ago, describe_cron
 from daemon.screens import gather_status, render_status
 from tests.fakes import FakeNow
+from tests.secretkeys import TEST_SECRET_KEY
 
 NOW = datetime(2026, 3, 2, 10, 7, 30, tzinfo=UTC)  # a Monday
 USER = "https://api.freeagent.com/v2/users/1"
@@ -155,6 +156,7 @@ def cli80(database_dsn: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run `fa-sync ARGS` as on an 80-column terminal; returns (exit code, stdout, stderr)."""
     env = {**os.environ, "DATABASE_URL": database_dsn, "COLUMNS": "80", "LINES": "50"}
     env["FA_SYNC_LOG_FORMAT"] = "json"
+    env["FA_SYNC_SECRET_KEY"] = TEST_SECRET_KEY  # seals the seeded plain rows at start
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
