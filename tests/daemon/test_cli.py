@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +10,8 @@ import asyncpg
 import pytest
 
 from simulators.stack import DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN, Stack
-from tests.secretkeys import TEST_SECRET_KEY, sealing_box
+from tests.clirun import fa_sync
+from tests.secretkeys import sealing_box
 
 
 @dataclass
@@ -29,28 +27,13 @@ class Result:
 @pytest.fixture
 def cli(database_dsn: str, tmp_path):  # type: ignore[no-untyped-def]
     """Run `fa-sync ARGS` with DATABASE_URL pointing at this test's database."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_dsn,
-        "FA_SYNC_LOG_FORMAT": "json",
-        "COLUMNS": "200",
-        "FA_SYNC_REQUEST_LOG_DIR": str(tmp_path / "logs"),
-        "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
-    }
+    logs = {"FA_SYNC_REQUEST_LOG_DIR": str(tmp_path / "logs")}
 
     async def run(*args: str, **extra_env: str) -> Result:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon",
-            *args,
-            env={**env, **extra_env},
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        code, out, err = await fa_sync(
+            *args, dsn=database_dsn, cwd=tmp_path, env={**logs, **extra_env}
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        return Result(proc.returncode or 0, out.decode(), err.decode())
+        return Result(code, out, err)
 
     return run
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,7 +12,7 @@ import asyncpg
 import pytest
 
 from daemon.db.pool import create_pool, drop_database, recreate_database
-from tests.secretkeys import TEST_SECRET_KEY
+from tests.clirun import fa_sync
 
 Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 SECRETS = ["client-secret-1", "access-1", "refresh-1", "magento-token-1"]
@@ -78,29 +75,10 @@ def run_cli(tmp_path: Path) -> Callable[[str], Cli]:
     """`run_cli(dsn)(ARGS...)` runs fa-sync against that database."""
 
     def bound(dsn: str) -> Cli:
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "FA_SYNC_LOG_FORMAT": "json",
-            "COLUMNS": "200",
-            # The seeded rows hold plain secrets, as an earlier version stored them: with the
-            # key, the CLI seals them at start (without one it would refuse to run).
-            "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
-        }
-
         async def run(*args: str) -> tuple[int, str, str]:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "daemon",
-                *args,
-                env=env,
-                cwd=tmp_path,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            return proc.returncode or 0, out.decode(), err.decode()
+            # The seeded rows hold plain secrets, as an earlier version stored them: with the
+            # tests' key, the CLI seals them at start (without one it would refuse to run).
+            return await fa_sync(*args, dsn=dsn, cwd=tmp_path)
 
         return run
 

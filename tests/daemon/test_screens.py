@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +13,8 @@ from rich.console import Console
 
 from daemon.describe import ago, describe_cron
 from daemon.screens import gather_status, render_status
+from tests.clirun import fa_sync
 from tests.fakes import FakeNow
-from tests.secretkeys import TEST_SECRET_KEY
 
 NOW = datetime(2026, 3, 2, 10, 7, 30, tzinfo=UTC)  # a Monday
 USER = "https://api.freeagent.com/v2/users/1"
@@ -154,23 +151,11 @@ async def test_status_screen_snapshot_at_80_columns(pool: asyncpg.Pool) -> None:
 @pytest.fixture
 def cli80(database_dsn: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run `fa-sync ARGS` as on an 80-column terminal; returns (exit code, stdout, stderr)."""
-    env = {**os.environ, "DATABASE_URL": database_dsn, "COLUMNS": "80", "LINES": "50"}
-    env["FA_SYNC_LOG_FORMAT"] = "json"
-    env["FA_SYNC_SECRET_KEY"] = TEST_SECRET_KEY  # seals the seeded plain rows at start
 
     async def run(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon",
-            *args,
-            env=env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return await fa_sync(
+            *args, dsn=database_dsn, cwd=tmp_path, env={"COLUMNS": "80", "LINES": "50"}
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode or 0, out.decode(), err.decode()
 
     return run
 
