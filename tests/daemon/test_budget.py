@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from daemon import cli_admin
 from daemon.clients.ratelimit import Headroom, RateBudget, user_key
@@ -21,7 +21,7 @@ from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
-from tests.secretkeys import TEST_SECRET_KEY, sealing_box
+from tests.secretkeys import sealing_box
 
 WINDOW = 3.0  #: "minute"
 HOUR = WINDOW * 60
@@ -32,22 +32,18 @@ CUSTOMERS = 90
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Test settings with FreeAgent's windows scaled down 50 times, and the database URL."""
+def settings(settings: Settings, database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The suite's settings with FreeAgent's windows scaled down 50 times, and the database
+    URL (also in the environment, for the CLI command run in this process)."""
     monkeypatch.setenv("DATABASE_URL", database_dsn)
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        request_log_dir=tmp_path / "logs",
-        http_retry_attempts=6,
-        http_retry_max_wait=0.05,
-        record_retry_base_seconds=0.0,
-        lease_seconds=10.0,
-        replica_id="test-replica",
-        rate_minute_window=WINDOW,
-        rate_hour_window=HOUR,
-        rate_latency_allowance=0.25,
-        rate_headroom_per_minute=1,
-        secret_key=TEST_SECRET_KEY,
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(database_dsn),
+            "rate_minute_window": WINDOW,
+            "rate_hour_window": HOUR,
+            "rate_latency_allowance": 0.25,
+            "rate_headroom_per_minute": 1,
+        }
     )
 
 

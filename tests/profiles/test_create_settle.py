@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,29 +21,17 @@ from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
 from tests.fakes import FakeNow
-from tests.secretkeys import TEST_SECRET_KEY
 
 EMAILS = ("ann@example.com", "bob@example.com", "cat@example.com")
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """A 0.3 s HTTP timeout, so a create held for longer times out."""
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        data_dir=tmp_path / "pg",
-        request_log_dir=tmp_path / "logs",
-        http_timeout=0.3,
-        http_retry_attempts=6,
-        http_retry_max_wait=0.05,
-        record_retry_base_seconds=0.0,
-        lease_seconds=10.0,
-        replica_id="test-replica",
-        # Every create here times out on purpose: these tests are about settling, so the
-        # outage breaker (three unknown outcomes in a row stop the run) is off.
-        outage_after_failures=0,
-        secret_key=TEST_SECRET_KEY,
-    )
+def settings(settings: Settings) -> Settings:
+    """The suite's settings with a 0.3 s HTTP timeout, so a create held for longer times out.
+
+    Every create here times out on purpose: these tests are about settling, so the outage
+    breaker (three unknown outcomes in a row stop the run) is off."""
+    return settings.model_copy(update={"http_timeout": 0.3, "outage_after_failures": 0})
 
 
 @pytest.fixture
