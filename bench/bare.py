@@ -53,11 +53,14 @@ class BareResult:
 def criteria(path_filters: list[tuple[str, str, str]], after: int) -> list[tuple[str, str]]:
     """searchCriteria for one keyset page: the filters ANDed, entity_id > after, ascending."""
     query: list[tuple[str, str]] = []
-    for group, (field, value, condition) in enumerate([*path_filters, ("entity_id", str(after), "gt")]):
+    for group, (field, value, condition) in enumerate(
+        [*path_filters, ("entity_id", str(after), "gt")]
+    ):
         prefix = f"searchCriteria[filter_groups][{group}][filters][0]"
         query += [(f"{prefix}[field]", field), (f"{prefix}[value]", value),
                   (f"{prefix}[condition_type]", condition)]  # fmt: skip
-    return query + [
+    return [
+        *query,
         ("searchCriteria[sortOrders][0][field]", "entity_id"),
         ("searchCriteria[sortOrders][0][direction]", "ASC"),
         ("searchCriteria[pageSize]", str(PAGE)),
@@ -95,7 +98,9 @@ def contact(customer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def customers(session: aiohttp.ClientSession, ends: Endpoints) -> AsyncIterator[dict[str, Any]]:
+async def customers(
+    session: aiohttp.ClientSession, ends: Endpoints
+) -> AsyncIterator[dict[str, Any]]:
     """Customers, then guest buyers (their order's billing name and e-mail)."""
     async for page in pages(session, ends, "customers/search", []):
         for customer in page:

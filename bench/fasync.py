@@ -52,7 +52,7 @@ def bench_settings(**overrides: Any) -> Settings:
         "log_level": "ERROR",
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> Export:
@@ -69,8 +69,8 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
         conn.add_query_logger(count)
 
     pool = await create_pool(dsn, min_size=0, max_size=settings.pool_size())
-    original = pool._init  # noqa: SLF001  (asyncpg has no public hook after creation)
-    pool._init = init  # noqa: SLF001
+    original = pool._init
+    pool._init = init
     await stack.reset()
     try:
         async with aiohttp.ClientSession() as session:

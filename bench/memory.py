@@ -3,6 +3,8 @@ at two store sizes; the simulators run in another process."""
 
 from __future__ import annotations
 
+import os
+
 from bench.child import ChildRun, daemon_env, fa_sync_cli
 from bench.ratio import off_settings
 from bench.stack import limits_off, register, scratch_database, sims
@@ -27,8 +29,18 @@ async def peak(customers: int) -> tuple[ChildRun, int]:
     return run, created
 
 
+def sizes(quick: bool) -> tuple[int, int]:
+    """The two store sizes: FA_SYNC_BENCH_MEMORY="small,large" overrides them (200,000
+    customers take most of an hour at today's export rate)."""
+    override = os.environ.get("FA_SYNC_BENCH_MEMORY")
+    if override:
+        small, large = (int(n) for n in override.split(","))
+        return small, large
+    return (200, 1_000) if quick else (10_000, 200_000)
+
+
 async def measure(quick: bool) -> list[Row]:
-    small_n, large_n = (300, 1_500) if quick else (10_000, 200_000)
+    small_n, large_n = sizes(quick)
     small, small_created = await peak(small_n)
     large, large_created = await peak(large_n)
     growth = ratio(large.peak_rss_mib, small.peak_rss_mib)

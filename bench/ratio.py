@@ -13,8 +13,7 @@ from bench.stack import OFF_HOUR, OFF_MINUTE, limits_off, register, scratch_data
 from bench.table import Row, ratio
 from daemon.db.pool import create_pool
 
-
-QUICK = 1_000
+QUICK = 500
 
 
 def off_settings() -> dict[str, float]:

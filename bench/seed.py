@@ -53,9 +53,7 @@ async def measure(quick: bool) -> list[Row]:
         started = time.perf_counter()
         at = await export(dsn, stack, profile_id, bench_settings(**limit.fa_sync()))
         spent = time.perf_counter() - started
-    slow = await seed_run(
-        backlog, limit.simulator(), retry_scale=1 / limit.SCALE, deadline=spent
-    )
+    slow = await seed_run(backlog, limit.simulator(), retry_scale=1 / limit.SCALE, deadline=spent)
     fa_hour = at.created * limit.HOUR / at.seconds
     seed_hour = slow.created * limit.HOUR / slow.seconds
     fa_per = ratio(at.freeagent["requests"], at.created)

@@ -55,5 +55,7 @@ async def seed_export(
             email = customer.get("email") or ""
             await send("GET", ends.freeagent + "contacts", params={"view": "all", "per_page": "1",
                                                                    "email": email})  # fmt: skip
-            created += await send("POST", ends.freeagent + "contacts", json=contact(customer)) == 201
+            created += (
+                await send("POST", ends.freeagent + "contacts", json=contact(customer)) == 201
+            )
         return SeedResult(created, time.perf_counter() - started, requests, throttled)

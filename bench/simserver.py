@@ -13,6 +13,7 @@ The control server lets the benchmark read what the simulators saw without shari
 
 from __future__ import annotations
 
+# ruff: noqa: T201  (the URLs go to the parent on stdout)
 import asyncio
 import json
 import math
@@ -27,11 +28,16 @@ from simulators.magento import MagentoState
 from simulators.stack import _serve, simulators
 
 
+def _by_user_and_window(item: tuple[tuple[int | None, int], int]) -> tuple[int, int]:
+    (user, index), _ = item
+    return user or 0, index
+
+
 def fa_stats(state: FreeAgentState) -> dict[str, Any]:
     """What FreeAgent saw: requests by kind, writes, 429s, requests admitted per minute window."""
     kinds: Counter[str] = Counter()
     windows: Counter[tuple[int | None, int]] = Counter()
-    epoch = state._epoch  # noqa: SLF001  (the windows are counted from it)
+    epoch = state._epoch
     for record in state.requests:
         kinds[f"{record.method} {record.status}"] += 1
         if record.user is not None and record.status != 429:
@@ -51,7 +57,7 @@ def fa_stats(state: FreeAgentState) -> dict[str, Any]:
         "busiest_window": admitted[0] if admitted else 0,
         "window_counts": [
             {"user": user, "index": index, "count": count}
-            for (user, index), count in sorted(windows.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1]))
+            for (user, index), count in sorted(windows.items(), key=_by_user_and_window)
         ],
     }  # fmt: skip
 

@@ -40,3 +40,11 @@ def as_json(rows: list[Row]) -> str:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (share in 0..1); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]

@@ -43,8 +43,13 @@ async def measure(quick: bool) -> list[Row]:
             f"in {run.seconds:.1f} s (minute = {limit.MINUTE:g} s)",
             busiest / limit.PER_MINUTE >= 0.98,
         ),
-        Row("utilisation: 429 answers", str(fa["count_429"]), "0", f"of {fa['requests']:,} requests",
-            fa["count_429"] == 0),
+        Row(
+            "utilisation: 429 answers",
+            str(fa["count_429"]),
+            "0",
+            f"of {fa['requests']:,} requests",
+            fa["count_429"] == 0,
+        ),
         Row(
             "utilisation: reads share of requests",
             f"{reads:.1%}",
