@@ -36,7 +36,10 @@ async def run_one(name: str, quick: bool) -> tuple[list[Row], bool]:
     except Exception as exc:  # one broken measure must not hide the others
         traceback.print_exc(file=sys.stderr)
         return [Row(f"{name}: crashed", "-", raw=f"{type(exc).__name__}: {exc}"[:200])], True
-    print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # Progress on stderr, so a long run that is cut short still shows what it measured.
+    print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    for row in rows:
+        print(f"  {row.measure}: {row.figure} ({row.raw})", file=sys.stderr)
     return rows, False
 
 
