@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.stack import drop_scratch_databases
 from bench.table import Row, as_json, render
 
 # ruff: noqa: T201  (a benchmark prints its figures)
@@ -46,10 +47,13 @@ async def run_one(name: str, quick: bool) -> tuple[list[Row], bool]:
 async def run(names: list[str], quick: bool) -> tuple[list[Row], bool]:
     rows: list[Row] = []
     crashed = False
-    for name in names:
-        measured, broke = await run_one(name, quick)
-        rows += measured
-        crashed |= broke
+    try:
+        for name in names:
+            measured, broke = await run_one(name, quick)
+            rows += measured
+            crashed |= broke
+    finally:
+        await drop_scratch_databases()
     return rows, crashed
 
 

@@ -96,16 +96,25 @@ async def shops(name: str, profiles: int, schedule: str):  # type: ignore[no-unt
 
 
 async def steady(
-    stack: Sims, pool: asyncpg.Pool, cluster: Cluster, pid: int, every: int, fires: int
-) -> dict[str, Any]:
-    """`fires` rounds of changed customers; lateness and CPU of the runs they cause."""
+    stack: Sims, pool: asyncpg.Pool, cluster: Cluster, pid: int, every: int, fires: int,
+    profiles: int,
+) -> dict[str, Any]:  # fmt: skip
+    """`fires` rounds of changed customers; lateness and CPU of the runs they cause. A daemon
+    that falls behind coalesces fires: the runs counted are then fewer than fires x profiles."""
     since = datetime.now().astimezone()
     cpu = cpu_seconds(pid)
     mark = cluster.mark()
     for _ in range(fires):
         await stack.touch(CHANGED)
         await asyncio.sleep(every)  # the load is a schedule: one round of edits per fire
-    await asyncio.sleep(every)  # let the last round's runs finish
+
+    async def caught_up() -> bool:
+        phase = [r for r in await runs(pool) if r["scheduled_for"] >= since]
+        fired = {r["profile_id"] for r in phase if r["finished_at"]}
+        return len(fired) >= profiles and all(r["finished_at"] for r in phase)
+
+    with contextlib.suppress(AssertionError):  # still behind: measured as it stands
+        await cluster.settle(caught_up, on=event_is("run_finished"), within=every * 5)
     cpu = cpu_seconds(pid) - cpu
     late = [r for r in await runs(pool) if r["scheduled_for"] >= since and r["started_at"]]
     lateness = [(r["started_at"] - r["scheduled_for"]).total_seconds() for r in late]
@@ -116,14 +125,14 @@ async def steady(
 
 
 async def measure(quick: bool) -> list[Row]:
-    profiles, every, fires = (10, 5, 1) if quick else (500, 20, 3)
-    schedule = f"*/{every} * * * * *"
+    profiles, every, fires = (10, 5, 1) if quick else (500, 60, 2)
+    schedule = "0 * * * * *" if every == 60 else f"*/{every} * * * * *"
     within = 120 if quick else 900
     async with shops("shops_one", profiles, schedule) as (stack, pool, cluster):
         replica = await cluster.start_ready("a")
         one = await first_sync(cluster, pool, profiles, within)
         assert replica.proc is not None
-        state = await steady(stack, pool, cluster, replica.proc.pid, every, fires)
+        state = await steady(stack, pool, cluster, replica.proc.pid, every, fires, profiles)
         await cluster.stop_all()
     async with shops("shops_three", profiles, schedule) as (stack, pool, cluster):
         await asyncio.gather(*(cluster.start_ready(n) for n in "abc"))
@@ -136,10 +145,10 @@ async def measure(quick: bool) -> list[Row]:
     return [
         Row(
             f"many shops: p99 fire lateness ({profiles} profiles, every {every} s, one daemon)",
-            f"{p99:.2f} s",
+            f"{p99:.2f} s" if state["runs"] else "-",
             "<= 1 s",
-            f"p50 {p50:.2f} s over {state['runs']} runs",
-            p99 <= 1,
+            f"p50 {p50:.2f} s over {state['runs']} runs of {profiles * fires} fires",
+            p99 <= 1 if state["runs"] else None,
         ),
         Row(
             "many shops: pool exhaustion errors",

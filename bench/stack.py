@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from daemon.db.pool import create_pool, migrate, recreate_database
+from daemon.db.pool import create_pool, drop_database, migrate, recreate_database
 from daemon.db.queries import QUERIES
 from simulators.stack import DEMO_CLIENT_SECRET, DEMO_MAGENTO_TOKEN
 from tests.secretkeys import TEST_SECRET_KEY, sealing_box
@@ -56,15 +56,26 @@ def server_dsn() -> str:
     return str(_server["dsn"])
 
 
+_made: list[str] = []
+
+
 async def scratch_database(name: str) -> str:
-    """A fresh, migrated database; its DSN."""
-    dsn = await recreate_database(server_dsn(), f"fa_sync_bench_{name}")
+    """A fresh, migrated database of this run (concurrent runs do not share it); its DSN."""
+    full = f"fa_sync_bench_{name}_{os.getpid()}"
+    dsn = await recreate_database(server_dsn(), full)
+    _made.append(full)
     pool = await create_pool(dsn, max_size=2)
     try:
         await migrate(pool)
     finally:
         await pool.close()
     return dsn
+
+
+async def drop_scratch_databases() -> None:
+    """Drop the databases this run made."""
+    while _made:
+        await drop_database(server_dsn(), _made.pop())
 
 
 @dataclass
