@@ -21,6 +21,14 @@ DO $$ BEGIN
         'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
         'skipped', 'failed');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- Mirror removals (the Magento customer is gone): 'removed' the row is closed and the contact
+-- left as it was (delete_policy none, or a contact another live row still uses); 'hidden' the
+-- contact was set Hidden; 'deleted' FreeAgent deleted it. 'needs_review' waits for a person
+-- (e.g. a contact edited in FreeAgent under on_drift: review).
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'removed';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'hidden';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'deleted';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'needs_review';
 
 -- ---------------------------------------------------------------------------------------------
 -- Connections
@@ -129,8 +137,8 @@ CREATE TABLE IF NOT EXISTS profile (
                         CONSTRAINT "retry_max_attempts must be between 1 and 50"
                         CHECK (retry_max_attempts BETWEEN 1 AND 50),
     api_behaviour       text NOT NULL DEFAULT 'upsert'
-                        CONSTRAINT "api_behaviour must be upsert, create or update"
-                        CHECK (api_behaviour IN ('upsert', 'create', 'update')),
+                        CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                        CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror')),
     -- append: customers updated since the last successful collect; replace: every customer.
     collect_mode        text NOT NULL DEFAULT 'append'
                         CONSTRAINT "collect_mode must be append or replace"
@@ -147,6 +155,20 @@ CREATE TABLE IF NOT EXISTS profile (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+
+-- mirror (upsert + removal of customers deleted in Magento) came after the first release:
+-- swap the old constraint on databases created before it. Skipped when the current one is in
+-- place, so re-running takes no lock on a live table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'profile'::regclass
+                      AND conname = 'api_behaviour must be upsert, create, update or mirror') THEN
+        ALTER TABLE profile
+            DROP CONSTRAINT IF EXISTS "api_behaviour must be upsert, create or update",
+            ADD CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror'));
+    END IF;
+END $$;
 
 -- Mutable run-time state kept apart from `profile` so writing it never fires a reload.
 CREATE TABLE IF NOT EXISTS profile_state (
@@ -228,6 +250,10 @@ CREATE TABLE IF NOT EXISTS profile_run (
     linked          integer NOT NULL DEFAULT 0,
     unchanged       integer NOT NULL DEFAULT 0,
     retrying        integer NOT NULL DEFAULT 0,
+    -- Rows closed because their Magento customer is gone (removed, hidden or deleted).
+    removed         integer NOT NULL DEFAULT 0,
+    -- Contacts found edited in FreeAgent since fa-sync last wrote them (on_drift).
+    drifted         integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
     -- Replica that owns the run, and until when; a live owner renews the lease.
@@ -239,6 +265,9 @@ CREATE TABLE IF NOT EXISTS profile_run (
     -- Each scheduled fire of a profile runs exactly once across replicas.
     CONSTRAINT profile_run_one_per_fire UNIQUE (profile_id, scheduled_for)
 );
+
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS removed integer NOT NULL DEFAULT 0;
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS drifted integer NOT NULL DEFAULT 0;
 
 -- Never two runs of one profile at once, whatever replica or CLI started them.
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running

@@ -34,6 +34,8 @@ COUNT_KEYS = [
     "skipped",
     "failed",
     "retrying",
+    "removed",
+    "drifted",
 ]
 
 

@@ -257,6 +257,7 @@ class Runner:
         row = await self._pool.fetchrow(
             QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
             c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
+            c.removed, c.drifted,
         )  # fmt: skip
         return row is not None
 

@@ -314,7 +314,8 @@ RETURNING id;
 UPDATE profile_run
    SET status = $3::run_status, finished_at = now(), collected = $4, created = $5, updated = $6,
        skipped = $7, failed = $8, linked = $9, unchanged = $10, retrying = $11,
-       error_summary = $12, messages = $13, lease_expires_at = NULL
+       error_summary = $12, messages = $13, removed = $14, drifted = $15,
+       lease_expires_at = NULL
  WHERE id = $1 AND fence = $2 AND status = 'running'
 RETURNING *;
 
@@ -566,6 +567,15 @@ UPDATE contact_entity
    SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
        metadata = metadata || '{"deleted_in_magento": true}'::jsonb
  WHERE id = $1;
+
+-- name: entity_by_customer
+-- The ledger row of a registered customer (a webhook reporting it deleted).
+SELECT id FROM contact_entity WHERE profile_id = $1 AND magento_customer_id = $2
+ ORDER BY id LIMIT 1;
+
+-- name: fa_contact_forget
+-- A contact FreeAgent no longer has (we deleted it): out of the index.
+DELETE FROM freeagent_contact WHERE client_id = $1 AND url = $2;
 
 -- name: entity_url_live_user
 -- Another ledger row (any profile) whose customer is not deleted and that uses this contact.

@@ -12,10 +12,15 @@ import asyncpg
 
 from daemon.db.queries import QUERIES
 from daemon.db.records import ContactEntity, Profile
-from profiles.freeagent_contact_export.config import load_settings
+from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
 from profiles.freeagent_contact_export.models import Skipped, payload_hash
 from profiles.freeagent_contact_export.payload import build_contact_payload
 from profiles.freeagent_contact_export.prepared import read_buyer
+from profiles.freeagent_contact_export.removal import (
+    decide_removal,
+    effective_delete_policy,
+    live_user,
+)
 
 #: Statuses a dry run considers queued.
 QUEUED = {"pending", "processing", "creating"}
@@ -50,6 +55,9 @@ async def plan_export(
         row = ContactEntity.from_row(record)
         if ids is None and row.status not in QUEUED:
             continue
+        if row.metadata.get("deleted_in_magento"):
+            plan.append(await _removal(pool, profile, cfg, row))
+            continue
         buyer = read_buyer(row)
         built = buyer if isinstance(buyer, Skipped) else build_contact_payload(buyer, options)
         if isinstance(built, Skipped):
@@ -65,6 +73,18 @@ async def plan_export(
         )
         plan.append(PlannedAction(row.id, row.source_key, row.email, action, reason, url, payload))
     return plan
+
+
+async def _removal(
+    pool: asyncpg.Pool, profile: Profile, cfg: ContactExportSettings, row: ContactEntity
+) -> PlannedAction:
+    """A customer gone from Magento: the same decision the export makes (a refused DELETE
+    cannot be foreseen: the export then hides)."""
+    policy = effective_delete_policy(profile.api_behaviour, cfg) or "none"
+    url = row.freeagent_url
+    removal = decide_removal(policy, url=url, still_used_by=await live_user(pool, url, row.id))
+    action = {"keep": "remove", "hide": "hide", "delete": "delete"}[removal.action]
+    return PlannedAction(row.id, row.source_key, row.email, action, removal.reason, url, None)
 
 
 async def _decide(

@@ -1,4 +1,4 @@
-"""Export: create, update or hide FreeAgent contacts for claimed ledger rows, and record it.
+"""Export: create, update or remove FreeAgent contacts for claimed ledger rows, and record it.
 
 FreeAgent has no upsert and no idempotency key, and may commit a POST after we stopped waiting
 (a slow request, or a gateway 504 while the backend finishes). So a create is written ahead,
@@ -57,6 +57,12 @@ from profiles.freeagent_contact_export.prepared import (
     read_buyer,
     record_backoff,
     update_body,
+)
+from profiles.freeagent_contact_export.removal import (
+    apply_removal,
+    decide_removal,
+    effective_delete_policy,
+    live_user,
 )
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
@@ -145,6 +151,9 @@ class Exporter:
                 await self._fail(row, exc, permanent=True)
 
     async def _export(self, row: ContactEntity) -> None:
+        if row.metadata.get("deleted_in_magento"):
+            await self._remove(row)
+            return
         buyer = read_buyer(row)
         notes: list[Note] = []
         built = (
@@ -160,9 +169,6 @@ class Exporter:
         self._note_adjusted(row, notes)
         email = email_key(built.email)
         prepared = Prepared(row, built.to_api(), payload_hash(built), email)
-        if row.metadata.get("deleted_in_magento"):
-            await self._hide(prepared)
-            return
         url, how, intent = await self._resolve(prepared)
         if url is None:
             if how != "waiting":  # waiting: already released until another create settles
@@ -279,32 +285,20 @@ class Exporter:
         self._ctx.counts.updated += 1
         log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
 
-    async def _hide(self, p: Prepared) -> None:
-        """Delete Customers Externally: the Magento customer is gone, hide the contact,
-        unless another live ledger row (shared e-mail, another website, a guest) uses it."""
-        if p.row.freeagent_url:
-            user = await self._ctx.pool.fetchrow(
-                QUERIES["entity_url_live_user"], p.row.freeagent_url, p.row.id
-            )
-            if user is not None:
-                note = (
-                    f"customer deleted in Magento; contact kept: still used by ledger row "
-                    f"{user['id']} ({user['source_key']})"
-                )
-                await self._finish(
-                    p.row, EntityStatus.UNCHANGED, note=note, still_used_by=user["id"]
-                )
-                self._ctx.counts.unchanged += 1
-                log.info("contact_hide_refused", entity_id=p.row.id, still_used_by=user["id"])
-                return
-            await self._fa.hide_contact(p.row.freeagent_url)
-        await self._finish(
-            p.row,
-            EntityStatus.UPDATED,
-            note="customer deleted in Magento; contact hidden",
-            hidden=True,
+    async def _remove(self, row: ContactEntity) -> None:
+        """The Magento customer is gone: the delete policy decides (removal.py)."""
+        policy = effective_delete_policy(self._ctx.profile.api_behaviour, self._cfg) or "none"
+        url = row.freeagent_url
+        planned = decide_removal(
+            policy, url=url, still_used_by=await live_user(self._ctx.pool, url, row.id)
         )
-        self._ctx.counts.updated += 1
+        done = await apply_removal(self._fa, planned, url)
+        if done.status is EntityStatus.DELETED and url:
+            await self._ctx.pool.execute(QUERIES["fa_contact_forget"], self._client_id, url)
+        removal = {"policy": policy, "action": done.action, "reason": done.reason}
+        await self._finish(row, done.status, removal=removal)
+        self._ctx.counts.removed += 1
+        log.info("customer_removed", entity_id=row.id, policy=policy, outcome=str(done.status))
 
     def _note_adjusted(self, row: ContactEntity, notes: list[Note]) -> None:
         """Values the mapping left out or cut: kept for this row's outcome and the run."""
