@@ -533,7 +533,7 @@ RETURNING c.id;
 UPDATE contact_entity c
    SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
-       metadata = (c.metadata - 'create_intent' - 'adjusted') || $8::jsonb,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || $8::jsonb,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $9::jsonb, 25),
        attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -660,6 +660,18 @@ ON CONFLICT (client_id, url) DO UPDATE
        first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
        status = EXCLUDED.status, data = EXCLUDED.data, fa_updated_at = EXCLUDED.fa_updated_at,
        seen_at = now();
+
+-- name: fa_contact_get
+-- One indexed FreeAgent contact as last listed (drift check).
+SELECT data FROM freeagent_contact WHERE client_id = $1 AND url = $2;
+
+-- name: entity_resolve_review
+-- A person decided a row waiting for review: queue it with the decision in metadata.
+UPDATE contact_entity
+   SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
+       metadata = metadata || jsonb_build_object('drift_resolution', $2::text)
+ WHERE id = $1 AND status = 'needs_review'
+RETURNING id;
 
 -- name: fa_contact_by_email
 -- FreeAgent contacts with this e-mail, oldest first (the one to link to).

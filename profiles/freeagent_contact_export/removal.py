@@ -56,6 +56,10 @@ class Removal:
     status: EntityStatus  #: the row's outcome if the action succeeds as planned
     reason: str
 
+    def as_json(self, policy: str) -> dict[str, str]:
+        """metadata.removal on the row."""
+        return {"policy": policy, "action": self.action, "reason": self.reason}
+
 
 def decide_removal(
     policy: DeletePolicy, *, url: str | None, still_used_by: tuple[int, str] | None
@@ -109,6 +113,19 @@ async def apply_removal(freeagent: Any, removal: Removal, url: str | None) -> Re
         gone = "customer deleted in Magento; contact already gone from FreeAgent"
         return Removal("keep", EntityStatus.REMOVED, gone)
     return removal
+
+
+async def remove_contact(
+    pool: asyncpg.Pool, freeagent: Any, client_id: int, policy: DeletePolicy, row: Any
+) -> Removal:
+    """Decide and carry out the removal of one row's contact; a deleted contact also leaves
+    the contact index. Returns what was done, for the row."""
+    url = row.freeagent_url
+    planned = decide_removal(policy, url=url, still_used_by=await live_user(pool, url, row.id))
+    done = await apply_removal(freeagent, planned, url)
+    if done.status is EntityStatus.DELETED and url:
+        await pool.execute(QUERIES["fa_contact_forget"], client_id, url)
+    return done
 
 
 async def confirm_deleted(magento: Any, customer_id: int) -> bool | None:
