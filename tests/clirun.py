@@ -9,6 +9,9 @@ from pathlib import Path
 
 from tests.secretkeys import TEST_SECRET_KEY
 
+#: This checkout: the subprocess must run its code, not whatever `daemon` the venv installed.
+ROOT = Path(__file__).resolve().parents[1]
+
 
 async def fa_sync(
     *args: str, dsn: str, cwd: Path, env: dict[str, str] | None = None
@@ -22,6 +25,7 @@ async def fa_sync(
         "FA_SYNC_LOG_FORMAT": "json",
         "COLUMNS": "200",
         "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         **(env or {}),
     }
     proc = await asyncio.create_subprocess_exec(

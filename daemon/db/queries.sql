@@ -673,6 +673,21 @@ UPDATE contact_entity
  WHERE id = $1 AND status = 'needs_review'
 RETURNING id;
 
+-- name: db_now
+-- The database clock (stamps compared with seen_at).
+SELECT now();
+
+-- name: fa_contact_prune
+-- After a full listing started at $2: contacts it did not list are gone from FreeAgent.
+DELETE FROM freeagent_contact WHERE client_id = $1 AND seen_at < $2;
+
+-- name: entity_links_of_client
+-- Which ledger row (lowest id, any profile of this FreeAgent client) links each contact.
+SELECT e.freeagent_url, min(e.id) AS id
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE p.client_id = $1 AND e.freeagent_url IS NOT NULL AND e.status <> 'deleted'
+ GROUP BY e.freeagent_url;
+
 -- name: fa_contact_by_email
 -- FreeAgent contacts with this e-mail, oldest first (the one to link to).
 SELECT * FROM freeagent_contact
