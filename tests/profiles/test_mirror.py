@@ -7,8 +7,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.db.records import EntityStatus
+from daemon.db.records import EntityStatus, Profile
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.dryrun import plan_export
 from profiles.freeagent_contact_export.removal import decide_removal, effective_delete_policy
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
@@ -207,3 +208,18 @@ async def test_shared_contact_is_never_hidden(
     row = await _row(pool, first["id"])
     assert row["status"] == "removed"
     assert "still used by ledger row" in row["metadata"]["removal"]["reason"]
+
+
+async def test_dry_run_predicts_the_removal(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
+    """The dry run decides a flagged row with the export's own decision."""
+    await _mirror(pool, {"delete_policy": "hide"})
+    customer = _customer(stack.magento, _plain_person)
+    await run_profile(stack.profile_id)
+    stack.magento.delete_customer(customer["id"])
+    await run_profile(stack.profile_id, full=True, export=False)
+    row = await _row(pool, customer["id"])
+    profile = Profile.from_row(await pool.fetchrow("SELECT * FROM profile"))
+    plan = await plan_export(pool=pool, profile=profile, ids=None)
+    assert [(p.entity_id, p.action) for p in plan] == [(row["id"], "hide")]
+    await run_profile(stack.profile_id, collect=False)
+    assert (await _row(pool, customer["id"]))["status"] == "hidden"
