@@ -25,10 +25,14 @@ from typing import Any, Literal
 import asyncpg
 
 from daemon.db.queries import QUERIES
-from daemon.db.records import EntityStatus
+from daemon.db.records import EntityStatus, Profile
 from daemon.errors import RejectedRecord
 from daemon.logs import get_logger
-from profiles.freeagent_contact_export.config import ContactExportSettings, DeletePolicy
+from profiles.freeagent_contact_export.config import (
+    ContactExportSettings,
+    DeletePolicy,
+    load_settings,
+)
 
 log = get_logger(__name__)
 
@@ -139,14 +143,16 @@ async def confirm_deleted(magento: Any, customer_id: int) -> bool | None:
 
 
 async def queue_deleted_customer(
-    pool: asyncpg.Pool, magento: Any, profile_id: int, customer_id: int
+    pool: asyncpg.Pool, magento: Any, profile: Profile, customer_id: int
 ) -> int | None:
-    """A customer reported deleted (a webhook): confirm with Magento (404), then queue its
-    row for the delete policy. Returns the row id, or None when nothing was queued."""
-    if await confirm_deleted(magento, customer_id) is not True:
+    """A customer reported deleted (a webhook): when the profile removes deleted customers,
+    confirm with Magento (404 only), then queue its row for the delete policy. Returns the
+    row id, or None when nothing was queued."""
+    cfg = load_settings(profile.name, profile.settings)
+    if effective_delete_policy(profile.api_behaviour, cfg) is None:
         return None
-    row_id = await pool.fetchval(QUERIES["entity_by_customer"], profile_id, customer_id)
-    if row_id is None:
+    row_id = await pool.fetchval(QUERIES["entity_by_customer"], profile.id, customer_id)
+    if row_id is None or await confirm_deleted(magento, customer_id) is not True:
         return None
     await pool.execute(QUERIES["entity_mark_deleted"], row_id)
     log.info("customer_deleted_in_magento", customer_id=customer_id, entity_id=row_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,7 @@ from profiles.freeagent_contact_export.drift import Drift, decide_drift, detect_
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
+from tests.clirun import fa_sync
 from tests.fakes import FakeNow
 from tests.profiles.test_export_e2e import _customer, _plain_person
 
@@ -166,7 +168,7 @@ async def test_keep_leaves_the_edited_field_alone_from_then_on(
 
 
 async def test_review_waits_then_applies_the_decision(
-    pool: asyncpg.Pool, stack: Stack, run_profile, now: FakeNow
+    pool: asyncpg.Pool, stack: Stack, run_profile, now: FakeNow, database_dsn: str, tmp_path: Path
 ) -> None:
     """review: nothing is written and the row waits as needs_review; a decision is applied once."""
     customer, url, ours = await _edited_in_freeagent(pool, stack, run_profile, now, "review")
@@ -180,7 +182,12 @@ async def test_review_waits_then_applies_the_decision(
     now.advance(60)
     again = await run_profile(stack.profile_id, clock=now)  # a waiting row is not claimed
     assert again.counts.drifted == 0 and _puts(stack) == 0
-    assert await pool.fetchval(QUERIES["entity_resolve_review"], row["id"], "overwrite")
+    code, out, err = await fa_sync(
+        "queue", "resolve", str(row["id"]), "--overwrite", dsn=database_dsn, cwd=tmp_path
+    )
+    assert code == 0, err
+    assert "overwrite on the next run" in out
+    assert await pool.fetchval(QUERIES["entity_resolve_review"], row["id"], "keep") is None
     now.advance(60)
     await run_profile(stack.profile_id, clock=now)
     assert _contact(stack, url)["town"] == ours

@@ -10,7 +10,11 @@ import pytest
 from daemon.db.records import EntityStatus, Profile
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.dryrun import plan_export
-from profiles.freeagent_contact_export.removal import decide_removal, effective_delete_policy
+from profiles.freeagent_contact_export.removal import (
+    decide_removal,
+    effective_delete_policy,
+    queue_deleted_customer,
+)
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
@@ -223,3 +227,22 @@ async def test_dry_run_predicts_the_removal(pool: asyncpg.Pool, stack: Stack, ru
     assert [(p.entity_id, p.action) for p in plan] == [(row["id"], "hide")]
     await run_profile(stack.profile_id, collect=False)
     assert (await _row(pool, customer["id"]))["status"] == "hidden"
+
+
+async def test_a_reported_deletion_is_confirmed_then_removed(
+    pool: asyncpg.Pool, stack: Stack, run_profile, factory
+) -> None:
+    """A webhook's deleted customer is queued only once Magento answers 404 for it."""
+    await _mirror(pool, {"delete_policy": "hide"})
+    gone = _customer(stack.magento, _plain_person)
+    alive = _customer(stack.magento, lambda c: _plain_person(c) and c["id"] != gone["id"])
+    await run_profile(stack.profile_id)
+    stack.magento.delete_customer(gone["id"])
+    profile = Profile.from_row(await pool.fetchrow("SELECT * FROM profile"))
+    magento = await factory.magento(stack.connection_id)
+    assert await queue_deleted_customer(pool, magento, profile, alive["id"]) is None
+    row_id = await queue_deleted_customer(pool, magento, profile, gone["id"])
+    assert row_id == (await _row(pool, gone["id"]))["id"]
+    await run_profile(stack.profile_id, collect=False)
+    assert (await _row(pool, gone["id"]))["status"] == "hidden"
+    assert (await _row(pool, alive["id"]))["status"] != "hidden"
