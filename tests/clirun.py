@@ -9,12 +9,15 @@ from pathlib import Path
 
 from tests.secretkeys import TEST_SECRET_KEY
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 async def fa_sync(
     *args: str, dsn: str, cwd: Path, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     """`fa-sync ARGS` with DATABASE_URL=dsn, JSON logs, 200 columns and the tests' secret key
-    (which seals rows a test seeded in plain text at start); env overrides any of them.
+    (which seals rows a test seeded in plain text at start), importing this checkout's code;
+    env overrides any of them.
     Returns (exit code, stdout, stderr)."""
     environment = {
         **os.environ,
@@ -22,6 +25,9 @@ async def fa_sync(
         "FA_SYNC_LOG_FORMAT": "json",
         "COLUMNS": "200",
         "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
+        # The code of this checkout, not whichever one the interpreter has installed in
+        # editable mode: the command runs from another directory (cwd).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **(env or {}),
     }
     proc = await asyncio.create_subprocess_exec(
