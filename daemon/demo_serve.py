@@ -32,8 +32,9 @@ from daemon.demo import DEMO_DB
 from daemon.logs import configure
 from daemon.process import database_server, open_services
 from daemon.process import main as daemon_main
+from daemon.scheduler import parse_cron
 from daemon.screens import COUNT_LABELS, counts_text
-from daemon.secretbox import embedded_key
+from daemon.secretbox import embedded_key, embedded_key_path
 from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
@@ -63,6 +64,7 @@ def private_log(path: Path) -> Iterator[TextIO]:
 
 async def serve_demo(*, customers: int, faults: bool, schedule: str, trickle_seconds: float) -> int:
     """Run until SIGINT/SIGTERM; 0 after a clean stop."""
+    parse_cron(schedule, "UTC")  # a bad --schedule is one red line, before anything starts
     base = settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,7 +74,7 @@ async def serve_demo(*, customers: int, faults: bool, schedule: str, trickle_sec
     server_dsn, server = await database_server(base)
     try:
         demo_dsn = await recreate_database(server_dsn, DEMO_DB)
-        key_file = None if base.secret_key else _key_file(base)
+        key_file = None if base.secret_key else embedded_key_path(base.data_dir).resolve()
         demo_settings = base.model_copy(
             update={
                 "database_url": SecretStr(demo_dsn),
@@ -112,11 +114,6 @@ class _Notes:
         self.log_file = log_file
 
 
-def _key_file(base: Settings) -> Path:
-    """Where embedded_key() keeps the generated key."""
-    return (base.data_dir.parent / f"{base.data_dir.name}.secret-key").resolve()
-
-
 async def _serve(
     demo_settings: Settings,
     stop: asyncio.Event,
@@ -136,6 +133,8 @@ async def _serve(
             )
             console.print(f"first export of profile {PROFILE} ...")
             outcome = await run_once(s, PROFILE, RunOptions())
+        if stop.is_set():  # Ctrl-C during the first export
+            return 0
         console.print(
             f"first export: {outcome.status}, "
             f"{counts_text(outcome.counts.as_dict(), COUNT_LABELS) or 'nothing to do'}"
