@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -87,16 +88,18 @@ async def serve_demo(*, customers: int, faults: bool, schedule: str, trickle_sec
         )
         with private_log(log_file) as stream:
             configure(log_format="json", level=base.log_level, stream=stream)
-            code = await _serve(
-                demo_settings,
-                stop,
-                customers=customers,
-                faults=faults,
-                schedule=schedule,
-                trickle_seconds=trickle_seconds,
-                notes=_Notes(demo_dsn, key_file, log_file),
-            )
-            configure(log_format=base.log_format, level="ERROR")
+            try:
+                code = await _serve(
+                    demo_settings,
+                    stop,
+                    customers=customers,
+                    faults=faults,
+                    schedule=schedule,
+                    trickle_seconds=trickle_seconds,
+                    notes=_Notes(demo_dsn, key_file, log_file),
+                )
+            finally:  # back to stderr before the file closes
+                configure(log_format=base.log_format, level="ERROR")
     finally:
         if server is not None:
             console.print("stopping the embedded PostgreSQL")
@@ -105,13 +108,13 @@ async def serve_demo(*, customers: int, faults: bool, schedule: str, trickle_sec
     return code
 
 
+@dataclass(frozen=True)
 class _Notes:
     """What the instructions need to know."""
 
-    def __init__(self, dsn: str, key_file: Path | None, log_file: Path) -> None:
-        self.dsn = dsn
-        self.key_file = key_file
-        self.log_file = log_file
+    dsn: str  #: the demo database (printed with any password replaced)
+    key_file: Path | None  #: the generated key, unless FA_SYNC_SECRET_KEY was set
+    log_file: Path  #: the served daemon's JSON log
 
 
 async def _serve(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from daemon.demo_serve import READY_LINE
+from daemon.demo_serve import READY_LINE, shown_dsn
 from tests.clirun import cli_env, spawn
 
 
@@ -91,3 +91,13 @@ async def test_demo_serve_runs_until_ctrl_c(
         pass  # the whole session is gone
     else:
         raise AssertionError("a process the demo started is still running")
+
+
+def test_printed_database_url_never_shows_a_password() -> None:
+    """A password in DATABASE_URL is printed as PASSWORD; the embedded socket DSN as is."""
+    assert (
+        shown_dsn("postgresql://fa:hunter2@db.internal:5433/fa_sync_demo?sslmode=require")
+        == "postgresql://fa:PASSWORD@db.internal:5433/fa_sync_demo?sslmode=require"
+    )
+    embedded = "postgresql://postgres:@/fa_sync_demo?host=/srv/.fa-sync/pgdata"
+    assert shown_dsn(embedded) == embedded
