@@ -90,15 +90,18 @@ async def test_bad_values_are_refused_with_one_clear_line(
 
 
 async def test_dry_run_lists_actions_and_sends_nothing(stack: Stack, cli) -> None:
-    """`contact export --dry-run` explains each row and makes no write call."""
-    collected = await cli("contact", "collect", "--profile", "demo", "--json")
-    assert collected.code == 0, collected.err
+    """`contact export --dry-run` gives totals and each row's action, and makes no write call."""
     result = await cli("contact", "export", "--profile", "demo", "--dry-run", "--json")
     assert result.code == 0, result.err
     plan = result.json()
-    assert plan and all(p["reason"] for p in plan)
-    assert {p["action"] for p in plan} >= {"create"}
+    assert plan["dry_run"] is True and plan["cannot_predict"]
+    actions = [r["action"] for r in plan["records"]]
+    assert plan["totals"]["created"] == actions.count("create") > 0
+    assert plan["totals"]["skipped"] == actions.count("skip")
     assert stack.freeagent.write_count() == 0
+    text = await cli("contact", "export", "--profile", "demo", "--dry-run")
+    assert f"would create {plan['totals']['created']}," in text.out
+    assert stack.freeagent.contacts_list() == []
 
 
 async def test_export_then_history_and_queue(pool: asyncpg.Pool, stack: Stack, cli) -> None:
