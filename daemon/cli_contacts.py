@@ -157,9 +157,7 @@ def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool)
             soft_wrap=False,
         )
         rows = [
-            {**r.__dict__, "detail": r.detail}
-            for r in report.records
-            if r.action != "unchanged"
+            {**r.__dict__, "detail": r.detail} for r in report.records if r.action != "unchanged"
         ]
         show(rows, ["entity_id", "source_key", "action", "detail"], title="", as_json=False)
         console.print("a dry run cannot predict: " + "; ".join(report.cannot_predict))

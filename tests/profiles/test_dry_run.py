@@ -30,7 +30,7 @@ async def _rehearse(
 async def _database(pool: asyncpg.Pool) -> list[Any]:
     """Everything a run writes: ledger, index, runs, collect watermarks."""
     return [
-        [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1")]  # noqa: S608
+        [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1")]
         for table in ("contact_entity", "freeagent_contact", "profile_run", "profile")
     ]
 
