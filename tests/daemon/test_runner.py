@@ -119,8 +119,7 @@ class _RunEndsBeforeLookingWhoIsBusy:
         if query == QUERIES["run_active"] and self._busy_run:
             await self._pool.execute(
                 "UPDATE profile_run SET status = 'complete', finished_at = now() WHERE id = $1",
-                self._busy_run,
-            )
+                self._busy_run)
             self._busy_run = 0
         return await self._pool.fetchrow(query, *args)
 
@@ -131,17 +130,10 @@ async def test_a_fire_refused_by_a_run_that_ends_at_that_moment_still_runs(
     """A fire that met a run finishing at that very moment is run (or recorded), never lost."""
     busy = await _fake_running_run(pool, stack.profile_id, timedelta(minutes=5))
     fire = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    runner = Runner(
-        pool=_RunEndsBeforeLookingWhoIsBusy(pool, busy),
-        settings=settings,  # type: ignore[arg-type]
-        resources=factory,
-    )
-    outcome = await runner.fire(
-        stack.profile_id,
-        fire,
-        trigger=RunTrigger.SCHEDULE,
-        options=RunOptions(collect=False, export=False),
-    )
+    runner = Runner(pool=_RunEndsBeforeLookingWhoIsBusy(pool, busy), settings=settings,  # type: ignore[arg-type]
+                    resources=factory)
+    outcome = await runner.fire(stack.profile_id, fire, trigger=RunTrigger.SCHEDULE,
+                                options=RunOptions(collect=False, export=False))
     rows = await pool.fetch("SELECT * FROM profile_run WHERE scheduled_for = $1", fire)
     assert len(rows) == 1, outcome
     assert rows[0]["status"] == "complete"
