@@ -15,6 +15,7 @@ from daemon.logs import get_logger
 from profiles.freeagent_contact_export.collect import Collector
 from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
 from profiles.freeagent_contact_export.export import Exporter
+from profiles.freeagent_contact_export.locales import read_store_locales
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)
@@ -43,7 +44,12 @@ async def execute(ctx: RunContext) -> None:
         return
     await index.refresh()
     exporter = Exporter(
-        ctx=ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=_client_id(ctx)
+        ctx=ctx,
+        freeagent=freeagent,
+        index=index,
+        cfg=cfg,
+        client_id=_client_id(ctx),
+        store_locales=await read_store_locales(ctx, cfg.contact.locale),
     )
     await drain(ctx, exporter)
 
