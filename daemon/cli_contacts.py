@@ -147,14 +147,14 @@ def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool)
         sys.stdout.write(json.dumps(body, default=str, indent=2, ensure_ascii=False) + "\n")
     else:
         t = report.totals
+        hides = f" (hide {t['hidden']} of them)" if t.get("hidden") else ""
         console.print(
             f"dry run of {profile_name}: nothing was sent to FreeAgent, nothing was kept\n"
-            f"would create {t.get('created', 0)}, update {t.get('updated', 0)} "
-            f"(of which hide {t.get('hidden', 0)}), link {t.get('linked', 0)}, "
-            f"leave unchanged {t.get('unchanged', 0)}, skip {t.get('skipped', 0)}, "
-            f"fail {t.get('failed', 0)}, retry later {t.get('retrying', 0)}; "
-            f"needs review {t.get('needs_review', 0)}",
-            soft_wrap=False,
+            f"would create {t.get('created', 0)}, update {t.get('updated', 0)}{hides}, "
+            f"link {t.get('linked', 0)}, leave unchanged {t.get('unchanged', 0)},\n"
+            f"skip {t.get('skipped', 0)}, fail {t.get('failed', 0)}, "
+            f"retry later {t.get('retrying', 0)}; needs review {t.get('needs_review', 0)}",
+            highlight=False,
         )
         rows = [
             {**r.__dict__, "detail": r.detail} for r in report.records if r.action != "unchanged"

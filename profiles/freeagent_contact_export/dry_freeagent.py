@@ -30,6 +30,8 @@ from profiles.freeagent_contact_export.models import MAX_TEXT
 READS = frozenset(
     {"users_me", "company", "business_categories", "iter_contacts", "budget", "api_base"}
 )
+#: By the client's naming convention these only read (get_contact, iter_contacts...).
+READ_PREFIXES = ("get_", "iter_", "list_")
 #: Documented value lists (reference §4).
 CHOICES: Mapping[str, frozenset[str]] = {
     "status": frozenset({"Active", "Hidden"}),
@@ -84,7 +86,7 @@ class DryRunFreeAgent:
     created: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
-        if name in READS:
+        if name in READS or name.startswith(READ_PREFIXES):
             return getattr(self.real, name)
         raise AttributeError(
             f"dry run: FreeAgent client method {name!r} is not known to be read-only; "

@@ -29,6 +29,7 @@ from daemon.db.records import RunTrigger
 from daemon.db.rehearsal import rehearsal
 from daemon.runner import Runner
 from daemon.settings import Settings
+from profiles.freeagent_contact_export.clean import describe
 from profiles.freeagent_contact_export.dry_freeagent import DryRunFreeAgent, Write
 
 #: What a dry run cannot know, printed with every dry run.
@@ -180,15 +181,24 @@ def _changes(old: dict[str, Any], writes: list[Write]) -> list[Change]:
 
 
 def _detail(action: str, row: dict[str, Any], changes: list[Change]) -> str:
+    """Why, in one line: the field changes of an update, FreeAgent's or our words for a
+    failure, whose contact a link shares; then anything the mapping adjusted."""
     error = row.get("last_error") or {}
     meta = row.get("metadata") or {}
     if action in ("update", "hide"):
-        return "; ".join(map(str, changes)) or "no field changes (sent again)"
-    if action in ("fail", "skip", "retry", "needs review"):
-        return str(error.get("message") or error.get("reason") or meta.get("note") or "")
-    if action == "link" and meta.get("shared_with"):
-        return f"shares the contact of {meta['shared_with']}"
-    return str(meta.get("note") or "")
+        why = "; ".join(map(str, changes)) or "no field changes (sent again)"
+    elif action in ("fail", "skip", "retry", "needs review"):
+        why = str(error.get("message") or error.get("reason") or meta.get("note") or "")
+    elif action == "link" and meta.get("shared_with"):
+        why = f"shares the contact of {meta['shared_with']}"
+    elif action == "create":
+        why = f"new contact for {row.get('email') or 'a buyer without e-mail'}"
+    else:
+        why = str(meta.get("note") or "")
+    adjusted = meta.get("adjusted") or (error.get("adjusted") if action == "fail" else None)
+    if isinstance(adjusted, list) and adjusted:
+        why += f" (adjusted: {describe(adjusted)})"
+    return why
 
 
 def _blank(value: Any) -> Any:

@@ -12,6 +12,7 @@ from daemon.runner import utcnow
 from daemon.settings import Settings
 from profiles.freeagent_contact_export.dry_freeagent import predicted_refusal
 from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
+from simulators.magento_seed_cases import PLACES, guest_spec
 from simulators.stack import Stack
 
 #: The run counts a dry run must predict.
@@ -23,7 +24,7 @@ async def _rehearse(
 ) -> DryRunReport:
     return await dry_run(
         pool=pool, settings=settings, resources=factory, profile_id=stack.profile_id,
-        options=RunOptions(), clock=utcnow,
+        options=RunOptions(full=True), clock=utcnow,
     )  # fmt: skip
 
 
@@ -50,6 +51,7 @@ async def test_dry_run_totals_equal_the_real_runs_and_nothing_is_kept(
     """On a world that does not change in between, the dry run's totals are the real run's."""
     magento = stack.magento
     mover = magento.add_customer(**_person("Lena", "Mover", "lena@example.co.uk", "Leeds"))
+    stranger = magento.add_customer(**_person("Ada", "Same", "ada@example.co.uk", "Bath"))
     await run_profile(stack.profile_id)
     # The world changes: one customer moves, two websites get one new e-mail, a customer
     # who is already a FreeAgent contact registers, one e-mail is no address at all.
@@ -63,6 +65,8 @@ async def test_dry_run_totals_equal_the_real_runs_and_nothing_is_kept(
     )
     magento.add_customer(**_person("Old", "Client", "old.client@example.com", "Hull"))
     magento.add_raw_customer(_person("Not", "Anemail", "not an email", "Hull", website_id=1))
+    magento.update_customer(stranger["id"], dob="1980-01-01")  # not on the contact
+    magento.add_guest_order(**guest_spec("shared@example.cz", PLACES[0], "Tomas", "Novak"))
     before = await _database(pool)
     stack.freeagent.reset_counters()
 
@@ -70,11 +74,12 @@ async def test_dry_run_totals_equal_the_real_runs_and_nothing_is_kept(
 
     assert stack.freeagent.write_count() == 0
     assert await _database(pool) == before
-    real = await run_profile(stack.profile_id)
+    real = await run_profile(stack.profile_id, full=True)
     assert {k: dry.totals[k] for k in COUNTED} == {k: getattr(real.counts, k) for k in COUNTED}
     assert dry.status == str(real.status)
     counts = {k: dry.totals[k] for k in ("created", "updated", "linked", "failed")}
-    assert counts == {"created": 1, "updated": 2, "linked": 1, "failed": 1}
+    assert counts == {"created": 1, "updated": 2, "linked": 2, "failed": 1}
+    assert dry.totals["unchanged"] == 1  # saved in Magento, nothing FreeAgent holds changed
     by_key = {r.source_key: r for r in dry.records}
     moved = by_key[f"customer:{mover['id']}"]
     assert moved.action == "update" and "town: Leeds → York" in moved.detail
