@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
 from daemon.context import RunOptions
 from daemon.resources import ClientFactory
 from daemon.runner import utcnow
 from daemon.settings import Settings
-from profiles.freeagent_contact_export.dry_freeagent import predicted_refusal
+from profiles.freeagent_contact_export.dry_freeagent import DryRunFreeAgent, predicted_refusal
 from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
 from simulators.magento_seed_cases import PLACES, guest_spec
 from simulators.stack import Stack
@@ -93,3 +94,10 @@ def test_only_certain_refusals_are_predicted() -> None:
     assert predicted_refusal({"first_name": "A"}, {})
     # Unusual but possibly accepted: left to FreeAgent, and to the real run.
     assert predicted_refusal({**named, "email": "jane@localhost"}, {}) is None
+
+
+def test_a_client_method_not_known_to_read_is_refused() -> None:
+    """A write added to the real client later can never slip through a dry run."""
+    client = DryRunFreeAgent(real=object())
+    with pytest.raises(AttributeError, match="not known to be read-only"):
+        _ = client.merge_contacts
