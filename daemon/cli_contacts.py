@@ -26,6 +26,8 @@ from profiles.freeagent_contact_export.resolve import ContactIndex
 contact_app = typer.Typer(help="Contacts: collect, export, import.", no_args_is_help=True)
 queue_app = typer.Typer(help="The contact ledger (export queue).", no_args_is_help=True)
 
+#: Records a dry run lists on the terminal (--json lists every one).
+SHOWN_RECORDS = 200
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name.")]
 COUNT_KEYS = [
     "collected",
