@@ -51,7 +51,11 @@ async def execute(ctx: RunContext) -> None:
         index=index,
         cfg=cfg,
         client_id=_client_id(ctx),
-        store_locales=await read_store_locales(ctx, cfg.contact.locale),
+        store_locales=(
+            await read_store_locales(ctx, cfg.contact.locale)
+            if cfg.store.locales_from_magento
+            else {}
+        ),
     )
     await drain(ctx, exporter)
 

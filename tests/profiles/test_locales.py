@@ -70,6 +70,18 @@ async def test_unreadable_store_configs_warn_and_export_with_the_default(
     assert by_email[email]["locale"] == "en"
 
 
+async def test_magento_locales_can_be_turned_off(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """store.locales_from_magento false: the mapping and the default only; no storeConfigs."""
+    email = _add(stack, 4)
+    await _settings(pool, {"contact": {"locale": "en"}, "store": {"locales_from_magento": False}})
+    await run_profile(stack.profile_id)
+    by_email = {c.get("email"): c for c in stack.freeagent.contacts_list()}
+    assert by_email[email]["locale"] == "en"
+    assert not [r for r in stack.magento.requests if r.path.endswith("/store/storeConfigs")]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
