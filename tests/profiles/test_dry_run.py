@@ -16,6 +16,11 @@ from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
 from simulators.magento_seed_cases import PLACES, guest_spec
 from simulators.stack import Stack
 
+#: What a run writes, but the shared rate budget and the tokens (a dry run's reads are real).
+KEPT_TABLES = (
+    "contact_entity", "freeagent_contact", "profile_run", "profile", "profile_state",
+    "profile_breaker",
+)  # fmt: skip
 #: The run counts a dry run must predict.
 COUNTED = ("created", "updated", "linked", "unchanged", "skipped", "failed", "retrying")
 
@@ -30,10 +35,10 @@ async def _rehearse(
 
 
 async def _database(pool: asyncpg.Pool) -> list[Any]:
-    """Everything a run writes: ledger, index, runs, collect watermarks."""
+    """Ledger, index, runs, watermarks, breaker."""
     return [
         [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1")]
-        for table in ("contact_entity", "freeagent_contact", "profile_run", "profile")
+        for table in KEPT_TABLES
     ]
 
 
