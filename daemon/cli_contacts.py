@@ -162,6 +162,8 @@ def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool)
             {**r.__dict__, "detail": r.detail} for r in report.records if r.action != "unchanged"
         ]
         show(rows, ["entity_id", "source_key", "action", "detail"], title="", as_json=False)
+        for message in report.messages:
+            console.print(message, highlight=False)
         console.print("a dry run cannot predict: " + "; ".join(report.cannot_predict))
     if report.status in ("error", "skipped"):
         if not as_json:

@@ -88,6 +88,8 @@ class DryRunReport:
     error: str | None
     totals: dict[str, int]
     records: list[PlannedRecord]
+    #: The run's messages not about one record (settings warnings, store locales unread...).
+    messages: list[str] = field(default_factory=list)
     cannot_predict: tuple[str, ...] = CANNOT_PREDICT
 
 
@@ -142,7 +144,12 @@ async def dry_run(
     totals = dict(outcome.counts.as_dict())
     totals.setdefault("hidden", sum(w.kind == "hide" for w in writes))
     totals.setdefault("needs_review", sum(r.action == "needs review" for r in records))
-    return DryRunReport(str(outcome.status), outcome.error, totals, records)
+    messages = [
+        f"{m.get('level')}: {m.get('message')}"
+        for m in outcome.counts.messages
+        if "entity_id" not in m and "source_key" not in m
+    ]
+    return DryRunReport(str(outcome.status), outcome.error, totals, records, messages)
 
 
 def _record(row: dict[str, Any], writes: list[Write], before: dict[str, Any]) -> PlannedRecord:

@@ -73,6 +73,9 @@ async def test_dry_run_totals_equal_the_real_runs_and_nothing_is_kept(
     magento.add_raw_customer(_person("Not", "Anemail", "not an email", "Hull", website_id=1))
     magento.update_customer(stranger["id"], dob="1980-01-01")  # not on the contact
     magento.add_guest_order(**guest_spec("shared@example.cz", PLACES[0], "Tomas", "Novak"))
+    # Stale configuration data: a warning for both runs' messages (the live user is fine).
+    stale = {"user": {"email": "old@example.com", "permission_level": 2}}
+    await pool.execute("UPDATE freeagent_client SET config_data = $1", stale)
     before = await _database(pool)
     stack.freeagent.reset_counters()
 
@@ -87,6 +90,9 @@ async def test_dry_run_totals_equal_the_real_runs_and_nothing_is_kept(
     assert counts == {"created": 1, "updated": 2, "linked": 2, "failed": 1}
     assert dry.totals["unchanged"] == 1  # saved in Magento, nothing FreeAgent holds changed
     by_key = {r.source_key: r for r in dry.records}
+    assert any("permission level 2" in m for m in dry.messages)
+    assert dry.messages == [f"{m['level']}: {m['message']}" for m in real.counts.messages
+                            if "entity_id" not in m]  # fmt: skip
     moved = by_key[f"customer:{mover['id']}"]
     assert moved.action == "update" and "town: Leeds → York" in moved.detail
 
