@@ -61,8 +61,11 @@ async def gather_profile(pool: asyncpg.Pool, name: str) -> ProfileDetail:
     )
 
 
-def render_profile(detail: ProfileDetail, now: datetime) -> RenderableType:
-    """A title line, then label / value lines; long values fold under their label."""
+def render_profile(
+    detail: ProfileDetail, now: datetime, *, checked: str | None = None
+) -> RenderableType:
+    """A title line, then label / value lines; long values fold under their label.
+    checked: what the settings were checked against (`profile show` prints the warnings)."""
     p = detail.profile
     title = Text.assemble(
         (p.name, "bold"),
@@ -84,6 +87,8 @@ def render_profile(detail: ProfileDetail, now: datetime) -> RenderableType:
     grid.add_row("retry", f"{retry}; history {'kept' if p.history_enabled else 'last run only'}")
     for label, line in _labelled("settings", settings_lines(p.settings) or ["(defaults)"]):
         grid.add_row(label, line)
+    if checked:
+        grid.add_row("checked", Text(checked, style="dim"))
     grid.add_row("queue", counts_text(detail.queue, ENTITY_ORDER) or "empty")
     for label, text in _labelled("runs", [_run(r, now) for r in detail.runs] or ["never run"]):
         grid.add_row(label, text)

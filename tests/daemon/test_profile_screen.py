@@ -34,6 +34,7 @@ settings   contact.charge_sales_tax = Auto
            store.locales.2 = fr_FR
            webhook.api_key = [redacted]
            webhook.label = [bold]as written[/bold]
+checked    not checked: no configuration data
 queue      3 pending, 58 created, 2 failed
 runs       #1 complete 13m ago (1m): 60 seen, 58 new, 2 fail
 """
@@ -44,7 +45,8 @@ async def test_profile_show_snapshot_at_80_columns(pool: asyncpg.Pool) -> None:
     settings one per line with secret keys redacted, queue by status, last runs."""
     await seed(pool, NOW)
     await pool.execute("UPDATE profile SET settings = $1 WHERE name = 'shop-uk'", SETTINGS)
-    text = rendered(render_profile(await gather_profile(pool, "shop-uk"), NOW))
+    detail = await gather_profile(pool, "shop-uk")
+    text = rendered(render_profile(detail, NOW, checked="not checked: no configuration data"))
     assert all(len(line) <= 80 for line in text.splitlines())
     assert text == EXPECTED
 
@@ -78,6 +80,7 @@ async def test_profile_show_command(pool: asyncpg.Pool, cli80) -> None:  # type:
     assert code == 0, err
     assert max(len(line) for line in out.splitlines()) <= 80
     assert "every 15 minutes" in out and "3 pending" in out and "do-not-show-me" not in out
+    assert "checked    not checked: no configuration data (fa-sync client config acme)" in out
     code, raw, err = await cli80("profile", "show", "shop-uk", "--json")
     assert code == 0, err
     (doc,) = json.loads(raw)
