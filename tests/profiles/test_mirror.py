@@ -7,9 +7,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from daemon.context import RunOptions
 from daemon.db.records import EntityStatus, Profile
+from daemon.resources import ClientFactory
+from daemon.runner import utcnow
+from daemon.settings import Settings
 from profiles.freeagent_contact_export.config import ContactExportSettings
-from profiles.freeagent_contact_export.dryrun import plan_export
+from profiles.freeagent_contact_export.dryrun import dry_run
 from profiles.freeagent_contact_export.removal import (
     decide_removal,
     effective_delete_policy,
@@ -214,18 +218,24 @@ async def test_shared_contact_is_never_hidden(
     assert "still used by ledger row" in row["metadata"]["removal"]["reason"]
 
 
-async def test_dry_run_predicts_the_removal(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
-    """The dry run decides a flagged row with the export's own decision."""
+async def test_dry_run_predicts_the_removal(
+    pool: asyncpg.Pool, stack: Stack, run_profile, settings: Settings, factory: ClientFactory
+) -> None:
+    """The rehearsed run finds the deleted customer and hides its contact, as the real one."""
     await _mirror(pool, {"delete_policy": "hide"})
     customer = _customer(stack.magento, _plain_person)
     await run_profile(stack.profile_id)
+    row_id = (await _row(pool, customer["id"]))["id"]
     stack.magento.delete_customer(customer["id"])
-    await run_profile(stack.profile_id, full=True, export=False)
-    row = await _row(pool, customer["id"])
-    profile = Profile.from_row(await pool.fetchrow("SELECT * FROM profile"))
-    plan = await plan_export(pool=pool, profile=profile, ids=None)
-    assert [(p.entity_id, p.action) for p in plan] == [(row["id"], "hide")]
-    await run_profile(stack.profile_id, collect=False)
+    report = await dry_run(
+        pool=pool, settings=settings, resources=factory, profile_id=stack.profile_id,
+        options=RunOptions(full=True), clock=utcnow,
+    )  # fmt: skip
+    assert [(r.entity_id, r.action) for r in report.records] == [(row_id, "hide")]
+    assert report.totals["removed"] == 1
+    assert (await _row(pool, customer["id"]))["status"] == "created"  # nothing kept
+    outcome = await run_profile(stack.profile_id, full=True)
+    assert outcome.counts.removed == report.totals["removed"]
     assert (await _row(pool, customer["id"]))["status"] == "hidden"
 
 
