@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,7 +87,7 @@ class AlertDispatcher:
         alert_id: int | None = await self._pool.fetchval(
             QUERIES["alert_raise"], str(condition.kind), str(condition.severity),
             condition.dedup_key, condition.profile, condition.client, condition.title,
-            json.dumps(condition.details, default=str), condition.records, now,
+            condition.details, condition.records, now,
             condition.quiet_until(now, self.interval),
         )  # fmt: skip
         log.info(
@@ -110,10 +109,12 @@ class AlertDispatcher:
             dead = DeadLetters()
             if run.counts.failed:
                 row = await self._pool.fetchrow(
-                    QUERIES["alert_dead_letters"], run.profile_id, run.run_id, retry_max_attempts
+                    QUERIES["alert_dead_letters"],
+                    run.profile_id,
+                    str(run.run_id),
+                    retry_max_attempts,
                 )
-                sample = tuple(json.loads(s) if isinstance(s, str) else s for s in row["sample"])
-                dead = DeadLetters(row["n"], row["exhausted"], sample)
+                dead = DeadLetters(row["n"], row["exhausted"], tuple(row["sample"]))
             for condition in run_conditions(run, dead, self.thresholds):
                 await self.raise_condition(condition, now)
         except DB_ERRORS as exc:
@@ -216,3 +217,18 @@ def configured_dispatcher(
     if not channels:
         return None
     return AlertDispatcher(pool=pool, channels=channels, settings=settings, metrics=metrics)
+
+
+async def send_test(
+    channels: list[Channel], *, now: datetime, replica: str
+) -> list[tuple[str, str | None]]:
+    """Send a test message through each channel (no database): (name, error or None)."""
+    message = render("test", [], now=now, replica=replica)
+    results: list[tuple[str, str | None]] = []
+    for channel in channels:
+        try:
+            await channel.send(message, now)
+            results.append((channel.name, None))
+        except AlertDeliveryError as exc:
+            results.append((channel.name, str(exc)))
+    return results

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -34,13 +33,10 @@ class AlertRow:
 
     @classmethod
     def from_row(cls, row: Any) -> AlertRow:
-        details = row["details"]
-        if isinstance(details, str):
-            details = json.loads(details)
         return cls(
             id=row["id"], kind=row["kind"], severity=row["severity"], profile=row["profile"],
-            client=row["client"], title=row["title"], details=details, records=row["records"],
-            occurrences=row["occurrences"], raised_at=row["raised_at"],
+            client=row["client"], title=row["title"], details=row["details"],
+            records=row["records"], occurrences=row["occurrences"], raised_at=row["raised_at"],
             last_raised_at=row["last_raised_at"],
         )  # fmt: skip
 

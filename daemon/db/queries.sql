@@ -722,7 +722,7 @@ SELECT count(*) AS n,
                 )[1:5], '{}') AS sample
   FROM contact_entity
  WHERE profile_id = $1 AND status = 'failed'
-   AND attempt_history -> -1 ->> 'run_id' = $2::text;
+   AND attempt_history -> -1 ->> 'run_id' = $2;
 
 -- name: alert_message_claim
 -- Take due messages for delivery (lease until $1 + $2 s); other replicas skip them.
