@@ -198,13 +198,15 @@ class AlertDispatcher:
 
     async def run(self, clock: Callable[[], datetime]) -> None:
         """The background task: a tick at once when woken (a critical alert here), else
-        every alert_poll_seconds; database trouble is logged and the next tick retries."""
+        every alert_poll_seconds; any failure is logged and the next tick tries again."""
         while True:
             self._wake.clear()
             try:
                 await self.tick(clock())
             except DB_ERRORS as exc:
                 log.warning("alert_tick_failed", error=repr(exc))
+            except Exception:  # alerting is a bystander: a bug here must not stop the runs
+                log.exception("alert_tick_crashed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
 
