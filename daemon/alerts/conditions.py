@@ -137,7 +137,8 @@ def reauth_condition(
     """FreeAgent refused the client's refresh token: once per token pair, until it clears."""
     return Condition(
         Kind.REAUTH_NEEDED, dedup_key,
-        f"FreeAgent client {client}: re-authorisation needed (`fa-sync client authorize`)",
+        f"FreeAgent client {client}: re-authorisation needed "
+        f"(`fa-sync client authorize {client}`)",
         client=client, expires=False,
         details={"reason": reason, "refused_at": refused_at.isoformat(), "profiles": profiles},
     )  # fmt: skip

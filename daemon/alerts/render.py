@@ -69,11 +69,15 @@ class Rendered:
         return message
 
 
+def _value(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _line(alert: AlertRow) -> str:
     line = f"- [{alert.severity}] {alert.title}"
     if alert.occurrences > 1:
         line += f" (raised {alert.occurrences} times, {alert.records} records in all)"
-    extra = [f"    {k}: {alert.details[k]}" for k in TEXT_DETAILS if alert.details.get(k)]
+    extra = [f"    {k}: {_value(alert.details[k])}" for k in TEXT_DETAILS if alert.details.get(k)]
     return "\n".join([line, *extra])
 
 
@@ -93,7 +97,9 @@ def render(message_type: str, alerts: list[AlertRow], *, now: datetime, replica:
     if message_type == "summary":
         text = "\n".join([head, *(_line(a) for a in alerts)])
     else:
-        details = [f"{k}: {a.details[k]}" for a in alerts for k in TEXT_DETAILS if a.details.get(k)]
+        details = [
+            f"{k}: {_value(a.details[k])}" for a in alerts for k in TEXT_DETAILS if a.details.get(k)
+        ]
         text = "\n".join([head, *details])
     payload = {
         "text": text,
