@@ -228,6 +228,12 @@ async def test_each_condition_reaches_both_channels_once(
     assert await dispatcher.tick(T0 + minutes(200)) == 0
     assert len(receiver.bodies) == len(mailbox.messages) == 3
 
+    await dispatcher.purge(T0 + timedelta(days=1))  # housekeeping keeps the open reauth key
+    assert await pool.fetchval("SELECT count(*) FROM alert_message") == 0
+    assert await pool.fetchval("SELECT count(*) FROM alert") == 0
+    keys = [r["dedup_key"] for r in await pool.fetch("SELECT dedup_key FROM alert_dedup")]
+    assert keys == [f"reauth_needed:client:{client}:v0"]
+
 
 async def test_webhook_body_is_slack_compatible_json(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver
