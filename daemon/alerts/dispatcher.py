@@ -196,6 +196,13 @@ class AlertDispatcher:
         """Forget sent or abandoned messages and expired quiet periods (housekeeping)."""
         await self._pool.execute(QUERIES["alert_purge"], older_than)
 
+    async def flush(self, now: datetime) -> None:
+        """One tick for a run-once command, whose failures are logged, never raised."""
+        try:
+            await self.tick(now)
+        except Exception:  # the command's run result stands whatever alerting does
+            log.exception("alert_tick_crashed")
+
     async def run(self, clock: Callable[[], datetime]) -> None:
         """The background task: a tick at once when woken (a critical alert here), else
         every alert_poll_seconds; any failure is logged and the next tick tries again."""

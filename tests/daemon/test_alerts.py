@@ -25,14 +25,13 @@ from structlog.testing import capture_logs
 
 from daemon.alerts.conditions import FinishedRun
 from daemon.alerts.dispatcher import AlertDispatcher, configured_dispatcher
-from daemon.context import RunCounts
+from daemon.cli_contacts import run_once
+from daemon.context import RunCounts, RunOptions
 from daemon.db.pool import create_pool
-from daemon.db.records import RunTrigger
 from daemon.errors import ConfigError
 from daemon.metrics import Metrics
 from daemon.process import Daemon, Services
 from daemon.resources import ClientFactory
-from daemon.runner import Runner
 from daemon.settings import Settings
 from tests.clirun import fa_sync
 
@@ -397,20 +396,20 @@ async def test_a_message_is_given_up_after_its_attempts(
     assert HOOK_SECRET not in row["last_error"]
 
 
-async def test_the_runner_reports_a_run_ending_in_error(
+async def test_a_run_once_command_sends_its_critical_alert_before_returning(
     pool: asyncpg.Pool,
-    settings: Settings,
+    database_dsn: str,
+    alert_settings: Settings,
     factory: ClientFactory,
-    dispatcher: AlertDispatcher,
+    session: aiohttp.ClientSession,
     receiver: Receiver,
 ) -> None:
-    """A real run that fails (no FreeAgent client) raises run_error through the runner's hook."""
-    shop = await _profile(pool, "shop-uk")
-    runner = Runner(pool=pool, settings=settings, resources=factory, alerts=dispatcher,
-                    clock=lambda: T0)  # fmt: skip
-    outcome = await runner.fire(shop, trigger=RunTrigger.MANUAL)
+    """`contact export` (run once): a real run that fails (no FreeAgent client) raises
+    run_error through the runner's hook, and it is delivered before the command returns."""
+    await _profile(pool, "shop-uk")
+    services = Services(alert_settings, database_dsn, pool, factory, session)
+    outcome = await run_once(services, "shop-uk", RunOptions(), clock=lambda: T0)
     assert outcome.status == "error" and outcome.error
-    await dispatcher.tick(T0)
     assert receiver.kinds() == [["run_error"]]
     assert receiver.bodies[0]["fa_sync"]["alerts"][0]["details"]["error"] == outcome.error
 
