@@ -7,11 +7,8 @@ Time is driven by passing `now` to AlertDispatcher.tick(); nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-import email
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +16,13 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from daemon.alerts.conditions import FinishedRun
 from daemon.alerts.dispatcher import AlertDispatcher, configured_dispatcher
 from daemon.cli_contacts import run_once
-from daemon.context import RunCounts, RunOptions
+from daemon.context import RunOptions
 from daemon.db.pool import create_pool
 from daemon.errors import ConfigError
 from daemon.metrics import Metrics
@@ -34,56 +30,22 @@ from daemon.process import Daemon, Services
 from daemon.resources import ClientFactory
 from daemon.settings import Settings
 from tests.clirun import fa_sync
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-HOOK_SECRET = "B0SECRET/xoxb-hook-secret-path"
-SMTP_PASSWORD = "smtp-pass-never-logged"
-
-
-def minutes(n: float) -> timedelta:
-    return timedelta(minutes=n)
-
-
-@dataclass
-class Receiver:
-    """A Slack-like incoming webhook: records JSON bodies; answers `fail_next` 500s first."""
-
-    url: str = ""
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    fail_next: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.fail_next:
-            self.fail_next -= 1
-            return web.Response(status=500, text="try later")
-        self.bodies.append(await request.json())
-        self.arrived.set()
-        return web.Response(text="ok")
-
-    def kinds(self) -> list[list[str]]:
-        return [[a["kind"] for a in b["fa_sync"]["alerts"]] for b in self.bodies]
-
-
-@dataclass
-class Mailbox:
-    """What the SMTP server on loopback accepted (and who logged in)."""
-
-    port: int = 0
-    messages: list[Message] = field(default_factory=list)
-    logins: list[tuple[str, str]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def authenticate(self, *args: Any) -> AuthResult:
-        data = args[-1]  # (server, session, envelope, mechanism, login and password)
-        self.logins.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=True)
-
-    def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages]
+from tests.daemon.alertrig import (
+    HOOK_SECRET,
+    SMTP_PASSWORD,
+    T0,
+    Mailbox,
+    Receiver,
+    add_client,
+    add_profile,
+    add_run,
+    dead_letters,
+    error_run,
+    failed_run,
+    finish,
+    minutes,
+    refuse,
+)
 
 
 @pytest.fixture
@@ -138,74 +100,17 @@ def dispatcher(
     return d
 
 
-async def _profile(pool: asyncpg.Pool, name: str, client_id: int | None = None) -> int:
-    return int(await pool.fetchval(
-        "INSERT INTO profile (name, type, client_id) VALUES ($1, 'freeagent_contact_export', $2)"
-        " RETURNING id", name, client_id,
-    ))  # fmt: skip
-
-
-async def _run(pool: asyncpg.Pool, profile_id: int, status: str = "complete") -> int:
-    return int(await pool.fetchval(
-        "INSERT INTO profile_run (profile_id, trigger, scheduled_for, status)"
-        " VALUES ($1, 'schedule', clock_timestamp(), $2) RETURNING id", profile_id, status,
-    ))  # fmt: skip
-
-
-async def _client(pool: asyncpg.Pool, name: str = "acme") -> int:
-    return int(await pool.fetchval(
-        "INSERT INTO freeagent_client (name, client_id, client_secret) VALUES ($1, 'cid', 'x')"
-        " RETURNING id", name,
-    ))  # fmt: skip
-
-
-async def _refuse(pool: asyncpg.Pool, client_id: int) -> None:
-    """What oauth.py records when FreeAgent answers invalid_grant."""
-    await pool.execute(
-        "INSERT INTO freeagent_client_reauth (client_id, token_version, reason)"
-        " SELECT id, token_version, 'invalid_grant: refresh token refused' FROM freeagent_client"
-        " WHERE id = $1 ON CONFLICT (client_id) DO UPDATE SET token_version ="
-        " EXCLUDED.token_version", client_id,
-    )  # fmt: skip
-
-
-async def _dead_letters(pool: asyncpg.Pool, profile_id: int, run_id: int, n: int) -> None:
-    for i in range(n):
-        history = [{"run_id": run_id, "outcome": "failed", "attempt": 3}]
-        await pool.execute(
-            "INSERT INTO contact_entity (profile_id, source_key, status, attempts, last_error,"
-            " attempt_history) VALUES ($1, $2, 'failed', 3, $3::jsonb, $4::jsonb)",
-            profile_id, f"customer:{i}", {"message": "FreeAgent answered 503"}, history,
-        )  # fmt: skip
-
-
-def _failed_run(
-    profile_id: int, name: str, run_id: int, failed: int = 5, of: int = 20
-) -> FinishedRun:
-    counts = RunCounts(created=of - failed, failed=failed)
-    return FinishedRun(profile_id, name, run_id, "warning", None, counts)
-
-
-async def _finish(d: AlertDispatcher, run: FinishedRun, now: datetime) -> None:
-    await d.run_finished(run, retry_max_attempts=3, now=now)
-
-
-def _error_run(profile_id: int, name: str, run_id: int) -> FinishedRun:
-    error = "FreeAgent is down: HTTP 503"
-    return FinishedRun(profile_id, name, run_id, "error", error, RunCounts())
-
-
 async def test_each_condition_reaches_both_channels_once(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver, mailbox: Mailbox
 ) -> None:
     """Critical alerts go out at the next tick, warnings in the summary; each exactly once."""
-    client = await _client(pool)
-    shop = await _profile(pool, "shop-uk", client)
-    run = await _run(pool, shop, "warning")
-    await _dead_letters(pool, shop, run, 3)
-    await _finish(dispatcher, _failed_run(shop, "shop-uk", run), T0)
-    await _finish(dispatcher, _error_run(shop, "shop-uk", run + 1), T0)
-    await _refuse(pool, client)
+    client = await add_client(pool)
+    shop = await add_profile(pool, "shop-uk", client)
+    run = await add_run(pool, shop, "warning")
+    await dead_letters(pool, shop, run, 3)
+    await finish(dispatcher, failed_run(shop, "shop-uk", run), T0)
+    await finish(dispatcher, error_run(shop, "shop-uk", run + 1), T0)
+    await refuse(pool, client)
 
     assert await dispatcher.tick(T0) == 2
     assert sorted(receiver.kinds()) == [["reauth_needed"], ["run_error"]]
@@ -238,8 +143,8 @@ async def test_webhook_body_is_slack_compatible_json(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver
 ) -> None:
     """A top-level "text" for Slack, our structured "fa_sync" object beside it."""
-    shop = await _profile(pool, "shop-uk")
-    await _finish(dispatcher, _error_run(shop, "shop-uk", 41), T0)
+    shop = await add_profile(pool, "shop-uk")
+    await finish(dispatcher, error_run(shop, "shop-uk", 41), T0)
     await dispatcher.tick(T0)
     body = receiver.bodies[0]
     assert body["text"].startswith("fa-sync CRITICAL: profile shop-uk: run 41 ended in error")
@@ -253,16 +158,16 @@ async def test_a_repeated_condition_is_not_resent_within_the_interval(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver
 ) -> None:
     """The same run error of the same profile is sent once per interval, not per run."""
-    shop, other = await _profile(pool, "shop-uk"), await _profile(pool, "shop-de")
+    shop, other = await add_profile(pool, "shop-uk"), await add_profile(pool, "shop-de")
     for minute in (0, 15, 30, 45):
-        await _finish(dispatcher, _error_run(shop, "shop-uk", minute), T0 + minutes(minute))
+        await finish(dispatcher, error_run(shop, "shop-uk", minute), T0 + minutes(minute))
         await dispatcher.tick(T0 + minutes(minute))
-    await _finish(dispatcher, _error_run(other, "shop-de", 99), T0)
+    await finish(dispatcher, error_run(other, "shop-de", 99), T0)
     await dispatcher.tick(T0 + minutes(46))
     assert [b["fa_sync"]["alerts"][0]["profile"] for b in receiver.bodies] == [
         "shop-uk", "shop-de"
     ]  # fmt: skip
-    await _finish(dispatcher, _error_run(shop, "shop-uk", 61), T0 + minutes(61))
+    await finish(dispatcher, error_run(shop, "shop-uk", 61), T0 + minutes(61))
     await dispatcher.tick(T0 + minutes(61))
     assert receiver.bodies[-1]["fa_sync"]["alerts"][0]["details"]["run_id"] == 61
 
@@ -271,9 +176,9 @@ async def test_refused_token_is_alerted_once_until_it_clears(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver
 ) -> None:
     """invalid_grant on every run: one alert; re-authorised and refused again: a new one."""
-    client = await _client(pool)
-    await _profile(pool, "shop-uk", client)
-    await _refuse(pool, client)
+    client = await add_client(pool)
+    await add_profile(pool, "shop-uk", client)
+    await refuse(pool, client)
     for hour in range(5):
         await dispatcher.tick(T0 + timedelta(hours=hour))
     assert receiver.kinds() == [["reauth_needed"]]
@@ -284,7 +189,7 @@ async def test_refused_token_is_alerted_once_until_it_clears(
     )
     await dispatcher.tick(T0 + timedelta(hours=6))
     assert len(receiver.bodies) == 1
-    await _refuse(pool, client)  # ... which FreeAgent refuses in turn
+    await refuse(pool, client)  # ... which FreeAgent refuses in turn
     await dispatcher.tick(T0 + timedelta(hours=6, minutes=5))
     assert receiver.kinds() == [["reauth_needed"], ["reauth_needed"]]
 
@@ -293,17 +198,15 @@ async def test_warnings_wait_for_one_summary_and_repeats_merge(
     pool: asyncpg.Pool, dispatcher: AlertDispatcher, receiver: Receiver
 ) -> None:
     """Failure-share warnings of a whole interval arrive as one summary; repeats are counted."""
-    uk, de = await _profile(pool, "shop-uk"), await _profile(pool, "shop-de")
+    uk, de = await add_profile(pool, "shop-uk"), await add_profile(pool, "shop-de")
     await dispatcher.tick(T0)  # the first tick starts the summary clock
     for minute in (5, 20, 35):
-        await _finish(
-            dispatcher, _failed_run(uk, "shop-uk", minute, failed=4), T0 + minutes(minute)
-        )
+        await finish(dispatcher, failed_run(uk, "shop-uk", minute, failed=4), T0 + minutes(minute))
         assert await dispatcher.tick(T0 + minutes(minute)) == 0
-    await _finish(dispatcher, _failed_run(de, "shop-de", 7), T0)
+    await finish(dispatcher, failed_run(de, "shop-de", 7), T0)
     # below the share, and too few records to count: no alert
-    await _finish(dispatcher, _failed_run(de, "shop-de", 8, 3, 20), T0)
-    await _finish(dispatcher, _failed_run(de, "shop-de", 9, 5, 5), T0)
+    await finish(dispatcher, failed_run(de, "shop-de", 8, 3, 20), T0)
+    await finish(dispatcher, failed_run(de, "shop-de", 9, 5, 5), T0)
     assert await dispatcher.tick(T0 + minutes(60)) == 1
     (summary,) = receiver.bodies
     alerts = {a["profile"]: a for a in summary["fa_sync"]["alerts"]}
@@ -322,8 +225,8 @@ async def test_two_replicas_on_one_database_send_each_alert_once(
     pool: asyncpg.Pool,
 ) -> None:
     """Two dispatchers (own pools, same database) ticking together: one message each time."""
-    client = await _client(pool)
-    shop = await _profile(pool, "shop-uk", client)
+    client = await add_client(pool)
+    shop = await add_profile(pool, "shop-uk", client)
     pools = [await create_pool(database_dsn, max_size=4) for _ in range(2)]
     try:
         pair = [
@@ -333,9 +236,9 @@ async def test_two_replicas_on_one_database_send_each_alert_once(
         ]  # fmt: skip
         a, b = [d for d in pair if d is not None]
         await asyncio.gather(a.tick(T0), b.tick(T0))  # start the summary clock
-        await _refuse(pool, client)
+        await refuse(pool, client)
         await asyncio.gather(
-            *(_finish(d, _failed_run(shop, "shop-uk", 1), T0)
+            *(finish(d, failed_run(shop, "shop-uk", 1), T0)
               for d in (a, b))
         )  # fmt: skip
         sent = await asyncio.gather(a.tick(T0 + minutes(1)), b.tick(T0 + minutes(1)))
@@ -354,10 +257,10 @@ async def test_failed_delivery_retries_with_backoff_and_never_logs_the_secret(
 ) -> None:
     """A 500 from the webhook: retried after 30 s, then 60 s; e-mail, already sent, is not
     sent again; the URL's secret path and the SMTP password appear in no log line."""
-    shop = await _profile(pool, "shop-uk")
+    shop = await add_profile(pool, "shop-uk")
     receiver.fail_next = 2
     with capture_logs() as logs:
-        await _finish(dispatcher, _error_run(shop, "shop-uk", 7), T0)
+        await finish(dispatcher, error_run(shop, "shop-uk", 7), T0)
         assert await dispatcher.tick(T0) == 0
         assert await dispatcher.tick(T0 + timedelta(seconds=29)) == 0
         assert await dispatcher.tick(T0 + timedelta(seconds=30)) == 0  # second 500
@@ -385,9 +288,9 @@ async def test_a_message_is_given_up_after_its_attempts(
     settings = alert_settings.model_copy(update={"alert_delivery_attempts": 2})
     dispatcher = configured_dispatcher(pool, session, settings, Metrics())
     assert dispatcher is not None
-    shop = await _profile(pool, "shop-uk")
+    shop = await add_profile(pool, "shop-uk")
     receiver.fail_next = 10
-    await _finish(dispatcher, _error_run(shop, "shop-uk", 7), T0)
+    await finish(dispatcher, error_run(shop, "shop-uk", 7), T0)
     for hour in range(4):
         await dispatcher.tick(T0 + timedelta(hours=hour))
     assert receiver.fail_next == 8
@@ -406,7 +309,7 @@ async def test_a_run_once_command_sends_its_critical_alert_before_returning(
 ) -> None:
     """`contact export` (run once): a real run that fails (no FreeAgent client) raises
     run_error through the runner's hook, and it is delivered before the command returns."""
-    await _profile(pool, "shop-uk")
+    await add_profile(pool, "shop-uk")
     services = Services(alert_settings, database_dsn, pool, factory, session)
     outcome = await run_once(services, "shop-uk", RunOptions(), clock=lambda: T0)
     assert outcome.status == "error" and outcome.error
@@ -423,7 +326,7 @@ async def test_the_daemon_sends_critical_alerts_at_once(
     receiver: Receiver,
 ) -> None:
     """The daemon's "alerts" task is woken by a failed run; no poll interval is waited."""
-    shop = await _profile(pool, "shop-uk")
+    shop = await add_profile(pool, "shop-uk")
     settings = alert_settings.model_copy(update={"alert_poll_seconds": 3600.0})
     daemon = Daemon(Services(settings, database_dsn, pool, factory, session))
     stop = asyncio.Event()
