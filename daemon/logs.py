@@ -21,7 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -136,13 +136,13 @@ def _scrub_rendered(_logger: Any, _name: str, line: Any) -> Any:
     return _redact_pairs(line)
 
 
-def _tail(use_json: bool) -> list[Any]:
+def _tail(use_json: bool, colors: bool) -> list[Any]:
     """The processors every line ends with, from structlog and from the stdlib alike."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(),
+            colors=colors,
             # never used (format_exc_info consumes exc_info first); no locals if ever it is
             exception_formatter=structlog.dev.plain_traceback,
         )
@@ -151,12 +151,17 @@ def _tail(use_json: bool) -> list[Any]:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The stderr handler configure() installs on the root logger (and replaces on re-run)."""
+    """The handler configure() installs on the root logger (and replaces on re-run)."""
 
 
-def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
-    """Configure structlog and route stdlib logging through the same scrubber and renderer."""
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+def configure(
+    *, log_format: str = "auto", level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and route stdlib logging through the same scrubber and renderer,
+    to stream (default: stderr)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    use_json = log_format == "json" or (log_format == "auto" and not tty)
     levelno = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -164,18 +169,18 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, *_tail(use_json)],
+        processors=[*shared, *_tail(use_json, tty)],
         wrapper_class=structlog.make_filtering_bound_logger(levelno),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    handler = _Handler(sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *_tail(use_json),
+                *_tail(use_json, tty),
             ],
         )
     )

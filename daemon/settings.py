@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daemon.clients.requestlog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from daemon.errors import ConfigError
 
 #: Connections kept for the process itself (profile reloads, housekeeping, token refreshes).
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: Directory for request/response logs of profiles that enable them.
     request_log_dir: Path = Path("logs")
+    #: A request log file is rotated before it passes this size (bytes).
+    request_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=4096, le=1024**4)
+    #: Rotated request log files kept per profile (file.1 newest .. file.N); 0 keeps none.
+    request_log_backups: int = Field(default=DEFAULT_BACKUPS, ge=0, le=1000)
     #: Identifies this replica in run leases; unique per process.
     replica_id: str = Field(default_factory=_default_replica_id)
     #: How long a run lease lasts without renewal; renewed every third of it.
