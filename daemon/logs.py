@@ -28,7 +28,7 @@ import structlog
 #: Words that make a key secret, in a dict or in text (`key=value`, `"key": "value"`).
 _HIDDEN_NAMES = (
     r"secret|token|password|passwd|authorization|cookie|api[-_]?key|access[-_]?key"
-    r"|private[-_]?key|consumer[-_]?key|signature|credential|code[-_]?verifier"
+    r"|private[-_]?key|consumer[-_]?key|signature|credential|code[-_]?verifier|webhook"
 )
 #: Keys whose values are never written, whatever their nesting.
 SECRET_KEY = re.compile(rf"({_HIDDEN_NAMES}|^code$)", re.I)
@@ -47,6 +47,10 @@ _HEADER_LINE = re.compile(
 _KEY_SEP = re.compile(r"(?<![\w-])([\w-]++)(\\?[\"']?\s*+[:=]\s*+)")
 #: The value after a secret key: to the closing quote, or a bare run up to a delimiter.
 _VALUE = re.compile(r"(\\?\")[^\"\\\r\n]*+|(')[^'\"\\\r\n]*+|[^\s&\"'\\,;<>]++")
+#: Incoming-webhook URLs carry their secret in the path (Slack, Discord, Teams, Mattermost).
+_WEBHOOK_PATH = re.compile(
+    r"(hooks\.slack\.com/|/api/webhooks/|webhook\.office\.com/|/hooks/)[^\s\"'<>]+", re.I
+)
 #: user:password@ in a URL.
 _USERINFO = re.compile(r"(//[^/\s:@]+:)[^/\s@]+@")
 REDACTED = "[redacted]"
@@ -63,6 +67,7 @@ def scrub_text(text: str) -> str:
     text = _HEADER_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _redact_pairs(text)
+    text = _WEBHOOK_PATH.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
 
 
