@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 
 from daemon.clients.transport import Transport
+from daemon.context import RunOptions
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate
 from daemon.db.queries import QUERIES
@@ -28,6 +29,8 @@ from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
+from daemon.priority import CHANNEL as PRIORITY_CHANNEL
+from daemon.priority import PriorityDispatch
 from daemon.resources import ClientFactory
 from daemon.runner import Runner, RunOutcome, utcnow
 from daemon.scheduler import ProfileScheduler
@@ -155,6 +158,16 @@ class Daemon:
         self.outcomes: list[RunOutcome] = []
         self.runs_changed = asyncio.Condition()
         self._errors: dict[int, str | None] = {}
+        #: Magento events: the webhook's callback and the priority lane's wake-ups.
+        self.priority = PriorityDispatch(self)
+
+    def clock(self) -> datetime:
+        return self._clock()
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """A run task the shutdown drains."""
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until stop is set (signal) or a background task dies."""
@@ -224,16 +237,13 @@ class Daemon:
         """The scheduler's callback: start the run as a task and return, so it never waits."""
         if self.stopping.is_set():
             return
-        task = asyncio.create_task(
-            self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
-            name=f"fire-{profile_id}",
-        )
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        fire = self.run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE)
+        self.track(asyncio.create_task(fire, name=f"fire-{profile_id}"))
 
-    async def _run_fire(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+    async def run_fire(
+        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
+        options: RunOptions | None = None,
+    ) -> None:  # fmt: skip
         """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
         back. A fire that waited for a slot still runs (late rather than lost)."""
         async with self._slots:
@@ -241,17 +251,22 @@ class Daemon:
             if waited > self.settings.misfire_grace_seconds:
                 log.warning("fire_delayed", profile_id=profile_id, waited_seconds=round(waited))
             if not self.stopping.is_set():
-                await self._run_fire_attempts(profile_id, scheduled_for, trigger)
+                await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
     async def _run_fire_attempts(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
+        options: RunOptions | None,
+    ) -> None:  # fmt: skip
         for attempt in range(1, 4):
             try:
-                outcome = await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                outcome = await self.runner.fire(
+                    profile_id, scheduled_for, trigger=trigger, options=options
+                )
                 async with self.runs_changed:
                     self.outcomes = [*self.outcomes[-99:], outcome]
                     self.runs_changed.notify_all()
+                if outcome.status in ("complete", "warning") and not self.stopping.is_set():
+                    await self.priority.after_run(profile_id)
                 return
             except DB_OR_SQL as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
@@ -329,6 +344,7 @@ class Daemon:
         conn.add_termination_listener(lambda _c: lost.set())
         try:
             await conn.add_listener(CHANNEL, self._notified)
+            await conn.add_listener(PRIORITY_CHANNEL, self.priority.notified)
             log.info("listening", channel=CHANNEL)
             self._reload_wanted.set()
             while not lost.is_set():

@@ -60,6 +60,8 @@ class Runner:
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
+        #: profile id -> wake-up of its run in this process (the priority lane's NOTIFY).
+        self.lanes: dict[int, asyncio.Event] = {}
         self._pool = pool
         self._settings = settings
         self._resources = resources
@@ -158,6 +160,16 @@ class Runner:
             stopping=self._stopping,
             clock=self._clock,
         )
+        self.lanes[profile.id] = ctx.wake
+        try:
+            return await self._execute(profile, run, executor, ctx)
+        finally:
+            self.lanes.pop(profile.id, None)
+
+    async def _execute(
+        self, profile: Profile, run: Run, executor: ProfileExecutor, ctx: RunContext
+    ) -> RunOutcome:
+        counts = ctx.counts
         log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
         status, error, run_level = RunStatus.COMPLETE, None, False
         job: asyncio.Task[None] = asyncio.ensure_future(executor(ctx))
