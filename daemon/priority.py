@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from daemon.context import RunOptions
@@ -35,8 +37,9 @@ PRIORITY_RUN = RunOptions(collect=False, priority_only=True)
 class PriorityDispatch:
     """Queues Magento events and gets their rows exported by a run, now."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, clock: Callable[[], datetime]) -> None:
         self._daemon = daemon
+        self._clock = clock
         self._pool = daemon.services.pool
         self._starting: set[int] = set()
 
@@ -82,9 +85,7 @@ class PriorityDispatch:
         try:
             if await self._pool.fetchrow(QUERIES["run_active"], profile_id) is not None:
                 return  # running on another replica: that one was woken by the same NOTIFY
-            await self._daemon.run_fire(
-                profile_id, self._daemon.clock(), RunTrigger.MANUAL, PRIORITY_RUN
-            )
+            await self._daemon.run_fire(profile_id, self._clock(), RunTrigger.MANUAL, PRIORITY_RUN)
         finally:
             self._starting.discard(profile_id)
 

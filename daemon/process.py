@@ -158,11 +158,7 @@ class Daemon:
         self.outcomes: list[RunOutcome] = []
         self.runs_changed = asyncio.Condition()
         self._errors: dict[int, str | None] = {}
-        #: Magento events: the webhook's callback and the priority lane's wake-ups.
-        self.priority = PriorityDispatch(self)
-
-    def clock(self) -> datetime:
-        return self._clock()
+        self.priority = PriorityDispatch(self, clock)  #: Magento events, the priority lane
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """A run task the shutdown drains."""

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from daemon.health import HealthServer, Heartbeat
+from daemon.runner import utcnow
 from daemon.systemd import Notifier
 from daemon.webhook import WebhookServer
 
@@ -57,7 +58,7 @@ async def supervised(
                 pool=daemon.services.pool,
                 secrets=daemon.services.factory.secrets,
                 on_event=daemon.priority.on_event,
-                clock=daemon.clock,
+                clock=utcnow,  # senders sign with wall time, even under FA_SYNC_CLOCK_START
                 max_body_bytes=settings.webhook_max_body_bytes,
                 tolerance_seconds=settings.webhook_tolerance_seconds,
             )

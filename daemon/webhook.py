@@ -180,7 +180,7 @@ class WebhookServer:
         """The connection whose secret signed this body, else None."""
         stamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
         given = request.headers.get(SIGNATURE_HEADER, "").strip().lower()
-        if not stamp.isdigit() or len(stamp) > 12 or not given:
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12 or not given:
             return None
         rows = await self._pool.fetch(QUERIES["webhook_secrets"])
         wanted = request.query.get("connection")

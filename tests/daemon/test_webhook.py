@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,12 @@ import pytest
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.process import Daemon
+from daemon.runner import utcnow
 from daemon.secretbox import SecretBox
 from daemon.settings import Settings
 from daemon.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookServer, parse_event, sign
 from simulators.stack import Stack
+from tests.clirun import fa_sync
 
 # The running-daemon fixture of test_process, reused: its name shadows the parameter names.
 from tests.daemon.test_process import WAIT, _until, daemon  # noqa: F401
@@ -48,7 +51,7 @@ async def hooks(
         pool=pool,
         secrets=secret_box,
         on_event=daemon.priority.on_event,
-        clock=daemon.clock,
+        clock=utcnow,
         max_body_bytes=2048,
     )
     port = await server.start("127.0.0.1", 0)
@@ -249,3 +252,34 @@ async def test_deleted_customer_goes_through_the_delete_policy(
     await _until(daemon.runs_changed, lambda: len(daemon.outcomes) >= 2)
     [contact] = stack.freeagent.contacts_list()
     assert contact["status"] == "Hidden"
+
+
+async def test_cli_stores_the_secret_sealed_and_never_shows_it(
+    pool: asyncpg.Pool, database_dsn: str, stack: Stack, secret_box: SecretBox, tmp_path: Path
+) -> None:
+    """`magento webhook NAME` reads the secret from the environment (never argv), stores it
+    sealed, says nothing of it; `--off` refuses the shop's webhooks again."""
+    name = await pool.fetchval("SELECT name FROM magento_connection")
+    # This tree's code, wherever the virtualenv's own copy of fa-sync points.
+    env = {"FA_SYNC_WEBHOOK_SECRET": SECRET, "PYTHONPATH": str(Path(__file__).parents[2])}
+    code, out, err = await fa_sync(
+        "magento", "webhook", name, dsn=database_dsn, cwd=tmp_path, env=env
+    )
+    assert code == 0, err
+    assert SECRET not in out + err
+    stored = await pool.fetchval("SELECT secret FROM magento_webhook")
+    assert stored != SECRET and secret_box.open(stored) == SECRET
+    code, _, err = await fa_sync(
+        "magento", "webhook", name, "--off", dsn=database_dsn, cwd=tmp_path, env=env
+    )
+    assert code == 0, err
+    assert await pool.fetchval("SELECT count(*) FROM magento_webhook") == 0
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [(None, None), ("0.0.0.0:9109", ("0.0.0.0", 9109)), ("[::1]:80", ("::1", 80))],  # noqa: S104
+)
+def test_webhook_listen_setting(settings: Settings, listen: str | None, address: object) -> None:
+    """FA_SYNC_WEBHOOK_LISTEN: unset means no endpoint; else host:port."""
+    assert settings.model_copy(update={"webhook_listen": listen}).webhook_address() == address
