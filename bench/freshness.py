@@ -34,9 +34,9 @@ from daemon.db.pool import create_pool, migrate, recreate_database
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.logs import configure
-from daemon.process import Daemon
+from daemon.process import Daemon, Services
 from daemon.resources import ClientFactory
-from daemon.runner import Services, utcnow
+from daemon.runner import utcnow
 from daemon.secretbox import SecretBox
 from daemon.settings import Settings
 from daemon.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookServer, sign
@@ -93,6 +93,22 @@ def _server_dsn() -> tuple[str, Any]:
     return start_embedded(ROOT / ".fa-sync" / "bench-pgdata")
 
 
+def _store(customers: int, template: int = 300) -> MagentoState:
+    """A store of `customers` built in linear time: the seed's first `template` customers (the
+    awkward ones first), then copies under new ids and e-mails (the seed's uniqueness check is
+    quadratic; bench/simserver.py on the bench branch does the same)."""
+    state = MagentoState.seeded(customers=min(customers, template), guest_orders=0)
+    originals = list(state.customers.values())
+    for n in range(customers - len(originals)):
+        copy = json.loads(json.dumps(originals[n % len(originals)]))
+        copy["id"] = state.next_id("customer")
+        copy["email"] = f"c{copy['id']}.{copy.get('email') or 'x@example.com'}"
+        for address in copy.get("addresses", []):
+            address["customer_id"] = copy["id"]
+        state.customers[copy["id"]] = copy
+    return state
+
+
 @dataclass
 class Freshness:
     seconds: list[float]  #: per delivery, sent -> exported
@@ -110,7 +126,7 @@ async def run(customers: int, events: int, spacing: float) -> Freshness:
     try:
         await migrate(pool)
         fa = FreeAgentState(minute_window=MINUTE, hour_window=HOUR, per_ip_per_minute=10**9)
-        mg = MagentoState.seeded(customers=customers, guest_orders=0)
+        mg = _store(customers)
         async with aiohttp.ClientSession() as session, simulators(freeagent=fa, magento=mg) as st:
             return await _measure(settings, dsn, pool, session, st, events, spacing)
     finally:

@@ -462,11 +462,13 @@ SELECT EXISTS (SELECT 1 FROM contact_entity WHERE profile_id = $1 AND source_key
 -- name: entity_claim_batch
 -- Claim due rows for this run ($6 = now); SKIP LOCKED keeps concurrent claimers apart. A row
 -- with a create intent is never claimed before the intent has settled ($7 = settle seconds),
--- whatever next_attempt_at says: its POST may still be committed by FreeAgent.
+-- whatever next_attempt_at says: its POST may still be committed by FreeAgent. Rows in the
+-- priority lane are the lane's (entity_claim_priority), not a backlog batch's.
 WITH due AS (
     SELECT id FROM contact_entity
      WHERE profile_id = $1
        AND ($4::bigint[] IS NULL OR id = ANY($4))
+       AND NOT priority
        AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $6
                                     OR $4::bigint[] IS NOT NULL))
             OR (status IN ('processing', 'creating')
