@@ -89,6 +89,13 @@ class PriorityDispatch:
         finally:
             self._starting.discard(profile_id)
 
+    async def resume(self) -> None:
+        """(Re)started listening: rows that entered a lane meanwhile (a NOTIFY nobody heard,
+        a restart) get a run, unless their profile's run is here already."""
+        for row in await self._pool.fetch(QUERIES["priority_waiting_profiles"]):
+            if row["profile_id"] not in self._daemon.runner.lanes:
+                self.start(row["profile_id"])
+
     async def after_run(self, profile_id: int) -> None:
         """A run ended: rows that entered the lane after its last look get a run of their own."""
         if await self._pool.fetchval(QUERIES["entity_priority_waiting"], profile_id):

@@ -236,10 +236,8 @@ class Daemon:
         fire = self.run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE)
         self.track(asyncio.create_task(fire, name=f"fire-{profile_id}"))
 
-    async def run_fire(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
-        options: RunOptions | None = None,
-    ) -> None:  # fmt: skip
+    async def run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
+                       options: RunOptions | None = None) -> None:  # fmt: skip
         """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
         back. A fire that waited for a slot still runs (late rather than lost)."""
         async with self._slots:
@@ -249,10 +247,9 @@ class Daemon:
             if not self.stopping.is_set():
                 await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
-    async def _run_fire_attempts(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
-        options: RunOptions | None,
-    ) -> None:  # fmt: skip
+    async def _run_fire_attempts(self, profile_id: int, scheduled_for: datetime,
+                                 trigger: RunTrigger, options: RunOptions | None,
+                                 ) -> None:  # fmt: skip
         for attempt in range(1, 4):
             try:
                 outcome = await self.runner.fire(
@@ -341,6 +338,7 @@ class Daemon:
         try:
             await conn.add_listener(CHANNEL, self._notified)
             await conn.add_listener(PRIORITY_CHANNEL, self.priority.notified)
+            await self.priority.resume()  # rows whose NOTIFY came while nobody listened
             log.info("listening", channel=CHANNEL)
             self._reload_wanted.set()
             while not lost.is_set():

@@ -518,6 +518,11 @@ SELECT EXISTS (SELECT 1 FROM contact_entity
                   AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                   AND metadata -> 'create_intent' IS NULL);
 
+-- name: priority_waiting_profiles
+-- Enabled profiles with rows waiting in their priority lane (resumed when LISTEN starts).
+SELECT DISTINCT e.profile_id FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE e.priority AND e.status = 'pending' AND p.enabled;
+
 -- name: entity_prioritise
 -- A Magento event about this row: put it in the priority lane (if it is queued at all).
 UPDATE contact_entity SET priority = true, next_attempt_at = NULL, updated_at = now()

@@ -17,12 +17,21 @@ import asyncpg
 import pytest
 
 from daemon.db.queries import QUERIES
-from daemon.db.records import RunTrigger
+from daemon.db.records import Profile, RunTrigger
 from daemon.process import Daemon
 from daemon.runner import utcnow
 from daemon.secretbox import SecretBox
 from daemon.settings import Settings
-from daemon.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookServer, parse_event, sign
+from daemon.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EventKind,
+    MagentoEvent,
+    WebhookServer,
+    parse_event,
+    sign,
+)
+from profiles.freeagent_contact_export.events import queue_event
 from simulators.stack import Stack
 from tests.clirun import fa_sync
 
@@ -283,3 +292,18 @@ async def test_cli_stores_the_secret_sealed_and_never_shows_it(
 def test_webhook_listen_setting(settings: Settings, listen: str | None, address: object) -> None:
     """FA_SYNC_WEBHOOK_LISTEN: unset means no endpoint; else host:port."""
     assert settings.model_copy(update={"webhook_listen": listen}).webhook_address() == address
+
+
+async def test_rows_queued_while_nobody_listened_get_a_run(
+    pool: asyncpg.Pool, stack: Stack, daemon: Daemon
+) -> None:
+    """A row that entered the lane without a NOTIFY heard (daemon down, listener
+    reconnecting) is exported when listening (re)starts."""
+    customer = stack.magento.add_customer(email="late@example.com", firstname="L", lastname="A")
+    profiles = [Profile.from_row(r) for r in await pool.fetch("SELECT * FROM profile")]
+    event = MagentoEvent(stack.connection_id, EventKind.SAVED, customer["id"])
+    assert await queue_event(pool, daemon.services.factory, profiles, event) == [stack.profile_id]
+    await daemon.priority.resume()
+    await _until(daemon.runs_changed, lambda: bool(daemon.outcomes))
+    assert daemon.outcomes[-1].counts.created == 1
+    assert [c["email"] for c in stack.freeagent.contacts_list()] == ["late@example.com"]
