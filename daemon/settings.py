@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     #: Requests per window left unused, below each client's configured limits.
     rate_headroom_per_minute: int = Field(default=2, ge=0, le=10_000)
     rate_headroom_per_hour: int = Field(default=20, ge=0, le=100_000)
+    #: Of that headroom, requests per window the priority lane (Magento events) may spend.
+    rate_priority_per_minute: int = Field(default=1, ge=0, le=10_000)
+    rate_priority_per_hour: int = Field(default=10, ge=0, le=100_000)
     #: Consecutive run-level failures back a profile off exponentially from this base.
     breaker_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Longest breaker back-off (seconds).

@@ -28,10 +28,13 @@ stalled connection), and senders we do not see (another app using the same user'
 At the defaults a user gets 118 requests per 65 s (about 109/min), 3580 per 3605 s.
 
 Priority lane. A customer saved in Magento and announced by an event must not wait behind a
-first sync's backlog. Requests sent inside `priority_lane()` ask `fa_rate_acquire_priority`:
-while one of them waits for a grant, every ordinary sender of the same user is told to wait
-until a little after it, so the next free request is the priority one's. The lane is a
-context variable, so the FreeAgent client and transport need no new argument.
+first sync's backlog. Requests sent inside `priority_lane()` (a context variable, so the
+FreeAgent client and transport need no new argument) differ in two ways:
+- they may spend a little of the headroom (1/min, 10/h by default, never past the configured
+  limit): a backlog spends its whole budget in a burst at the start of each sliding window,
+  and without this an event would wait out the rest of the window (up to ~30 s at 120/min);
+- they ask `fa_rate_acquire_priority`: while one of them still waits for a grant, every
+  ordinary sender of the same user is told to wait until a little after it.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class Headroom:
     latency: float = 5.0  #: seconds a grant stays counted after its window (D above)
     per_minute: int = 2  #: requests per minute window left unused
     per_hour: int = 20  #: requests per hour window left unused
+    #: Of that headroom, what the priority lane may spend (never beyond the configured limit)
+    priority_per_minute: int = 1
+    priority_per_hour: int = 10
 
 
 #: Exact limits and windows, for budgets built outside ClientFactory.
@@ -126,6 +132,17 @@ class RateBudget:
         room = self.headroom
         return max(1, self.per_minute - room.per_minute), max(1, self.per_hour - room.per_hour)
 
+    @property
+    def priority_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for the priority lane: a little of the headroom, so a backlog
+        that spends the whole budget in bursts still leaves an event's request a slot now."""
+        room = self.headroom
+        per_minute, per_hour = self.effective_limits
+        return (
+            min(self.per_minute, per_minute + room.priority_per_minute),
+            min(self.per_hour, per_hour + room.priority_per_hour),
+        )
+
     def refreshes(self) -> RateBudget:
         """The sibling budget of token refreshes (15/min per user), under the same rules."""
         return RateBudget(
@@ -141,8 +158,9 @@ class RateBudget:
 
     async def try_acquire(self) -> float:
         """Take one request if the budget allows: 0.0 when granted, else seconds to wait."""
-        per_minute, per_hour = self.effective_limits
-        query = "rate_acquire_priority" if _PRIORITY.get() else "rate_acquire"
+        priority = _PRIORITY.get()
+        per_minute, per_hour = self.priority_limits if priority else self.effective_limits
+        query = "rate_acquire_priority" if priority else "rate_acquire"
         async with translated(f"rate budget {self.key}"):
             wait = await self.pool.fetchval(
                 QUERIES[query],

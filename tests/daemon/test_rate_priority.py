@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from daemon.clients.ratelimit import NO_HEADROOM, RateBudget, priority_lane
+from daemon.clients.ratelimit import NO_HEADROOM, Headroom, RateBudget, priority_lane
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 KEY = "user:https://api.freeagent.com/v2/users/1"
@@ -69,3 +69,21 @@ async def test_priority_lane_context_selects_the_priority_grant(pool: asyncpg.Po
         assert await budget.try_acquire() > 0
     held = await pool.fetchval("SELECT priority_until FROM rate_budget WHERE budget_key = $1", KEY)
     assert held is not None
+
+
+@pytest.mark.parametrize(
+    ("headroom", "expected"),
+    [
+        # Defaults: one of the two spare requests a minute, ten of the twenty an hour.
+        (Headroom(5.0, 2, 20, 1, 10), (119, 3590)),
+        # No headroom to spend: the lane gets the configured limit, never more.
+        (Headroom(5.0, 0, 0, 1, 10), (120, 3600)),
+        (Headroom(5.0, 2, 20, 0, 0), (118, 3580)),
+    ],
+)
+def test_priority_limits_spend_headroom_but_never_pass_the_limit(
+    headroom: Headroom, expected: tuple[int, int]
+) -> None:
+    """The lane may go above the backlog's limits by its allowance, up to FreeAgent's."""
+    budget = RateBudget(None, KEY, 120, 3600, headroom=headroom)  # type: ignore[arg-type]
+    assert budget.priority_limits == expected
