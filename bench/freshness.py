@@ -226,7 +226,8 @@ async def measure(quick: bool) -> list[Row]:
     p50, p99 = statistics.median(result.seconds), _p(result.seconds, 0.99)
     raw = (
         f"{len(result.seconds)} events during a {result.backlog:,}-customer first sync "
-        f"(minute = {MINUTE:g} s, hour = {HOUR:g} s); {result.exported_meanwhile:,} backlog writes meanwhile, "
+        f"(minute = {MINUTE:g} s, hour = {HOUR:g} s); "
+        f"{result.exported_meanwhile:,} backlog writes meanwhile, "
         f"{result.backlog_left:,} rows still queued; max {max(result.seconds):.2f} s"
     )
     return [
