@@ -65,6 +65,7 @@ class ClientFactory:
                 s.rate_headroom_per_hour,
                 s.rate_priority_per_minute,
                 s.rate_priority_per_hour,
+                s.rate_priority_reserve_per_hour,
             ),
         )
         self.tokens(row.id).budget = budget

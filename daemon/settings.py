@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     #: Of that headroom, requests per window the priority lane (Magento events) may spend.
     rate_priority_per_minute: int = Field(default=1, ge=0, le=10_000)
     rate_priority_per_hour: int = Field(default=10, ge=0, le=100_000)
+    #: Requests per hour the backlog leaves to the priority lane (0: none kept back).
+    rate_priority_reserve_per_hour: int = Field(default=60, ge=0, le=100_000)
     #: Consecutive run-level failures back a profile off exponentially from this base.
     breaker_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Longest breaker back-off (seconds).

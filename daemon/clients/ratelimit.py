@@ -33,6 +33,8 @@ FreeAgent client and transport need no new argument) differ in two ways:
 - they may spend a little of the headroom (1/min, 10/h by default, never past the configured
   limit): a backlog spends its whole budget in a burst at the start of each sliding window,
   and without this an event would wait out the rest of the window (up to ~30 s at 120/min);
+- ordinary requests leave them 60 of each hour (priority_reserve_per_hour): a first sync
+  otherwise spends the hour's budget in its first ~33 minutes and events wait out the rest;
 - they ask `fa_rate_acquire_priority`: while one of them still waits for a grant, every
   ordinary sender of the same user is told to wait until a little after it.
 """
@@ -85,6 +87,10 @@ class Headroom:
     #: Of that headroom, what the priority lane may spend (never beyond the configured limit)
     priority_per_minute: int = 1
     priority_per_hour: int = 10
+    #: Requests per hour window the backlog leaves to the priority lane (its hourly budget
+    #: is otherwise spent in the sync's first ~33 minutes, and events would wait the rest
+    #: out). Settings give 60; none when built bare.
+    priority_reserve_per_hour: int = 0
 
 
 #: Exact limits and windows, for budgets built outside ClientFactory.
@@ -133,6 +139,13 @@ class RateBudget:
         return max(1, self.per_minute - room.per_minute), max(1, self.per_hour - room.per_hour)
 
     @property
+    def backlog_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for ordinary requests: the effective limits, less the hourly
+        reserve of the priority lane."""
+        per_minute, per_hour = self.effective_limits
+        return per_minute, max(1, per_hour - self.headroom.priority_reserve_per_hour)
+
+    @property
     def priority_limits(self) -> tuple[int, int]:
         """(per minute, per hour) for the priority lane: a little of the headroom, so a backlog
         that spends the whole budget in bursts still leaves an event's request a slot now."""
@@ -159,7 +172,7 @@ class RateBudget:
     async def try_acquire(self) -> float:
         """Take one request if the budget allows: 0.0 when granted, else seconds to wait."""
         priority = _PRIORITY.get()
-        per_minute, per_hour = self.priority_limits if priority else self.effective_limits
+        per_minute, per_hour = self.priority_limits if priority else self.backlog_limits
         query = "rate_acquire_priority" if priority else "rate_acquire"
         async with translated(f"rate budget {self.key}"):
             wait = await self.pool.fetchval(

@@ -75,15 +75,17 @@ async def test_priority_lane_context_selects_the_priority_grant(pool: asyncpg.Po
     ("headroom", "expected"),
     [
         # Defaults: one of the two spare requests a minute, ten of the twenty an hour.
-        (Headroom(5.0, 2, 20, 1, 10), (119, 3590)),
+        # The backlog leaves 60 of the hour to the lane.
+        (Headroom(5.0, 2, 20, 1, 10, 60), ((118, 3520), (119, 3590))),
         # No headroom to spend: the lane gets the configured limit, never more.
-        (Headroom(5.0, 0, 0, 1, 10), (120, 3600)),
-        (Headroom(5.0, 2, 20, 0, 0), (118, 3580)),
+        (Headroom(5.0, 0, 0, 1, 10, 0), ((120, 3600), (120, 3600))),
+        (Headroom(5.0, 2, 20, 0, 0, 0), ((118, 3580), (118, 3580))),
     ],
 )
 def test_priority_limits_spend_headroom_but_never_pass_the_limit(
-    headroom: Headroom, expected: tuple[int, int]
+    headroom: Headroom, expected: tuple[tuple[int, int], tuple[int, int]]
 ) -> None:
-    """The lane may go above the backlog's limits by its allowance, up to FreeAgent's."""
+    """The lane may go above the backlog's limits by its allowance and reserve, never above
+    FreeAgent's."""
     budget = RateBudget(None, KEY, 120, 3600, headroom=headroom)  # type: ignore[arg-type]
-    assert budget.priority_limits == expected
+    assert (budget.backlog_limits, budget.priority_limits) == expected
