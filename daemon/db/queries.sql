@@ -776,6 +776,17 @@ SELECT max(fa_updated_at) FROM freeagent_contact WHERE client_id = $1;
 -- Indexed FreeAgent contacts of a client.
 SELECT * FROM freeagent_contact WHERE client_id = $1 ORDER BY url;
 
+-- name: fa_contact_data_by_urls
+-- FreeAgent's copy of these contacts (dry run: what an update would change).
+SELECT url, data FROM freeagent_contact WHERE client_id = $1 AND url = ANY($2::text[]);
+
+-- name: entity_touched_by_run
+-- Ledger rows a run recorded an outcome on (their attempt history names the run).
+SELECT * FROM contact_entity
+ WHERE profile_id = $1
+   AND attempt_history @> jsonb_build_array(jsonb_build_object('run_id', $2::bigint))
+ ORDER BY id;
+
 -- name: fa_contact_all_emails
 -- Every indexed e-mail of a client, for import.
 SELECT url, email FROM freeagent_contact WHERE client_id = $1 AND email IS NOT NULL ORDER BY url;
