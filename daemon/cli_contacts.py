@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.cli_admin import JsonOpt
 from daemon.cli_profiles import profile_by_name
 from daemon.cli_support import console, run_async, settings, show
@@ -63,9 +64,16 @@ async def run_once(
         def report(stage: str, done: int, total: int | None) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
-        runner = Runner(pool=s.pool, settings=s.settings, resources=s.factory, clock=clock)
+        # alerts as in the daemon; critical ones go out before the command returns
+        alerts = configured_dispatcher(s.pool, s.session, s.settings, s.metrics)
+        runner = Runner(
+            pool=s.pool, settings=s.settings, resources=s.factory, clock=clock, alerts=alerts
+        )
         opts = RunOptions(**{**options.__dict__, "progress": report})
         outcome = await runner.fire(profile.id, trigger=RunTrigger.CLI, options=opts)
+        if alerts is not None:
+            progress.update(task, description="sending alerts")
+            await alerts.flush(clock())
     return outcome
 
 

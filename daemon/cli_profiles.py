@@ -14,7 +14,9 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
 from daemon.describe import describe_cron
 from daemon.errors import ConfigError
+from daemon.logs import scrub
 from daemon.process import Services, open_services
+from daemon.profile_screen import FIRES_SHOWN, gather_profile, render_profile
 from daemon.runner import utcnow
 from daemon.screens import next_fires, profile_table
 from profiles import profile_warnings, validate_profile
@@ -153,30 +155,33 @@ async def profile_list(
 @profile_app.command("show")
 @run_async
 async def profile_show(name: str, as_json: JsonOpt = False) -> None:
-    """Every column of one profile, with its ledger counts."""
+    """One profile: schedule in words, next 5 fires, connections, settings (and what they
+    were checked against), queue, last runs."""
+    now = utcnow()
     async with open_services(settings()) as s:
-        profile = await profile_by_name(s, name)
-        counts = {
-            r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)
-        }
-        warnings, checked = await settings_warnings(s, profile)
+        detail = await gather_profile(s.pool, name)
+        warnings, checked = await settings_warnings(s, detail.profile)
+    if not as_json:
+        console.print(render_profile(detail, now, checked=checked))
+        print_warnings(warnings)
+        return
+    profile = detail.profile
     row = {
         **profile.__dict__,
+        "settings": scrub(profile.settings),
+        "client_name": detail.client,
+        "magento_name": detail.magento,
         "schedule_words": describe_cron(profile.schedule),
         "next_fires": _next_fires(profile),
-        "ledger": counts,
+        "ledger": dict(detail.queue),
+        "last_runs": list(detail.runs),
         "settings_checked": checked,
         "warnings": warnings,
     }
-    if not as_json and isinstance(row["next_fires"], list):
-        row["next_fires"] = "\n".join(row["next_fires"])
-    show([row], [k for k in row if k != "warnings" or as_json], title=f"profile {name}",
-         as_json=as_json)  # fmt: skip
-    if not as_json:
-        print_warnings(warnings)
+    show([row], row.keys(), title=f"profile {name}", as_json=True)
 
 
-def _next_fires(profile: Profile, count: int = 5) -> list[str] | str:
+def _next_fires(profile: Profile, count: int = FIRES_SHOWN) -> list[str] | str:
     """The next fires in the profile's own zone (the daemon's own maths), or why there are none."""
     try:
         fires = next_fires(profile.schedule, profile.timezone, utcnow(), count)
