@@ -21,6 +21,7 @@ from daemon.context import RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, RunTrigger
 from daemon.logs import get_logger
+from daemon.runner import RunOutcome
 from daemon.webhook import MagentoEvent
 from profiles import event_queuer_for
 
@@ -96,8 +97,11 @@ class PriorityDispatch:
             if row["profile_id"] not in self._daemon.runner.lanes:
                 self.start(row["profile_id"])
 
-    async def after_run(self, profile_id: int) -> None:
-        """A run ended: rows that entered the lane after its last look get a run of their own."""
+    async def after_run(self, profile_id: int, outcome: RunOutcome) -> None:
+        """A run ended: rows that entered the lane after its last look get a run of their own
+        (not after a failed run: the breaker and the schedule decide when to try again)."""
+        if outcome.status not in ("complete", "warning") or self._daemon.stopping.is_set():
+            return
         if await self._pool.fetchval(QUERIES["entity_priority_waiting"], profile_id):
             log.info("priority_rows_left", profile_id=profile_id)
             self.start(profile_id)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -33,7 +32,7 @@ from daemon.metrics import Metrics
 from daemon.priority import CHANNEL as PRIORITY_CHANNEL
 from daemon.priority import PriorityDispatch
 from daemon.resources import ClientFactory
-from daemon.runner import Runner, RunOutcome, utcnow
+from daemon.runner import Runner, RunOutcome, process_clock, utcnow
 from daemon.scheduler import ProfileScheduler
 from daemon.secretbox import box_for, prepare_secrets
 from daemon.service import supervised
@@ -266,8 +265,7 @@ class Daemon:
                 async with self.runs_changed:
                     self.outcomes = [*self.outcomes[-99:], outcome]
                     self.runs_changed.notify_all()
-                if outcome.status in ("complete", "warning") and not self.stopping.is_set():
-                    await self.priority.after_run(profile_id)
+                await self.priority.after_run(profile_id, outcome)
                 return
             except DB_OR_SQL as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
@@ -376,16 +374,6 @@ class Daemon:
         if self.alerts is not None:
             await self.alerts.purge(cutoff)
         log.info("history_purged", result=result, older_than=cutoff.isoformat())
-
-
-def process_clock(settings: Settings) -> Callable[[], datetime]:
-    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
-    one that starts at the given instant and advances with the monotonic clock, so the
-    scheduler's sleeps and the clock agree."""
-    if settings.clock_start is None:
-        return utcnow
-    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,16 @@ CLAIM_ATTEMPTS = 3
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def process_clock(settings: Settings) -> Callable[[], datetime]:
+    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
+    one that starts at the given instant and advances with the monotonic clock, so the
+    scheduler's sleeps and the clock agree."""
+    if settings.clock_start is None:
+        return utcnow
+    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 @dataclass(frozen=True)
