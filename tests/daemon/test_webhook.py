@@ -15,12 +15,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet, MultiFernet
 
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, RunTrigger
 from daemon.process import Daemon
 from daemon.runner import utcnow
-from daemon.secretbox import SecretBox
+from daemon.secretbox import SecretBox, reseal_all
 from daemon.settings import Settings
 from daemon.webhook import (
     SIGNATURE_HEADER,
@@ -37,6 +38,7 @@ from tests.clirun import fa_sync
 
 # The running-daemon fixture of test_process, reused: its name shadows the parameter names.
 from tests.daemon.test_process import WAIT, _until, daemon  # noqa: F401
+from tests.secretkeys import TEST_SECRET_KEY
 
 SECRET = "s3cret-shared-with-magento"
 
@@ -307,3 +309,15 @@ async def test_rows_queued_while_nobody_listened_get_a_run(
     await _until(daemon.runs_changed, lambda: bool(daemon.outcomes))
     assert daemon.outcomes[-1].counts.created == 1
     assert [c["email"] for c in stack.freeagent.contacts_list()] == ["late@example.com"]
+
+
+async def test_webhook_secrets_are_resealed_by_key_rotation(
+    pool: asyncpg.Pool, stack: Stack, secret_box: SecretBox
+) -> None:
+    """`secrets rotate-key` re-seals webhook secrets too: the new key alone opens them."""
+    await pool.execute(QUERIES["webhook_secret_set"], stack.connection_id, secret_box.seal(SECRET))
+    new = Fernet(Fernet.generate_key())
+    rotating = SecretBox(MultiFernet([new, Fernet(TEST_SECRET_KEY)]))
+    assert await reseal_all(pool, rotating, plain_only=False) > 0
+    stored = await pool.fetchval("SELECT secret FROM magento_webhook")
+    assert SecretBox(MultiFernet([new])).open(stored) == SECRET
