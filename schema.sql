@@ -321,6 +321,27 @@ CREATE INDEX IF NOT EXISTS contact_entity_url
 CREATE INDEX IF NOT EXISTS contact_entity_creating
     ON contact_entity ((metadata -> 'create_intent' ->> 'identity')) WHERE status = 'creating';
 
+-- Priority lane: rows queued by a Magento event (POST /webhooks/magento) are claimed ahead of
+-- the backlog by the run's priority lane; claiming clears the flag.
+ALTER TABLE contact_entity ADD COLUMN IF NOT EXISTS priority boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS contact_entity_priority
+    ON contact_entity (profile_id, id) WHERE priority;
+
+-- Webhook secret of a Magento connection (sealed like every other secret; daemon/secretbox.py).
+CREATE TABLE IF NOT EXISTS magento_webhook (
+    id          bigint PRIMARY KEY REFERENCES magento_connection (id) ON DELETE CASCADE,
+    secret      text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Signatures of webhook deliveries already accepted (replay guard, shared by replicas);
+-- rows older than the timestamp tolerance are purged as new ones arrive.
+CREATE TABLE IF NOT EXISTS webhook_seen (
+    signature  text PRIMARY KEY,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
+
 -- FreeAgent contacts seen by `contact collect` / the resolver, per client.
 CREATE TABLE IF NOT EXISTS freeagent_contact (
     client_id      bigint NOT NULL REFERENCES freeagent_client (id) ON DELETE CASCADE,
@@ -347,6 +368,8 @@ CREATE TABLE IF NOT EXISTS rate_budget (
     budget_key     text PRIMARY KEY,
     blocked_until  timestamptz
 );
+-- Priority lane: while a priority request waits for a grant, ordinary ones yield until then.
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS priority_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS rate_event (
     budget_key  text NOT NULL,
@@ -367,12 +390,18 @@ DECLARE
     v_minute  integer;
     v_hour    integer;
     v_oldest  timestamptz;
+    v_priority timestamptz;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
-    SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    SELECT blocked_until, priority_until INTO v_blocked, v_priority
+      FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
     IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
         RETURN extract(epoch FROM v_blocked - p_now);
+    END IF;
+    -- Priority lane (fa_rate_acquire_priority): ordinary senders yield while one waits.
+    IF v_priority > p_now AND current_setting('fa_sync.rate_lane', true) IS DISTINCT FROM 'priority' THEN
+        RETURN greatest(0.01, extract(epoch FROM v_priority - p_now));
     END IF;
     SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
       INTO v_minute, v_hour
@@ -394,6 +423,27 @@ BEGIN
         DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
     END IF;
     RETURN 0;
+END $$;
+
+-- The priority lane's grant (webhook customers): the same budget, but while it has to wait it
+-- holds every ordinary sender of the user back until a little after its own turn, so the next
+-- free request is its. The hold lapses on its own if the waiter goes away.
+CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT clock_timestamp()
+) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    v_wait double precision;
+BEGIN
+    PERFORM set_config('fa_sync.rate_lane', 'priority', true);
+    v_wait := fa_rate_acquire(p_key, p_per_minute, p_per_hour, p_minute_window, p_hour_window, p_now);
+    PERFORM set_config('fa_sync.rate_lane', '', true);
+    UPDATE rate_budget
+       SET priority_until = CASE WHEN v_wait > 0
+                                 THEN p_now + make_interval(secs => v_wait + 1) END
+     WHERE budget_key = p_key;
+    RETURN v_wait;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
