@@ -530,7 +530,7 @@ UPDATE contact_entity SET priority = true, next_attempt_at = NULL, updated_at = 
  WHERE profile_id = $1 AND source_key = $2 AND status = 'pending'
 RETURNING id;
 
--- name: entity_by_customer
+-- name: entity_rows_of_customer
 -- Ledger rows of a profile for one Magento customer (a delete event).
 SELECT id, magento_customer_id FROM contact_entity
  WHERE profile_id = $1 AND magento_customer_id = $2

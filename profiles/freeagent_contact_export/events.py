@@ -21,6 +21,7 @@ from daemon.logs import get_logger
 from daemon.webhook import EventKind, MagentoEvent
 from profiles.freeagent_contact_export.collect import Collected, customer_record
 from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
+from profiles.freeagent_contact_export.removal import effective_delete_policy
 
 log = get_logger(__name__)
 
@@ -93,11 +94,11 @@ async def _queue_saved(
 async def delete_policy(
     pool: asyncpg.Pool, profile: Profile, cfg: ContactExportSettings, customer_id: int
 ) -> bool:
-    """A customer Magento answers 404 for: what the profile's delete policy says to do.
-    Today `events.hide_deleted_customers` (queue the row; the export hides the contact)."""
-    if not cfg.events.hide_deleted_customers:
+    """A customer Magento answers 404 for: queue its rows for the profile's delete policy
+    (`removal.effective_delete_policy`; the export decides and acts, as for a full pass)."""
+    if effective_delete_policy(profile.api_behaviour, cfg) is None:
         return False
-    rows = await pool.fetch(QUERIES["entity_by_customer"], profile.id, customer_id)
+    rows = await pool.fetch(QUERIES["entity_rows_of_customer"], profile.id, customer_id)
     for row in rows:
         await pool.execute(QUERIES["entity_mark_deleted"], row["id"])
         await pool.execute(QUERIES["entity_prioritise"], profile.id, f"customer:{customer_id}")

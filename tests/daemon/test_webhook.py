@@ -243,15 +243,31 @@ async def test_event_on_an_idle_profile_starts_a_priority_run(
     assert contact["email"] == "solo@example.com"
 
 
+@pytest.mark.parametrize(
+    ("behaviour", "profile_settings", "expected"),
+    [
+        # mirror with delete_policy hide: the contact is hidden
+        ("mirror", '{"delete_policy": "hide"}', ("Hidden", "hidden")),
+        # mirror with delete_policy delete: FreeAgent deletes a contact without history
+        ("mirror", '{"delete_policy": "delete"}', (None, "deleted")),
+        # the deprecated alias, outside mirror, as it always worked
+        ("upsert", '{"events": {"hide_deleted_customers": true}}', ("Hidden", "hidden")),
+    ],
+)
 async def test_deleted_customer_goes_through_the_delete_policy(
     pool: asyncpg.Pool,
     stack: Stack,
     daemon: Daemon,
     hooks: str,
+    behaviour: str,
+    profile_settings: str,
+    expected: tuple[str | None, str],
 ) -> None:
-    """hide_deleted_customers: a delete event Magento confirms (404) hides the contact."""
+    """A delete event Magento confirms (404) goes through the profile's delete policy."""
     await pool.execute(
-        'UPDATE profile SET settings = \'{"events": {"hide_deleted_customers": true}}\''
+        "UPDATE profile SET api_behaviour = $1, settings = $2",
+        behaviour,
+        json.loads(profile_settings),
     )
     customer = stack.magento.add_customer(email="gone@example.com", firstname="G", lastname="O")
     await _post(hooks, _saved(customer["id"]))
@@ -261,8 +277,9 @@ async def test_deleted_customer_goes_through_the_delete_policy(
     status, answer = await _post(hooks, body)
     assert (status, answer["queued"]) == (202, 1)
     await _until(daemon.runs_changed, lambda: len(daemon.outcomes) >= 2)
-    [contact] = stack.freeagent.contacts_list()
-    assert contact["status"] == "Hidden"
+    contacts = stack.freeagent.contacts_list()
+    assert [c["status"] for c in contacts] == ([expected[0]] if expected[0] else [])
+    assert await pool.fetchval("SELECT status::text FROM contact_entity") == expected[1]
 
 
 async def test_cli_stores_the_secret_sealed_and_never_shows_it(
