@@ -21,6 +21,14 @@ DO $$ BEGIN
         'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
         'skipped', 'failed');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- Mirror removals (the Magento customer is gone): 'removed' the row is closed and the contact
+-- left as it was (delete_policy none, or a contact another live row still uses); 'hidden' the
+-- contact was set Hidden; 'deleted' FreeAgent deleted it. 'needs_review' waits for a person
+-- (e.g. a contact edited in FreeAgent under on_drift: review).
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'removed';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'hidden';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'deleted';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'needs_review';
 
 -- ---------------------------------------------------------------------------------------------
 -- Connections
@@ -129,8 +137,8 @@ CREATE TABLE IF NOT EXISTS profile (
                         CONSTRAINT "retry_max_attempts must be between 1 and 50"
                         CHECK (retry_max_attempts BETWEEN 1 AND 50),
     api_behaviour       text NOT NULL DEFAULT 'upsert'
-                        CONSTRAINT "api_behaviour must be upsert, create or update"
-                        CHECK (api_behaviour IN ('upsert', 'create', 'update')),
+                        CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                        CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror')),
     -- append: customers updated since the last successful collect; replace: every customer.
     collect_mode        text NOT NULL DEFAULT 'append'
                         CONSTRAINT "collect_mode must be append or replace"
@@ -147,6 +155,20 @@ CREATE TABLE IF NOT EXISTS profile (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+
+-- mirror (upsert + removal of customers deleted in Magento) came after the first release:
+-- swap the old constraint on databases created before it. Skipped when the current one is in
+-- place, so re-running takes no lock on a live table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'profile'::regclass
+                      AND conname = 'api_behaviour must be upsert, create, update or mirror') THEN
+        ALTER TABLE profile
+            DROP CONSTRAINT IF EXISTS "api_behaviour must be upsert, create or update",
+            ADD CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror'));
+    END IF;
+END $$;
 
 -- Mutable run-time state kept apart from `profile` so writing it never fires a reload.
 CREATE TABLE IF NOT EXISTS profile_state (
@@ -228,6 +250,10 @@ CREATE TABLE IF NOT EXISTS profile_run (
     linked          integer NOT NULL DEFAULT 0,
     unchanged       integer NOT NULL DEFAULT 0,
     retrying        integer NOT NULL DEFAULT 0,
+    -- Rows closed because their Magento customer is gone (removed, hidden or deleted).
+    removed         integer NOT NULL DEFAULT 0,
+    -- Contacts found edited in FreeAgent since fa-sync last wrote them (on_drift).
+    drifted         integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
     -- Replica that owns the run, and until when; a live owner renews the lease.
@@ -239,6 +265,9 @@ CREATE TABLE IF NOT EXISTS profile_run (
     -- Each scheduled fire of a profile runs exactly once across replicas.
     CONSTRAINT profile_run_one_per_fire UNIQUE (profile_id, scheduled_for)
 );
+
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS removed integer NOT NULL DEFAULT 0;
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS drifted integer NOT NULL DEFAULT 0;
 
 -- Never two runs of one profile at once, whatever replica or CLI started them.
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
@@ -292,6 +321,27 @@ CREATE INDEX IF NOT EXISTS contact_entity_url
 CREATE INDEX IF NOT EXISTS contact_entity_creating
     ON contact_entity ((metadata -> 'create_intent' ->> 'identity')) WHERE status = 'creating';
 
+-- Priority lane: rows queued by a Magento event (POST /webhooks/magento) are claimed ahead of
+-- the backlog by the run's priority lane; claiming clears the flag.
+ALTER TABLE contact_entity ADD COLUMN IF NOT EXISTS priority boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS contact_entity_priority
+    ON contact_entity (profile_id, id) WHERE priority;
+
+-- Webhook secret of a Magento connection (sealed like every other secret; daemon/secretbox.py).
+CREATE TABLE IF NOT EXISTS magento_webhook (
+    id          bigint PRIMARY KEY REFERENCES magento_connection (id) ON DELETE CASCADE,
+    secret      text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Signatures of webhook deliveries already accepted (replay guard, shared by replicas);
+-- rows older than the timestamp tolerance are purged as new ones arrive.
+CREATE TABLE IF NOT EXISTS webhook_seen (
+    signature  text PRIMARY KEY,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
+
 -- FreeAgent contacts seen by `contact collect` / the resolver, per client.
 CREATE TABLE IF NOT EXISTS freeagent_contact (
     client_id      bigint NOT NULL REFERENCES freeagent_client (id) ON DELETE CASCADE,
@@ -318,6 +368,8 @@ CREATE TABLE IF NOT EXISTS rate_budget (
     budget_key     text PRIMARY KEY,
     blocked_until  timestamptz
 );
+-- Priority lane: while a priority request waits for a grant, ordinary ones yield until then.
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS priority_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS rate_event (
     budget_key  text NOT NULL,
@@ -338,12 +390,18 @@ DECLARE
     v_minute  integer;
     v_hour    integer;
     v_oldest  timestamptz;
+    v_priority timestamptz;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
-    SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    SELECT blocked_until, priority_until INTO v_blocked, v_priority
+      FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
     IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
         RETURN extract(epoch FROM v_blocked - p_now);
+    END IF;
+    -- Priority lane (fa_rate_acquire_priority): ordinary senders yield while one waits.
+    IF v_priority > p_now AND current_setting('fa_sync.rate_lane', true) IS DISTINCT FROM 'priority' THEN
+        RETURN greatest(0.01, extract(epoch FROM v_priority - p_now));
     END IF;
     SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
       INTO v_minute, v_hour
@@ -365,6 +423,139 @@ BEGIN
         DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
     END IF;
     RETURN 0;
+END $$;
+
+-- The priority lane's grant (webhook customers): the same budget, but while it has to wait it
+-- holds every ordinary sender of the user back until a little after its own turn, so the next
+-- free request is its. The hold lapses on its own if the waiter goes away.
+CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT clock_timestamp()
+) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    v_wait double precision;
+BEGIN
+    PERFORM set_config('fa_sync.rate_lane', 'priority', true);
+    v_wait := fa_rate_acquire(p_key, p_per_minute, p_per_hour, p_minute_window, p_hour_window, p_now);
+    PERFORM set_config('fa_sync.rate_lane', '', true);
+    UPDATE rate_budget
+       SET priority_until = CASE WHEN v_wait > 0
+                                 THEN p_now + make_interval(secs => v_wait + 1) END
+     WHERE budget_key = p_key;
+    RETURN v_wait;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Alerts. A condition (a run ended in error, too many failed records, re-authorisation needed,
+-- dead letters) is raised once per quiet period into `alert`; critical ones get their own
+-- `alert_message` at once, the rest are batched into a summary message every interval. Every
+-- replica shares these tables, so a condition is raised, and a message sent, once.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS alert_message (
+    id               bigserial PRIMARY KEY,
+    kind             text NOT NULL CHECK (kind IN ('alert', 'summary')),
+    created_at       timestamptz NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'sent', 'failed')),
+    -- Channels that took it already: a retry goes only to the others.
+    delivered        text[] NOT NULL DEFAULT '{}',
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL,
+    -- A replica delivering it holds it until then; after that another one may retry.
+    lease_until      timestamptz,
+    last_error       text,
+    sent_at          timestamptz
+);
+CREATE INDEX IF NOT EXISTS alert_message_due
+    ON alert_message (next_attempt_at) WHERE status = 'pending';
+
+CREATE TABLE IF NOT EXISTS alert (
+    id              bigserial PRIMARY KEY,
+    kind            text NOT NULL
+                    CHECK (kind IN ('run_error', 'failure_rate', 'reauth_needed', 'dead_letter')),
+    severity        text NOT NULL CHECK (severity IN ('critical', 'warning')),
+    -- Condition and subject ('run_error:profile:7'): a repeat within the quiet period is merged.
+    dedup_key       text NOT NULL,
+    profile         text,
+    client          text,
+    title           text NOT NULL,
+    details         jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- Records concerned (failed or dead-lettered), summed over merged repeats.
+    records         integer NOT NULL DEFAULT 0,
+    occurrences     integer NOT NULL DEFAULT 1,
+    raised_at       timestamptz NOT NULL,
+    last_raised_at  timestamptz NOT NULL,
+    -- NULL: waiting for the next summary.
+    message_id      bigint REFERENCES alert_message (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS alert_unbatched ON alert (dedup_key) WHERE message_id IS NULL;
+CREATE INDEX IF NOT EXISTS alert_by_message ON alert (message_id);
+
+CREATE TABLE IF NOT EXISTS alert_dedup (
+    dedup_key    text PRIMARY KEY,
+    -- Repeats are not raised again before this ('infinity': until the condition clears).
+    quiet_until  timestamptz NOT NULL,
+    suppressed   integer NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS alert_summary (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    next_due_at  timestamptz NOT NULL
+);
+
+-- Raise a condition unless it was raised within its quiet period (then merge it into the
+-- unsent alert, if any). Returns the new alert's id, or NULL when suppressed. The upsert on
+-- alert_dedup serialises replicas raising the same condition at once.
+CREATE OR REPLACE FUNCTION fa_alert_raise(
+    p_kind text, p_severity text, p_key text, p_profile text, p_client text, p_title text,
+    p_details jsonb, p_records integer, p_now timestamptz, p_quiet_until timestamptz
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_message bigint;
+    v_id      bigint;
+BEGIN
+    INSERT INTO alert_dedup (dedup_key, quiet_until) VALUES (p_key, p_quiet_until)
+    ON CONFLICT (dedup_key) DO UPDATE SET quiet_until = EXCLUDED.quiet_until, suppressed = 0
+     WHERE alert_dedup.quiet_until <= p_now;
+    IF NOT FOUND THEN
+        UPDATE alert_dedup SET suppressed = suppressed + 1 WHERE dedup_key = p_key;
+        UPDATE alert SET occurrences = occurrences + 1, records = records + p_records,
+                         last_raised_at = p_now, details = p_details
+         WHERE id = (SELECT max(id) FROM alert WHERE dedup_key = p_key AND message_id IS NULL);
+        RETURN NULL;
+    END IF;
+    IF p_severity = 'critical' THEN
+        INSERT INTO alert_message (kind, created_at, next_attempt_at)
+        VALUES ('alert', p_now, p_now) RETURNING id INTO v_message;
+    END IF;
+    INSERT INTO alert (kind, severity, dedup_key, profile, client, title, details, records,
+                       raised_at, last_raised_at, message_id)
+    VALUES (p_kind, p_severity, p_key, p_profile, p_client, p_title, p_details, p_records,
+            p_now, p_now, v_message)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END $$;
+
+-- When the summary is due (one replica wins the row), batch every unsent alert into one
+-- message. Returns its id, or NULL when not due or nothing is waiting.
+CREATE OR REPLACE FUNCTION fa_alert_summarise(p_now timestamptz, p_interval_seconds double precision)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_message bigint;
+BEGIN
+    INSERT INTO alert_summary (singleton, next_due_at)
+    VALUES (true, p_now + make_interval(secs => p_interval_seconds)) ON CONFLICT DO NOTHING;
+    UPDATE alert_summary SET next_due_at = p_now + make_interval(secs => p_interval_seconds)
+     WHERE next_due_at <= p_now;
+    IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM alert WHERE message_id IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO alert_message (kind, created_at, next_attempt_at)
+    VALUES ('summary', p_now, p_now) RETURNING id INTO v_message;
+    UPDATE alert SET message_id = v_message WHERE message_id IS NULL;
+    RETURN v_message;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------

@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.clients.transport import Transport
+from daemon.context import RunOptions
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate
 from daemon.db.queries import QUERIES
@@ -28,8 +29,10 @@ from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
+from daemon.priority import CHANNEL as PRIORITY_CHANNEL
+from daemon.priority import PriorityDispatch
 from daemon.resources import ClientFactory
-from daemon.runner import Runner, RunOutcome, utcnow
+from daemon.runner import Runner, RunOutcome, process_clock, utcnow
 from daemon.scheduler import ProfileScheduler
 from daemon.secretbox import box_for, prepare_secrets
 from daemon.service import supervised
@@ -131,6 +134,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._clock = clock
         self.metrics = services.metrics
+        #: None when no alert channel is configured (alerts off).
+        self.alerts = configured_dispatcher(services.pool, services.session, self.settings,
+                                            self.metrics)  # fmt: skip
         self.runner = Runner(
             pool=services.pool,
             settings=self.settings,
@@ -138,6 +144,7 @@ class Daemon:
             stopping=self.stopping,
             clock=clock,
             metrics=self.metrics,
+            alerts=self.alerts,
         )
         self.scheduler = ProfileScheduler(
             on_fire=self.fire,
@@ -155,6 +162,12 @@ class Daemon:
         self.outcomes: list[RunOutcome] = []
         self.runs_changed = asyncio.Condition()
         self._errors: dict[int, str | None] = {}
+        self.priority = PriorityDispatch(self, clock)  #: Magento events, the priority lane
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """A run task the shutdown drains."""
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until stop is set (signal) or a background task dies."""
@@ -164,6 +177,9 @@ class Daemon:
             asyncio.create_task(self._reloader(), name="profile-reloader"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self.alerts is not None:
+            tasks.append(asyncio.create_task(self.alerts.run(self._clock), name="alerts"))
+        log.info("alerts", channels=[c.name for c in self.alerts.channels] if self.alerts else [])
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         log.info("daemon_started", replica=self.settings.replica_id)
         try:
@@ -224,16 +240,11 @@ class Daemon:
         """The scheduler's callback: start the run as a task and return, so it never waits."""
         if self.stopping.is_set():
             return
-        task = asyncio.create_task(
-            self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
-            name=f"fire-{profile_id}",
-        )
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        fire = self.run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE)
+        self.track(asyncio.create_task(fire, name=f"fire-{profile_id}"))
 
-    async def _run_fire(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+    async def run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
+                       options: RunOptions | None = None) -> None:  # fmt: skip
         """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
         back. A fire that waited for a slot still runs (late rather than lost)."""
         async with self._slots:
@@ -241,17 +252,20 @@ class Daemon:
             if waited > self.settings.misfire_grace_seconds:
                 log.warning("fire_delayed", profile_id=profile_id, waited_seconds=round(waited))
             if not self.stopping.is_set():
-                await self._run_fire_attempts(profile_id, scheduled_for, trigger)
+                await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
-    async def _run_fire_attempts(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+    async def _run_fire_attempts(self, profile_id: int, scheduled_for: datetime,
+                                 trigger: RunTrigger, options: RunOptions | None,
+                                 ) -> None:  # fmt: skip
         for attempt in range(1, 4):
             try:
-                outcome = await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                outcome = await self.runner.fire(
+                    profile_id, scheduled_for, trigger=trigger, options=options
+                )
                 async with self.runs_changed:
                     self.outcomes = [*self.outcomes[-99:], outcome]
                     self.runs_changed.notify_all()
+                await self.priority.after_run(profile_id, outcome)
                 return
             except DB_OR_SQL as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
@@ -329,6 +343,8 @@ class Daemon:
         conn.add_termination_listener(lambda _c: lost.set())
         try:
             await conn.add_listener(CHANNEL, self._notified)
+            await conn.add_listener(PRIORITY_CHANNEL, self.priority.notified)
+            await self.priority.resume()  # rows whose NOTIFY came while nobody listened
             log.info("listening", channel=CHANNEL)
             self._reload_wanted.set()
             while not lost.is_set():
@@ -352,20 +368,12 @@ class Daemon:
             await asyncio.sleep(3600)
 
     async def purge_history(self) -> None:
-        """Drop finished runs older than FA_SYNC_HISTORY_RETENTION_DAYS."""
+        """Drop finished runs (and sent alerts) older than FA_SYNC_HISTORY_RETENTION_DAYS."""
         cutoff = self._clock() - timedelta(days=self.settings.history_retention_days)
         result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
+        if self.alerts is not None:
+            await self.alerts.purge(cutoff)
         log.info("history_purged", result=result, older_than=cutoff.isoformat())
-
-
-def process_clock(settings: Settings) -> Callable[[], datetime]:
-    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
-    one that starts at the given instant and advances with the monotonic clock, so the
-    scheduler's sleeps and the clock agree."""
-    if settings.clock_start is None:
-        return utcnow
-    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -60,7 +60,12 @@ class ClientFactory:
             s.rate_minute_window,
             s.rate_hour_window,
             headroom=Headroom(
-                s.rate_latency_allowance, s.rate_headroom_per_minute, s.rate_headroom_per_hour
+                s.rate_latency_allowance,
+                s.rate_headroom_per_minute,
+                s.rate_headroom_per_hour,
+                s.rate_priority_per_minute,
+                s.rate_priority_per_hour,
+                s.rate_priority_reserve_per_hour,
             ),
         )
         self.tokens(row.id).budget = budget
@@ -114,6 +119,8 @@ class ClientFactory:
                 "freeagent",
                 requests=log_requests,
                 responses=log_responses,
+                max_bytes=self._settings.request_log_max_bytes,
+                backups=self._settings.request_log_backups,
             )
             transport = transport.with_log(log)
         budget = self.budget(row, key=budget_key)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
+from daemon.alerts.conditions import FinishedRun, RunAlerts
 from daemon.context import Resources, RunContext, RunCounts, RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, Run, RunStatus, RunTrigger
@@ -35,6 +37,16 @@ CLAIM_ATTEMPTS = 3
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def process_clock(settings: Settings) -> Callable[[], datetime]:
+    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
+    one that starts at the given instant and advances with the monotonic clock, so the
+    scheduler's sleeps and the clock agree."""
+    if settings.clock_start is None:
+        return utcnow
+    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,12 @@ class Runner:
         stopping: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        alerts: RunAlerts | None = None,
     ) -> None:
+        #: profile id -> wake-up of its run in this process (the priority lane's NOTIFY).
+        self.lanes: dict[int, asyncio.Event] = {}
         self._pool = pool
+        self._alerts = alerts
         self._settings = settings
         self._resources = resources
         self._stopping = stopping or asyncio.Event()
@@ -158,6 +174,16 @@ class Runner:
             stopping=self._stopping,
             clock=self._clock,
         )
+        self.lanes[profile.id] = ctx.wake
+        try:
+            return await self._execute(profile, run, executor, ctx)
+        finally:
+            self.lanes.pop(profile.id, None)
+
+    async def _execute(
+        self, profile: Profile, run: Run, executor: ProfileExecutor, ctx: RunContext
+    ) -> RunOutcome:
+        counts = ctx.counts
         log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
         status, error, run_level = RunStatus.COMPLETE, None, False
         job: asyncio.Task[None] = asyncio.ensure_future(executor(ctx))
@@ -245,7 +271,22 @@ class Runner:
         if self._metrics is not None:
             seconds = (self._clock() - (run.started_at or run.scheduled_for)).total_seconds()
             self._metrics.observe_run(profile.name, str(status), counts, seconds)
+        await self._alert(profile, run, status, counts, error)
         return RunOutcome(run.id, status, counts, error)
+
+    async def _alert(
+        self, profile: Profile, run: Run, status: RunStatus, counts: RunCounts, error: str | None
+    ) -> None:
+        """Tell the alert dispatcher; whatever happens there, the run's result stands."""
+        if self._alerts is None:
+            return
+        finished = FinishedRun(profile.id, profile.name, run.id, str(status), error, counts)
+        try:
+            await self._alerts.run_finished(
+                finished, retry_max_attempts=profile.retry_max_attempts, now=self._clock()
+            )
+        except Exception:  # a bug in alerting must not turn a finished run into a crash
+            log.exception("alert_hook_failed")
 
     async def _close(
         self, run: Run, status: RunStatus, counts: RunCounts, error: str | None
@@ -257,6 +298,7 @@ class Runner:
         row = await self._pool.fetchrow(
             QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
             c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
+            c.removed, c.drifted,
         )  # fmt: skip
         return row is not None
 

@@ -34,6 +34,7 @@ PREFIX = "fernet:v1:"
 SECRET_COLUMNS = {
     "freeagent_client": ("client_secret", "access_token", "refresh_token"),
     "magento_connection": ("access_token", "consumer_secret", "access_token_secret"),
+    "magento_webhook": ("secret",),
 }
 NO_KEY = (
     "FA_SYNC_SECRET_KEY is not set: fa-sync stores no secret without it "
@@ -126,9 +127,14 @@ class SecretBox:
         return replace(row, **secret)
 
 
+def embedded_key_path(data_dir: Path) -> Path:
+    """Where the embedded database's own key is kept."""
+    return data_dir.parent / f"{data_dir.name}.secret-key"
+
+
 def embedded_key(data_dir: Path) -> str:
     """The embedded database's own key, created once beside its data directory (mode 0600)."""
-    path = data_dir.parent / f"{data_dir.name}.secret-key"
+    path = embedded_key_path(data_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -148,6 +154,7 @@ def box_for(settings: Settings, *, embedded: bool) -> SecretBox:
 _LOCK_AND_SET = {
     "freeagent_client": ("client_secrets_lock", "client_secrets_set"),
     "magento_connection": ("connection_secrets_lock", "connection_secrets_set"),
+    "magento_webhook": ("webhook_secrets_lock", "webhook_secrets_set"),
 }
 
 
@@ -181,6 +188,7 @@ async def prepare_secrets(pool: asyncpg.Pool, box: SecretBox) -> int:
         rows = [
             *await pool.fetch(QUERIES["client_list"]),
             *await pool.fetch(QUERIES["connection_list"]),
+            *await pool.fetch(QUERIES["webhook_secrets"]),
         ]
     columns = {c for names in SECRET_COLUMNS.values() for c in names}
     for value in (row.get(c) for row in rows for c in columns):

@@ -103,6 +103,9 @@ class MagentoState:
     error_retry_after: int = 1  #: Retry-After seconds on those 503s
     latency: float = 0.0  #: seconds added before every answer
     seed: int = 7  #: seeds `rng`, which decides the 503s
+    #: Customer ids customers/search leaves out of its items while total_count still counts
+    #: them (a listing cut short); GET /V1/customers/{id} still answers them.
+    search_omits: set[int] = field(default_factory=set)
     #: Serve null-valued keys instead of omitting them (some plugins and proxies do).
     keep_nulls: bool = False
     #: Escape non-ASCII as \uXXXX like PHP's json_encode (4-byte characters as surrogate
@@ -110,6 +113,8 @@ class MagentoState:
     escape_unicode: bool = True
     clock: Callable[[], datetime] = _utc_now  #: "now" for timestamps and OAuth checks
     requests: list[RecordedRequest] = field(default_factory=list)  #: every request, in order
+    #: ACL resources the integration was not granted ("Magento_Backend::stores"): refused 401.
+    denied_resources: set[str] = field(default_factory=set)
     used_nonces: set[tuple[str, str]] = field(default_factory=set)  #: (consumer_key, nonce)
     rng: random.Random = field(init=False, repr=False)  #: fault decisions, seeded
     pending_429: deque[int] = field(init=False, repr=False)  #: Retry-After of queued 429s
