@@ -19,8 +19,12 @@ EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN
     CREATE TYPE entity_status AS ENUM (
         'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
-        'skipped', 'failed');
+        'skipped', 'failed', 'needs_review');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- 'needs_review': first-run matching found several FreeAgent contacts the row could be (or,
+-- with `unmatched: review`, one with its name and no e-mail to tell): nothing is written and
+-- exports do not claim it until a person decides (`fa-sync match link|create`).
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'needs_review';
 
 -- ---------------------------------------------------------------------------------------------
 -- Connections
@@ -228,6 +232,7 @@ CREATE TABLE IF NOT EXISTS profile_run (
     linked          integer NOT NULL DEFAULT 0,
     unchanged       integer NOT NULL DEFAULT 0,
     retrying        integer NOT NULL DEFAULT 0,
+    needs_review    integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
     -- Replica that owns the run, and until when; a live owner renews the lease.
@@ -241,6 +246,9 @@ CREATE TABLE IF NOT EXISTS profile_run (
 );
 
 -- Never two runs of one profile at once, whatever replica or CLI started them.
+-- Rows a run left for a person to match (added after the first release).
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS needs_review integer NOT NULL DEFAULT 0;
+
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
     ON profile_run (profile_id) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS profile_run_profile_started

@@ -43,6 +43,8 @@ class RunCounts:
     skipped: int = 0
     failed: int = 0
     retrying: int = 0
+    #: Rows left for a person to match (several candidate contacts): nothing was written.
+    needs_review: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     #: What a run without an error should show in history's error_summary (why `warning`).
     summary: str | None = None

@@ -35,6 +35,7 @@ COUNT_LABELS = {
     "skipped": "skip",
     "failed": "fail",
     "retrying": "retry",
+    "needs_review": "review",
 }
 _STATUS_STYLE = {
     "complete": "green",
@@ -180,6 +181,7 @@ ENTITY_ORDER = (
     "unchanged",
     "skipped",
     "failed",
+    "needs_review",
 )
 
 

@@ -34,6 +34,7 @@ class EntityStatus(enum.StrEnum):
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
     FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"  #: matching could not decide; a person does (fa-sync match)
 
 
 class _FromRow:
