@@ -9,6 +9,10 @@ from pathlib import Path
 
 from tests.secretkeys import TEST_SECRET_KEY
 
+#: This checkout: the subprocess imports fa-sync from here, not from wherever the virtualenv's
+#: editable install points (another checkout of the repository).
+ROOT = Path(__file__).resolve().parent.parent
+
 
 async def fa_sync(
     *args: str, dsn: str, cwd: Path, env: dict[str, str] | None = None
@@ -22,6 +26,7 @@ async def fa_sync(
         "FA_SYNC_LOG_FORMAT": "json",
         "COLUMNS": "200",
         "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         **(env or {}),
     }
     proc = await asyncio.create_subprocess_exec(

@@ -12,7 +12,8 @@ import asyncpg
 
 from daemon.db.queries import QUERIES
 from daemon.db.records import ContactEntity, Profile
-from profiles.freeagent_contact_export.config import load_settings
+from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
+from profiles.freeagent_contact_export.match import match_row
 from profiles.freeagent_contact_export.models import Skipped, payload_hash
 from profiles.freeagent_contact_export.payload import build_contact_payload
 from profiles.freeagent_contact_export.prepared import read_buyer
@@ -23,7 +24,7 @@ QUEUED = {"pending", "processing", "creating"}
 
 @dataclass(frozen=True)
 class PlannedAction:
-    """One row's fate: create, update, link, unchanged or skip, with the reason."""
+    """One row's fate: create, update, link, review, unchanged or skip, with the reason."""
 
     entity_id: int
     source_key: str
@@ -60,9 +61,7 @@ async def plan_export(
             )
             continue
         payload = built.to_api()
-        action, reason, url = await _decide(
-            pool, profile, row, payload, payload_hash(built), built.email
-        )
+        action, reason, url = await _decide(pool, profile, cfg, row, payload, payload_hash(built))
         plan.append(PlannedAction(row.id, row.source_key, row.email, action, reason, url, payload))
     return plan
 
@@ -70,32 +69,31 @@ async def plan_export(
 async def _decide(
     pool: asyncpg.Pool,
     profile: Profile,
+    cfg: ContactExportSettings,
     row: ContactEntity,
     payload: dict[str, Any],
     hash_: str,
-    email: str | None,
 ) -> tuple[str, str, str | None]:
     client_id = profile.client_id or 0
     url = row.freeagent_url
-    existing: dict[str, Any] = {}
-    if url is None and email:
-        match = await pool.fetchrow(QUERIES["fa_contact_by_email"], client_id, email)
-        if match:
-            url, existing = match["url"], match["data"]
+    if url is None and "create_intent" not in row.metadata:
+        # The export's own matching (match.py): share, link, review or create.
+        decision = await match_row(pool, client_id=client_id, cfg=cfg, row=row, payload=payload)
+        if decision.action == "review":
+            return "review", decision.reason, None
+        if decision.action == "share":
+            return "link", decision.reason, decision.url
+        if decision.action == "link" and decision.url:
             if profile.api_behaviour == "create":
-                return "link", f"existing FreeAgent contact has e-mail {email}", url
-            return (
-                "update",
-                (
-                    f"link existing contact with e-mail {email}; fields: "
-                    + ", ".join(_diff(existing, payload))
-                ),
-                url,
-            )
-    if url is None:
+                return "link", decision.reason, decision.url
+            found = await pool.fetchrow(QUERIES["fa_contact_get"], client_id, decision.url)
+            fields = ", ".join(_diff(found["data"] if found else {}, payload))
+            return "update", f"link {decision.reason}; fields: {fields}", decision.url
         if profile.api_behaviour == "update":
             return "skip", "api_behaviour is update and no FreeAgent contact exists", None
-        return "create", "no FreeAgent contact with this e-mail", None
+        return "create", decision.reason, None
+    if url is None:
+        return "create", "an earlier create is settling: looked up before any new create", None
     if profile.api_behaviour == "create":
         return "unchanged", "api_behaviour is create: existing contacts are not updated", url
     if hash_ == row.payload_hash:

@@ -185,5 +185,5 @@ def test_identity_setting_and_its_deprecated_alias(raw: dict[str, object], mode:
 )
 def test_bad_identity_settings_are_refused(raw: dict[str, object]) -> None:
     """A setting that cannot be read is a ConfigError naming it."""
-    with pytest.raises(ConfigError, match="identity|share_contacts_by_email|unmatched"):
+    with pytest.raises(ConfigError, match=r"identity|share_contacts_by_email|unmatched"):
         load_settings("demo", raw)
