@@ -10,8 +10,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.errors import ConfigError
+from daemon.logs import get_logger
 from profiles.freeagent_contact_export.identity import IdentityMode
 from profiles.freeagent_contact_export.models import ContactOptions
+
+log = get_logger(__name__)
 
 #: A year: the longest sensible gap between full collects.
 MAX_FULL_COLLECT_HOURS = 8760
@@ -106,6 +109,11 @@ class ContactExportSettings(_Strict):
 
 def load_settings(profile_name: str, raw: dict[str, object]) -> ContactExportSettings:
     """Validate a profile's settings JSON; ConfigError names the profile and the bad key."""
+    if "share_contacts_by_email" in raw:
+        log.warning(
+            "setting_deprecated", profile=profile_name, setting="share_contacts_by_email",
+            use="identity",
+        )  # fmt: skip
     try:
         settings = ContactExportSettings.model_validate(raw)
         settings.contact_options()

@@ -142,9 +142,13 @@ def _by_email(
     peers: Sequence[Party],
     candidates: Sequence[Candidate],
 ) -> MatchDecision:
+    keys = {p.row_id: identity_of(p, mode, peers).key for p in peers}
+    # A contact some row of another identity also uses (linked before `identity` changed)
+    # is nobody's to share: it would pull a third person into a merged contact.
+    mixed = {p.url for p in peers if p.url and keys[p.row_id] != mine.key}
     sharing = sorted(
-        (p for p in peers if p.url and p.row_id != me.row_id and p.profile_id == me.profile_id
-         and identity_of(p, mode, peers).key == mine.key),
+        (p for p in peers if p.url and p.url not in mixed and p.row_id != me.row_id
+         and p.profile_id == me.profile_id and keys[p.row_id] == mine.key),
         key=lambda p: p.row_id,
     )  # fmt: skip
     if sharing:
@@ -190,8 +194,16 @@ class MatchInputs:
 
     @classmethod
     async def gather(
-        cls, db: Db, *, client_id: int, row: ContactEntity, payload: dict[str, Any]
+        cls,
+        db: Db,
+        *,
+        client_id: int,
+        row: ContactEntity,
+        payload: dict[str, Any],
+        by_name: bool = True,
     ) -> MatchInputs:
+        """`by_name`: look for same-name contacts when the row has no e-mail (only
+        `unmatched: review` uses them; the lookup scans the client's contacts)."""
         me = party_of(row, payload)
         peers: tuple[Party, ...] = ()
         if me.email and row.email:
@@ -199,9 +211,10 @@ class MatchInputs:
                 QUERIES["entity_same_email"], row.profile_id, row.email, row.id
             )
             peers = tuple(party_of(ContactEntity.from_row(r)) for r in records)
+        found: list[Any] = []
         if me.email:
             found = await db.fetch(QUERIES["fa_contact_by_email"], client_id, me.email)
-        else:
+        elif by_name:
             found = await db.fetch(
                 QUERIES["fa_contact_by_name"],
                 client_id,
@@ -239,7 +252,9 @@ async def match_row(
     payload: dict[str, Any],
 ) -> MatchDecision:
     """The matching decision for one unlinked row, as the export would take it."""
-    inputs = await MatchInputs.gather(db, client_id=client_id, row=row, payload=payload)
+    inputs = await MatchInputs.gather(
+        db, client_id=client_id, row=row, payload=payload, by_name=cfg.unmatched == "review"
+    )
     review = row.metadata.get("review")
     forced = isinstance(review, dict) and review.get("decision") == "create"
     return decide(

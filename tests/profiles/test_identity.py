@@ -107,6 +107,9 @@ def _contact(n: int, *owners: Party) -> Candidate:
 
 OWNED_TOMAS = replace(TOMAS, url="https://fa.test/v2/contacts/1")
 OTHER_PROFILE_TOMAS = replace(TOMAS_2, profile_id=2, url="https://fa.test/v2/contacts/1")
+#: Linked to Tomáš's contact while the profile ran `identity: email`.
+SIOBHAN_ON_TOMAS = replace(SIOBHAN, url="https://fa.test/v2/contacts/1")
+SIOBHAN_AGAIN = _party(4, 3, "Siobhán", "Murphy")
 
 
 @pytest.mark.parametrize(
@@ -127,6 +130,10 @@ OTHER_PROFILE_TOMAS = replace(TOMAS_2, profile_id=2, url="https://fa.test/v2/con
         (TOMAS_2, ACCOUNT, (OWNED_TOMAS,), (_contact(1, OWNED_TOMAS),), "create", "share", 1),
         # email mode: Siobhán shares Tomáš's contact (one contact per e-mail)
         (SIOBHAN, EMAIL, (OWNED_TOMAS,), (_contact(1, OWNED_TOMAS),), "create", "share", 1),
+        # after a change of identity, a merged contact pulls nobody else in: Siobhán's
+        # third account gets its own contact, not Tomáš's
+        (SIOBHAN_AGAIN, ACCOUNT, (OWNED_TOMAS, SIOBHAN_ON_TOMAS),
+         (_contact(1, OWNED_TOMAS, SIOBHAN_ON_TOMAS),), "create", "create", None),
         # a contact used by the same identity in another profile of the client: linked
         (TOMAS, ACCOUNT, (), (_contact(1, OTHER_PROFILE_TOMAS),), "create", "link", 1),
         # no e-mail: never linked by name; unmatched=create creates
