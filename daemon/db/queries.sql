@@ -404,6 +404,8 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
                        THEN contact_entity.attempts ELSE 0 END,
        next_attempt_at = NULL
  WHERE contact_entity.source_data IS DISTINCT FROM EXCLUDED.source_data
+    -- guests collected before they had a website get it (identity joins them by website)
+    OR contact_entity.website_id IS DISTINCT FROM EXCLUDED.website_id
 RETURNING id, (xmax = 0) AS inserted;
 
 -- name: entity_upsert_unstorable

@@ -4,7 +4,9 @@ FreeAgent has no upsert and no idempotency key, and may commit a POST after we s
 (a slow request, or a gateway 504 while the backend finishes). So a create is written ahead,
 and a create whose outcome is unknown is never sent again before it has certainly settled:
 
-    pending/processing --(identity lock: nobody else creating this person, not in the index)-->
+    pending/processing --(identity lock: nobody else creating this e-mail; match.py:
+    another row of this identity has a contact -> linked (shared); one FreeAgent contact ->
+    linked and updated; several -> needs_review, nothing written; none -->)
     creating: intent {at, identity, what was sent} committed with the lock, then the POST
       201 ............................................ created
       429 / 4xx / never sent (FreeAgent did not act) .. intent cleared; retried or failed as usual
@@ -18,8 +20,9 @@ and a create whose outcome is unknown is never sent again before it has certainl
 
 A crash at any step leaves the row creating with its intent: reconciled once it has settled.
 The settle window is FA_SYNC_CREATE_SETTLE_SECONDS, at least 10 HTTP timeouts
-(Settings.settle_window). While another row's create of the same person (same identity key at
-the same FreeAgent client) is unsettled, rows of that person wait (a transient retry).
+(Settings.settle_window). While another row's create of the same e-mail (same lock key at the
+same FreeAgent client) is unsettled, rows of that e-mail wait (a transient retry): matching
+must see that contact before it decides.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from daemon.errors import ConfigError
+from daemon.screens import COUNT_LABELS, counts_text, gather_status
 from profiles.freeagent_contact_export import review
 from simulators.magento import MagentoState
 from simulators.magento_seed_cases import PLACES, address_spec, guest_spec
@@ -116,6 +117,9 @@ async def test_several_contacts_with_the_email_wait_for_review_then_link(
     assert run["needs_review"] == 1
     again = await run_profile(stack.profile_id)  # not claimed again: still nothing written
     assert again.counts.needs_review == 0 and stack.freeagent.write_count() == 0
+    (status,) = await gather_status(pool, FakeNow()())
+    assert status.queue.get("needs_review") == 1
+    assert "1 review" in counts_text(run, COUNT_LABELS)
 
     with pytest.raises(ConfigError, match="is not a FreeAgent contact"):  # not the client's
         await review.link(pool, row["id"], "https://elsewhere.test/v2/contacts/1", by="ops",
