@@ -8,9 +8,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from daemon.context import RunOptions
 from daemon.errors import ConfigError
+from daemon.resources import ClientFactory
+from daemon.runner import utcnow
 from daemon.screens import COUNT_LABELS, counts_text, gather_status
+from daemon.settings import Settings
 from profiles.freeagent_contact_export import review
+from profiles.freeagent_contact_export.dryrun import dry_run
 from simulators.magento import MagentoState
 from simulators.magento_seed_cases import PLACES, address_spec, guest_spec
 from simulators.stack import Stack
@@ -220,28 +225,27 @@ async def test_import_reports_ambiguous_matches_instead_of_guessing(
     assert len(row["metadata"]["review"]["candidates"]) == 2
 
 
-async def test_dry_run_predicts_review_and_sharing(
-    pool: asyncpg.Pool, stack: Stack, run_profile
+async def test_dry_run_counts_review_and_sharing_as_the_real_run_does(
+    pool: asyncpg.Pool, settings: Settings, factory: ClientFactory, stack: Stack, run_profile
 ) -> None:
-    """The dry run takes the export's own matching decisions: review, share, create."""
-    from daemon.db.records import Profile
-    from profiles.freeagent_contact_export.dryrun import plan_export
-
+    """The dry run rehearses the export's own matching: needs review, shared link, create;
+    its totals are the real run's, and it writes nothing."""
     ambiguous = _customer(stack, "Tomáš", "Novák", 1)
     for n in (1, 2):
         stack.freeagent.add_contact({"first_name": "T", "last_name": str(n), "email": MAIL})
-    owner = _customer(stack, "Ann", "Lee", 1, email="ann@example.com")
+    _customer(stack, "Ann", "Lee", 1, email="ann@example.com")
     sharer = _customer(stack, "Ann", "Lee", 2, email="ann@example.com")
-    await run_profile(stack.profile_id, export=False)
-    first_ann = (await _rows(pool))[f"customer:{owner['id']}"]["id"]
-    await run_profile(stack.profile_id, collect=False, ids=(first_ann,))
-    profile = Profile.from_row(
-        await pool.fetchrow("SELECT * FROM profile WHERE id = $1", stack.profile_id)
-    )
     stack.freeagent.reset_counters()
-    plan = {p.source_key: p for p in await plan_export(pool=pool, profile=profile, ids=None)}
-    assert plan[f"customer:{ambiguous['id']}"].action == "review"
-    assert plan[f"customer:{sharer['id']}"].action == "link"
-    rows = await _rows(pool)
-    assert plan[f"customer:{sharer['id']}"].url == rows[f"customer:{owner['id']}"]["freeagent_url"]
+    report = await dry_run(
+        pool=pool, settings=settings, resources=factory, profile_id=stack.profile_id,
+        options=RunOptions(), clock=utcnow,
+    )  # fmt: skip
     assert stack.freeagent.write_count() == 0
+    actions = {r.source_key: r.action for r in report.records}
+    assert actions[f"customer:{ambiguous['id']}"] == "needs review"
+    assert actions[f"customer:{sharer['id']}"] == "link"
+    outcome = await run_profile(stack.profile_id)
+    real = outcome.counts.as_dict()
+    for key in ("created", "linked", "needs_review"):
+        assert report.totals[key] == real[key], key
+    assert (real["created"], real["linked"], real["needs_review"]) == (1, 1, 1)
