@@ -24,6 +24,13 @@ EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 -- 'needs_review': first-run matching found several FreeAgent contacts the row could be (or,
 -- with `unmatched: review`, one with its name and no e-mail to tell): nothing is written and
 -- exports do not claim it until a person decides (`fa-sync match link|create`).
+-- Mirror removals (the Magento customer is gone): 'removed' the row is closed and the contact
+-- left as it was (delete_policy none, or a contact another live row still uses); 'hidden' the
+-- contact was set Hidden; 'deleted' FreeAgent deleted it. 'needs_review' waits for a person
+-- (e.g. a contact edited in FreeAgent under on_drift: review).
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'removed';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'hidden';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'deleted';
 ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'needs_review';
 
 -- ---------------------------------------------------------------------------------------------
@@ -133,8 +140,8 @@ CREATE TABLE IF NOT EXISTS profile (
                         CONSTRAINT "retry_max_attempts must be between 1 and 50"
                         CHECK (retry_max_attempts BETWEEN 1 AND 50),
     api_behaviour       text NOT NULL DEFAULT 'upsert'
-                        CONSTRAINT "api_behaviour must be upsert, create or update"
-                        CHECK (api_behaviour IN ('upsert', 'create', 'update')),
+                        CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                        CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror')),
     -- append: customers updated since the last successful collect; replace: every customer.
     collect_mode        text NOT NULL DEFAULT 'append'
                         CONSTRAINT "collect_mode must be append or replace"
@@ -151,6 +158,20 @@ CREATE TABLE IF NOT EXISTS profile (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+
+-- mirror (upsert + removal of customers deleted in Magento) came after the first release:
+-- swap the old constraint on databases created before it. Skipped when the current one is in
+-- place, so re-running takes no lock on a live table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'profile'::regclass
+                      AND conname = 'api_behaviour must be upsert, create, update or mirror') THEN
+        ALTER TABLE profile
+            DROP CONSTRAINT IF EXISTS "api_behaviour must be upsert, create or update",
+            ADD CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror'));
+    END IF;
+END $$;
 
 -- Mutable run-time state kept apart from `profile` so writing it never fires a reload.
 CREATE TABLE IF NOT EXISTS profile_state (
@@ -232,6 +253,11 @@ CREATE TABLE IF NOT EXISTS profile_run (
     linked          integer NOT NULL DEFAULT 0,
     unchanged       integer NOT NULL DEFAULT 0,
     retrying        integer NOT NULL DEFAULT 0,
+    -- Rows closed because their Magento customer is gone (removed, hidden or deleted).
+    removed         integer NOT NULL DEFAULT 0,
+    -- Contacts found edited in FreeAgent since fa-sync last wrote them (on_drift).
+    drifted         integer NOT NULL DEFAULT 0,
+    -- Rows left for a person: matching could not decide, or drift under on_drift: review.
     needs_review    integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
@@ -245,10 +271,12 @@ CREATE TABLE IF NOT EXISTS profile_run (
     CONSTRAINT profile_run_one_per_fire UNIQUE (profile_id, scheduled_for)
 );
 
--- Never two runs of one profile at once, whatever replica or CLI started them.
--- Rows a run left for a person to match (added after the first release).
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS removed integer NOT NULL DEFAULT 0;
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS drifted integer NOT NULL DEFAULT 0;
+-- Rows a run left for a person (matching or drift review).
 ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS needs_review integer NOT NULL DEFAULT 0;
 
+-- Never two runs of one profile at once, whatever replica or CLI started them.
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
     ON profile_run (profile_id) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS profile_run_profile_started
@@ -300,6 +328,27 @@ CREATE INDEX IF NOT EXISTS contact_entity_url
 CREATE INDEX IF NOT EXISTS contact_entity_creating
     ON contact_entity ((metadata -> 'create_intent' ->> 'identity')) WHERE status = 'creating';
 
+-- Priority lane: rows queued by a Magento event (POST /webhooks/magento) are claimed ahead of
+-- the backlog by the run's priority lane; claiming clears the flag.
+ALTER TABLE contact_entity ADD COLUMN IF NOT EXISTS priority boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS contact_entity_priority
+    ON contact_entity (profile_id, id) WHERE priority;
+
+-- Webhook secret of a Magento connection (sealed like every other secret; daemon/secretbox.py).
+CREATE TABLE IF NOT EXISTS magento_webhook (
+    id          bigint PRIMARY KEY REFERENCES magento_connection (id) ON DELETE CASCADE,
+    secret      text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Signatures of webhook deliveries already accepted (replay guard, shared by replicas);
+-- rows older than the timestamp tolerance are purged as new ones arrive.
+CREATE TABLE IF NOT EXISTS webhook_seen (
+    signature  text PRIMARY KEY,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
+
 -- FreeAgent contacts seen by `contact collect` / the resolver, per client.
 CREATE TABLE IF NOT EXISTS freeagent_contact (
     client_id      bigint NOT NULL REFERENCES freeagent_client (id) ON DELETE CASCADE,
@@ -326,6 +375,8 @@ CREATE TABLE IF NOT EXISTS rate_budget (
     budget_key     text PRIMARY KEY,
     blocked_until  timestamptz
 );
+-- Priority lane: while a priority request waits for a grant, ordinary ones yield until then.
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS priority_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS rate_event (
     budget_key  text NOT NULL,
@@ -346,12 +397,18 @@ DECLARE
     v_minute  integer;
     v_hour    integer;
     v_oldest  timestamptz;
+    v_priority timestamptz;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
-    SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    SELECT blocked_until, priority_until INTO v_blocked, v_priority
+      FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
     IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
         RETURN extract(epoch FROM v_blocked - p_now);
+    END IF;
+    -- Priority lane (fa_rate_acquire_priority): ordinary senders yield while one waits.
+    IF v_priority > p_now AND current_setting('fa_sync.rate_lane', true) IS DISTINCT FROM 'priority' THEN
+        RETURN greatest(0.01, extract(epoch FROM v_priority - p_now));
     END IF;
     SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
       INTO v_minute, v_hour
@@ -373,6 +430,27 @@ BEGIN
         DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
     END IF;
     RETURN 0;
+END $$;
+
+-- The priority lane's grant (webhook customers): the same budget, but while it has to wait it
+-- holds every ordinary sender of the user back until a little after its own turn, so the next
+-- free request is its. The hold lapses on its own if the waiter goes away.
+CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT clock_timestamp()
+) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    v_wait double precision;
+BEGIN
+    PERFORM set_config('fa_sync.rate_lane', 'priority', true);
+    v_wait := fa_rate_acquire(p_key, p_per_minute, p_per_hour, p_minute_window, p_hour_window, p_now);
+    PERFORM set_config('fa_sync.rate_lane', '', true);
+    UPDATE rate_budget
+       SET priority_until = CASE WHEN v_wait > 0
+                                 THEN p_now + make_interval(secs => v_wait + 1) END
+     WHERE budget_key = p_key;
+    RETURN v_wait;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------

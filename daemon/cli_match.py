@@ -55,6 +55,9 @@ def render_reviews(rows: Sequence[Mapping[str, Any]]) -> RenderableType:
     for row in rows:
         meta = row["metadata"] if isinstance(row["metadata"], dict) else {}
         info = meta.get("review") or {}
+        if not info and meta.get("drift"):  # on_drift: review, decided with queue resolve
+            info = {"reason": "contact edited in FreeAgent since fa-sync wrote it: "
+                    f"fa-sync queue resolve {row['id']} --keep|--overwrite"}  # fmt: skip
         site = f", website {row['website_id']}" if row["website_id"] is not None else ""
         head = Text.assemble(
             (f"row {row['id']}", "bold"), f"  {row['source_key']}{site}  ",

@@ -35,6 +35,8 @@ COUNT_LABELS = {
     "skipped": "skip",
     "failed": "fail",
     "retrying": "retry",
+    "removed": "gone",
+    "drifted": "drift",
     "needs_review": "review",
 }
 _STATUS_STYLE = {
@@ -182,6 +184,9 @@ ENTITY_ORDER = (
     "skipped",
     "failed",
     "needs_review",
+    "removed",
+    "hidden",
+    "deleted",
 )
 
 

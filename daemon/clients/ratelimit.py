@@ -26,12 +26,25 @@ whatever the alignment of FreeAgent's windows to ours. Hence:
 The headroom covers what D cannot: a request whose grant-to-receipt delay exceeded D (a
 stalled connection), and senders we do not see (another app using the same user's token).
 At the defaults a user gets 118 requests per 65 s (about 109/min), 3580 per 3605 s.
+
+Priority lane. A customer saved in Magento and announced by an event must not wait behind a
+first sync's backlog. Requests sent inside `priority_lane()` (a context variable, so the
+FreeAgent client and transport need no new argument) differ in two ways:
+- they may spend a little of the headroom (1/min, 10/h by default, never past the configured
+  limit): a backlog spends its whole budget in a burst at the start of each sliding window,
+  and without this an event would wait out the rest of the window (up to ~30 s at 120/min);
+- ordinary requests leave them 60 of each hour (priority_reserve_per_hour): a first sync
+  otherwise spends the hour's budget in its first ~33 minutes and events wait out the rest;
+- they ask `fa_rate_acquire_priority`: while one of them still waits for a grant, every
+  ordinary sender of the same user is told to wait until a little after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import asyncpg
@@ -43,6 +56,20 @@ from daemon.db.queries import QUERIES
 MAX_BLOCK_SECONDS = 3600.0
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: True inside priority_lane(): this task's requests are served before ordinary ones.
+_PRIORITY: ContextVar[bool] = ContextVar("fa_sync_rate_priority", default=False)
+
+
+@contextlib.contextmanager
+def priority_lane() -> Iterator[None]:
+    """Requests acquired in this block (this task and tasks it starts) go first."""
+    token = _PRIORITY.set(True)
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
 
 #: FreeAgent's token-endpoint limit per user (reference §0).
 REFRESHES_PER_MINUTE = 15
@@ -57,6 +84,13 @@ class Headroom:
     latency: float = 5.0  #: seconds a grant stays counted after its window (D above)
     per_minute: int = 2  #: requests per minute window left unused
     per_hour: int = 20  #: requests per hour window left unused
+    #: Of that headroom, what the priority lane may spend (never beyond the configured limit)
+    priority_per_minute: int = 1
+    priority_per_hour: int = 10
+    #: Requests per hour window the backlog leaves to the priority lane (its hourly budget
+    #: is otherwise spent in the sync's first ~33 minutes, and events would wait the rest
+    #: out). Settings give 60; none when built bare.
+    priority_reserve_per_hour: int = 0
 
 
 #: Exact limits and windows, for budgets built outside ClientFactory.
@@ -104,6 +138,24 @@ class RateBudget:
         room = self.headroom
         return max(1, self.per_minute - room.per_minute), max(1, self.per_hour - room.per_hour)
 
+    @property
+    def backlog_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for ordinary requests: the effective limits, less the hourly
+        reserve of the priority lane."""
+        per_minute, per_hour = self.effective_limits
+        return per_minute, max(1, per_hour - self.headroom.priority_reserve_per_hour)
+
+    @property
+    def priority_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for the priority lane: a little of the headroom, so a backlog
+        that spends the whole budget in bursts still leaves an event's request a slot now."""
+        room = self.headroom
+        per_minute, per_hour = self.effective_limits
+        return (
+            min(self.per_minute, per_minute + room.priority_per_minute),
+            min(self.per_hour, per_hour + room.priority_per_hour),
+        )
+
     def refreshes(self) -> RateBudget:
         """The sibling budget of token refreshes (15/min per user), under the same rules."""
         return RateBudget(
@@ -119,10 +171,12 @@ class RateBudget:
 
     async def try_acquire(self) -> float:
         """Take one request if the budget allows: 0.0 when granted, else seconds to wait."""
-        per_minute, per_hour = self.effective_limits
+        priority = _PRIORITY.get()
+        per_minute, per_hour = self.priority_limits if priority else self.backlog_limits
+        query = "rate_acquire_priority" if priority else "rate_acquire"
         async with translated(f"rate budget {self.key}"):
             wait = await self.pool.fetchval(
-                QUERIES["rate_acquire"],
+                QUERIES[query],
                 self.key,
                 per_minute,
                 per_hour,

@@ -96,6 +96,11 @@ class ContactIndex:
             parse_fa_time(contact.get("updated_at")),
         )
 
+    async def contact(self, url: str) -> dict[str, Any] | None:
+        """The contact as the index last saw it (refreshed at the start of each export)."""
+        data = await self._pool.fetchval(QUERIES["fa_contact_get"], self._client_id, url)
+        return data if isinstance(data, dict) else None
+
     async def find_created_since(self, sent: dict[str, Any], since: datetime) -> list[str]:
         """URLs of contacts FreeAgent created at/after `since` (its clock) that carry exactly
         what a create sent: e-mail (or its absence), names, organisation, address1, postcode.
