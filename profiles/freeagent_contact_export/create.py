@@ -17,12 +17,10 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import EntityStatus
 from daemon.errors import ApiError, OutcomeUnknown, RejectedRecord, TransientApiError
 from daemon.logs import get_logger
-from profiles.freeagent_contact_export.resolve import (
-    ContactIndex,
-    identifying,
-    identity_key,
-    identity_lock,
-)
+from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.identity import identity_of, lock_key
+from profiles.freeagent_contact_export.match import MatchDecision, match_row, party_of
+from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_lock
 
 if TYPE_CHECKING:
     from profiles.freeagent_contact_export.prepared import Prepared
@@ -51,8 +49,11 @@ class Resolution(NamedTuple):
     committed (how = "absent": the caller sends the POST)."""
 
     url: str | None
-    how: str  #: stored, reconciled, index, absent, waiting (already recorded)
+    #: stored, reconciled, index (linked now), shared (another row's contact), absent, and
+    #: waiting or review (both already recorded on the row)
+    how: str
     intent: dict[str, Any] | None = None
+    shared_with: str | None = None  #: source_key of the row whose contact is shared
 
 
 class CreateProtocol:
@@ -64,11 +65,13 @@ class CreateProtocol:
         ctx: RunContext,
         freeagent: Any,
         index: ContactIndex,
+        cfg: ContactExportSettings,
         client_id: int,
         write: Write,
         history_entry: HistoryEntry,
     ) -> None:
         self._ctx = ctx
+        self._cfg = cfg
         self._fa = freeagent
         self._index = index
         self._client_id = client_id
@@ -80,9 +83,11 @@ class CreateProtocol:
 
     async def decide(self, p: Prepared, *, look: bool, may_create: bool) -> Resolution:
         """Under the identity lock, on its own connection: wait for another row's unsettled
-        create of this person, link to an indexed contact (look), or commit a create intent
-        (may_create). The lock's transaction commits the intent before the POST is sent."""
-        key = identity_key(self._client_id, p.email, p.payload)
+        create of this e-mail, match (look: share, link, or leave for review; match.py), or
+        commit a create intent (may_create). The lock's transaction commits the intent before
+        the POST is sent."""
+        party = party_of(p.row, p.payload)
+        key = lock_key(self._client_id, identity_of(party, self._cfg.identity))
         async with identity_lock(self._ctx.pool, key) as conn:
             other = await conn.fetchrow(
                 QUERIES["entity_create_in_flight"], self._client_id, p.row.id, str(key)
@@ -90,13 +95,25 @@ class CreateProtocol:
             if other is not None:
                 await self._wait_for(p, other["id"], other["intent_at"], conn)
                 return Resolution(None, "waiting")
-            found = await self._index.find(p.payload, p.email, conn) if look else None
-            if found or not may_create:
-                return Resolution(found, "index")
+            decision = None
+            if look:
+                decision = await match_row(
+                    conn, client_id=self._client_id, cfg=self._cfg, row=p.row, payload=p.payload
+                )
+                if decision.action == "share":
+                    return Resolution(decision.url, "shared", shared_with=decision.shared_with)
+                if decision.action == "link":
+                    return Resolution(decision.url, "index")
+                if decision.action == "review":
+                    await self._review(p, decision, conn)
+                    return Resolution(None, "review")
+            if not may_create:
+                return Resolution(None, "index")
             now = self._ctx.clock()
             intent = {
                 "at": now.isoformat(),
                 "identity": str(key),
+                "identity_key": decision.identity if decision else None,
                 "sent": identifying(p.payload),
                 "email": p.email,
                 "attempt": p.row.attempts + 1,
@@ -105,6 +122,17 @@ class CreateProtocol:
             }
             await self._write("entity_mark_creating", p.row, intent, now + self._settle, conn=conn)
         return Resolution(None, "absent", intent)
+
+    async def _review(self, p: Prepared, decision: MatchDecision, conn: asyncpg.Connection) -> None:
+        """Several contacts could be this customer: nothing is written, a person decides."""
+        review = {**decision.review_metadata(), "at": self._ctx.clock().isoformat(),
+                  "run_id": self._ctx.run.id}  # fmt: skip
+        error = {"reason": decision.reason}
+        entry = self._history_entry(EntityStatus.NEEDS_REVIEW, error=error)
+        await self._write("entity_needs_review", p.row, review, error, entry, conn=conn)
+        self._ctx.counts.needs_review += 1
+        self._ctx.counts.note("warning", decision.reason, entity_id=p.row.id, email=p.row.email)
+        log.info("match_needs_review", entity_id=p.row.id, candidates=len(decision.candidates))
 
     async def _wait_for(
         self, p: Prepared, other: int, other_at: datetime, conn: asyncpg.Connection
