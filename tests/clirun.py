@@ -13,6 +13,12 @@ from tests.secretkeys import TEST_SECRET_KEY
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def checkout_pythonpath() -> str:
+    """PYTHONPATH that makes a subprocess import this checkout's code, not whichever copy the
+    interpreter has installed in editable mode (the subprocess runs from another directory)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def cli_env(dsn: str, env: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The environment of a CLI subprocess: DATABASE_URL=dsn, JSON logs, 200 columns and the
     tests' secret key (which seals rows a test seeded in plain text at start), importing this
@@ -25,7 +31,7 @@ def cli_env(dsn: str, env: Mapping[str, str | None] | None = None) -> dict[str, 
         "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
         # The code of this checkout, not whichever one the interpreter has installed in
         # editable mode: the command runs from another directory (cwd).
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": checkout_pythonpath(),
         **(env or {}),
     }
     return {k: v for k, v in environment.items() if v is not None}

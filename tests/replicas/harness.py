@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from daemon.db.pool import drop_database as drop_named_database
 from daemon.db.pool import recreate_database
 from simulators.freeagent import FreeAgentState
+from tests.clirun import checkout_pythonpath
 from tests.secretkeys import TEST_SECRET_KEY
 
 Event = dict[str, Any]
@@ -167,6 +168,7 @@ class Cluster:
                 # Several replicas on one host: no health server (it would need a port each).
                 "FA_SYNC_METRICS_PORT": "0",
                 "FA_SYNC_SECRET_KEY": TEST_SECRET_KEY,
+                "PYTHONPATH": checkout_pythonpath(),
             }
         )
         env.update({f"{_OWN_PREFIX}{k.upper()}": str(v) for k, v in self.settings.items()})
