@@ -325,46 +325,90 @@ CREATE TABLE IF NOT EXISTS rate_event (
 );
 CREATE INDEX IF NOT EXISTS rate_event_key_at ON rate_event (budget_key, at);
 
--- Take one request from the budget. Returns 0 when granted, else the seconds to wait.
-CREATE OR REPLACE FUNCTION fa_rate_acquire(
-    p_key text, p_per_minute integer, p_per_hour integer,
-    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+-- One row per grant call: n requests granted at `at`. done_at: when the last of them was
+-- answered (an upper bound of when FreeAgent received it); NULL while any is unanswered.
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS id bigserial;
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS done_at timestamptz;
+CREATE INDEX IF NOT EXISTS rate_event_id ON rate_event (id);
+
+-- Grant up to p_want requests at once (as many as both windows allow), after recording the
+-- answers of earlier grants (p_done ids answered by p_done_at). A grant counts in a window
+-- while FreeAgent may still receive one of its requests inside it: until done_at + window when
+-- answered, else until at + p_latency + window (ratelimit.py explains why that is exact).
+-- Returns (granted, wait, id, at): granted = 0 means wait `wait` seconds.
+CREATE OR REPLACE FUNCTION fa_rate_take(
+    p_key text, p_want integer, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision, p_hour_window double precision,
+    p_latency double precision, p_flight double precision,
+    p_done bigint[] DEFAULT NULL, p_done_at timestamptz[] DEFAULT NULL,
     p_now timestamptz DEFAULT clock_timestamp()
-) RETURNS double precision LANGUAGE plpgsql AS $$
+) RETURNS TABLE (granted integer, wait double precision, grant_id bigint, granted_at timestamptz)
+LANGUAGE plpgsql AS $$
 DECLARE
     v_mw      interval := make_interval(secs => p_minute_window);
     v_hw      interval := make_interval(secs => p_hour_window);
+    v_lat     interval := make_interval(secs => p_latency);
+    v_horizon timestamptz := p_now - make_interval(secs => p_hour_window + p_flight);
     v_blocked timestamptz;
     v_minute  integer;
     v_hour    integer;
-    v_oldest  timestamptz;
+    v_take    integer;
+    v_free    timestamptz;
+    v_id      bigint;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
     SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    -- Grant at the time the lock was obtained, not when the call began waiting for it.
+    p_now := greatest(p_now, clock_timestamp());
+    v_horizon := p_now - make_interval(secs => p_hour_window + p_flight);
+    IF p_done IS NOT NULL THEN
+        UPDATE rate_event e SET done_at = least(d.done_at, e.at + make_interval(secs => p_flight))
+          FROM unnest(p_done, p_done_at) AS d(id, done_at)
+         WHERE e.id = d.id AND e.budget_key = p_key AND e.done_at IS NULL;
+    END IF;
     IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
-        RETURN extract(epoch FROM v_blocked - p_now);
+        RETURN QUERY SELECT 0, extract(epoch FROM v_blocked - p_now)::float8, NULL::bigint,
+                            NULL::timestamptz;
+        RETURN;
     END IF;
-    SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
+    SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_mw), 0),
+           coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_hw), 0)
       INTO v_minute, v_hour
-      FROM rate_event WHERE budget_key = p_key AND at > p_now - v_hw;
-    IF v_minute >= p_per_minute THEN
-        SELECT at INTO v_oldest FROM rate_event
-         WHERE budget_key = p_key AND at > p_now - v_mw
-         ORDER BY at OFFSET (v_minute - p_per_minute) LIMIT 1;
-        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_mw - p_now));
+      FROM rate_event WHERE budget_key = p_key AND at > v_horizon;
+    v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
+    IF v_take <= 0 THEN
+        -- Wait until enough counted requests have left each full window for one more.
+        v_free := p_now;
+        IF v_minute >= p_per_minute THEN
+            SELECT greatest(v_free, f) INTO v_free FROM (
+                SELECT coalesce(done_at, at + v_lat) + v_mw AS f,
+                       sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                  FROM rate_event
+                 WHERE budget_key = p_key AND at > v_horizon
+                   AND coalesce(done_at, at + v_lat) > p_now - v_mw) m
+             WHERE upto >= v_minute - p_per_minute + 1 ORDER BY upto LIMIT 1;
+        END IF;
+        IF v_hour >= p_per_hour THEN
+            SELECT greatest(v_free, f) INTO v_free FROM (
+                SELECT coalesce(done_at, at + v_lat) + v_hw AS f,
+                       sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                  FROM rate_event
+                 WHERE budget_key = p_key AND at > v_horizon
+                   AND coalesce(done_at, at + v_lat) > p_now - v_hw) h
+             WHERE upto >= v_hour - p_per_hour + 1 ORDER BY upto LIMIT 1;
+        END IF;
+        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_free - p_now))::float8,
+                            NULL::bigint, NULL::timestamptz;
+        RETURN;
     END IF;
-    IF v_hour >= p_per_hour THEN
-        SELECT at INTO v_oldest FROM rate_event
-         WHERE budget_key = p_key AND at > p_now - v_hw
-         ORDER BY at OFFSET (v_hour - p_per_hour) LIMIT 1;
-        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_hw - p_now));
-    END IF;
-    INSERT INTO rate_event (budget_key, at) VALUES (p_key, p_now);
+    INSERT INTO rate_event (budget_key, at, n) VALUES (p_key, p_now, v_take) RETURNING id INTO v_id;
     IF random() < 0.02 THEN
-        DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
+        DELETE FROM rate_event
+         WHERE budget_key = p_key AND at <= v_horizon;
     END IF;
-    RETURN 0;
+    RETURN QUERY SELECT v_take, 0.0::float8, v_id, p_now;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class ClientFactory:
             headroom=Headroom(
                 s.rate_latency_allowance, s.rate_headroom_per_minute, s.rate_headroom_per_hour
             ),
+            http_timeout=s.http_timeout,
         )
         self.tokens(row.id).budget = budget
         return budget

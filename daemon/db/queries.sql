@@ -114,9 +114,10 @@ SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
 
 -- ============================================================================ rate limits
 
--- name: rate_acquire
--- Take one request from a user's shared budget; 0 = go, else seconds to wait.
-SELECT fa_rate_acquire($1, $2, $3, $4, $5);
+-- name: rate_take
+-- Record answered grants ($9 ids answered at $10), then take up to $2 requests from a user's
+-- shared budget: (granted, wait, grant_id, granted_at); granted 0 = wait `wait` seconds.
+SELECT * FROM fa_rate_take($1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::timestamptz[]);
 
 -- name: rate_block
 -- A 429 pauses every sender of this user until Retry-After has passed.
@@ -138,8 +139,9 @@ ON CONFLICT (budget_key) DO UPDATE
 -- name: rate_used
 -- `status`: requests counted per budget key over the last minute and hour ending at $2.
 SELECT k.key AS budget_key,
-       (count(e.at) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'))::int AS last_minute,
-       count(e.at)::int AS last_hour, b.blocked_until
+       coalesce(sum(e.n) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'), 0)::int
+           AS last_minute,
+       coalesce(sum(e.n), 0)::int AS last_hour, b.blocked_until
   FROM unnest($1::text[]) AS k(key)
   LEFT JOIN rate_event e ON e.budget_key = k.key AND e.at > $2::timestamptz - interval '3600 seconds'
   LEFT JOIN rate_budget b ON b.budget_key = k.key
