@@ -308,6 +308,31 @@ CREATE TABLE IF NOT EXISTS freeagent_contact (
 );
 CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
 
+-- The identity locks of several people at one FreeAgent client, in one round trip: bound this
+-- transaction's lock waits and idle time, take the locks in ascending key order (two holders of
+-- overlapping sets never wait in a cycle), then list the rows whose create of one of these
+-- people is unsettled (a fresh snapshot, taken after the locks), newest intent first.
+CREATE OR REPLACE FUNCTION fa_identity_locks(
+    p_keys bigint[], p_lock_timeout text, p_idle_timeout text, p_client_id bigint
+) RETURNS TABLE (id bigint, identity text, intent_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint;
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_timeout, true),
+            set_config('idle_in_transaction_session_timeout', p_idle_timeout, true);
+    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    RETURN QUERY
+    SELECT e.id, e.metadata -> 'create_intent' ->> 'identity',
+           (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+      FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+     WHERE p.client_id = p_client_id AND e.status = 'creating'
+       AND e.metadata -> 'create_intent' ->> 'identity' = ANY (SELECT k::text FROM unnest(p_keys) k)
+     ORDER BY 3 DESC;
+END $$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
 -- and profile. A sliding log, not fixed windows: our windows cannot be aligned with

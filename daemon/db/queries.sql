@@ -7,6 +7,11 @@
 -- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
 SELECT pg_advisory_xact_lock($1);
 
+-- name: identity_locks
+-- Lock several people at a FreeAgent client ($1 keys, $2 lock wait, $3 idle bound, $4 client)
+-- and list the rows creating one of them: (id, identity, intent_at), newest first.
+SELECT * FROM fa_identity_locks($1::bigint[], $2, $3, $4);
+
 -- name: lock_timeouts
 -- Bound this transaction's lock waits, and how long it may sit idle holding them.
 SELECT set_config('lock_timeout', $1, true),
@@ -516,6 +521,17 @@ SELECT e.id, (e.metadata -> 'create_intent' ->> 'at')::timestamptz AS intent_at
  ORDER BY intent_at DESC
  LIMIT 1;
 
+-- name: entity_mark_creating_many
+-- entity_mark_creating for several rows ($3: [{id, intent, next_at}]), in one statement.
+UPDATE contact_entity c
+   SET status = 'creating', metadata = c.metadata || jsonb_build_object('create_intent', m.intent),
+       next_attempt_at = m.next_at, updated_at = now()
+  FROM jsonb_to_recordset($3::jsonb) AS m(id bigint, intent jsonb, next_at timestamptz)
+ WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
 -- name: entity_defer
 -- Wait for another row's unsettled create of the same person: no attempt is used up.
 UPDATE contact_entity c
@@ -541,6 +557,23 @@ UPDATE contact_entity c
        next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_finish_many
+-- entity_finish for several rows ($3: [{id, status, url, hash, error, meta, entry}]).
+UPDATE contact_entity c
+   SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
+       payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
+       metadata = (c.metadata - 'create_intent' - 'adjusted') || m.meta,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
+       attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
+                       ELSE c.attempts END,
+       next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
+  FROM jsonb_to_recordset($3::jsonb)
+       AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
+ WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
 
