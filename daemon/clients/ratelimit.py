@@ -269,8 +269,10 @@ class RateBudget:
             self._done.append((batch.id, batch.granted_at + timedelta(seconds=seconds)))
 
     async def acquire(self) -> None:
-        """Take one request, never answered (counts for window + latency allowance)."""
-        (await self.take()).answered(False)
+        """Wait for one request of its own, never answered (counts for window + latency
+        allowance): for senders that do not report answers (token refreshes)."""
+        while (wait := await self.try_acquire()) > 0:
+            await self._sleep(wait)
 
     async def acquire_refresh(self) -> None:
         """A token refresh spends one request of the user and one of the refresh cap."""

@@ -48,9 +48,7 @@ async def test_acquire_waits_for_the_window_and_never_exceeds_it(pool: asyncpg.P
     times = [
         r["at"]
         for r in await pool.fetch(
-            # one row per grant call, n requests each
-            "SELECT at FROM rate_event, generate_series(1, n) WHERE budget_key = 'user:1' "
-            "ORDER BY at"
+            "SELECT at FROM rate_event WHERE budget_key = 'user:1' ORDER BY at"
         )
     ]
     assert len(times) == 6
