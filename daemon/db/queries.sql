@@ -119,6 +119,11 @@ SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
 
 -- ============================================================================ rate limits
 
+-- name: rate_acquire
+-- Take one request, never answered, from a user's budget ($4/$5: how long a grant counts per
+-- window); 0 = go, else seconds to wait.
+SELECT wait FROM fa_rate_take($1, 1, $2, $3, $4, $5, 0, 0);
+
 -- name: rate_take
 -- Record answered grants ($9 ids answered at $10), then take up to $2 requests from a user's
 -- shared budget: (granted, wait, grant_id, granted_at); granted 0 = wait `wait` seconds.
