@@ -437,6 +437,118 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- Alerts. A condition (a run ended in error, too many failed records, re-authorisation needed,
+-- dead letters) is raised once per quiet period into `alert`; critical ones get their own
+-- `alert_message` at once, the rest are batched into a summary message every interval. Every
+-- replica shares these tables, so a condition is raised, and a message sent, once.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS alert_message (
+    id               bigserial PRIMARY KEY,
+    kind             text NOT NULL CHECK (kind IN ('alert', 'summary')),
+    created_at       timestamptz NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'sent', 'failed')),
+    -- Channels that took it already: a retry goes only to the others.
+    delivered        text[] NOT NULL DEFAULT '{}',
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL,
+    -- A replica delivering it holds it until then; after that another one may retry.
+    lease_until      timestamptz,
+    last_error       text,
+    sent_at          timestamptz
+);
+CREATE INDEX IF NOT EXISTS alert_message_due
+    ON alert_message (next_attempt_at) WHERE status = 'pending';
+
+CREATE TABLE IF NOT EXISTS alert (
+    id              bigserial PRIMARY KEY,
+    kind            text NOT NULL
+                    CHECK (kind IN ('run_error', 'failure_rate', 'reauth_needed', 'dead_letter')),
+    severity        text NOT NULL CHECK (severity IN ('critical', 'warning')),
+    -- Condition and subject ('run_error:profile:7'): a repeat within the quiet period is merged.
+    dedup_key       text NOT NULL,
+    profile         text,
+    client          text,
+    title           text NOT NULL,
+    details         jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- Records concerned (failed or dead-lettered), summed over merged repeats.
+    records         integer NOT NULL DEFAULT 0,
+    occurrences     integer NOT NULL DEFAULT 1,
+    raised_at       timestamptz NOT NULL,
+    last_raised_at  timestamptz NOT NULL,
+    -- NULL: waiting for the next summary.
+    message_id      bigint REFERENCES alert_message (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS alert_unbatched ON alert (dedup_key) WHERE message_id IS NULL;
+CREATE INDEX IF NOT EXISTS alert_by_message ON alert (message_id);
+
+CREATE TABLE IF NOT EXISTS alert_dedup (
+    dedup_key    text PRIMARY KEY,
+    -- Repeats are not raised again before this ('infinity': until the condition clears).
+    quiet_until  timestamptz NOT NULL,
+    suppressed   integer NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS alert_summary (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    next_due_at  timestamptz NOT NULL
+);
+
+-- Raise a condition unless it was raised within its quiet period (then merge it into the
+-- unsent alert, if any). Returns the new alert's id, or NULL when suppressed. The upsert on
+-- alert_dedup serialises replicas raising the same condition at once.
+CREATE OR REPLACE FUNCTION fa_alert_raise(
+    p_kind text, p_severity text, p_key text, p_profile text, p_client text, p_title text,
+    p_details jsonb, p_records integer, p_now timestamptz, p_quiet_until timestamptz
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_message bigint;
+    v_id      bigint;
+BEGIN
+    INSERT INTO alert_dedup (dedup_key, quiet_until) VALUES (p_key, p_quiet_until)
+    ON CONFLICT (dedup_key) DO UPDATE SET quiet_until = EXCLUDED.quiet_until, suppressed = 0
+     WHERE alert_dedup.quiet_until <= p_now;
+    IF NOT FOUND THEN
+        UPDATE alert_dedup SET suppressed = suppressed + 1 WHERE dedup_key = p_key;
+        UPDATE alert SET occurrences = occurrences + 1, records = records + p_records,
+                         last_raised_at = p_now, details = p_details
+         WHERE id = (SELECT max(id) FROM alert WHERE dedup_key = p_key AND message_id IS NULL);
+        RETURN NULL;
+    END IF;
+    IF p_severity = 'critical' THEN
+        INSERT INTO alert_message (kind, created_at, next_attempt_at)
+        VALUES ('alert', p_now, p_now) RETURNING id INTO v_message;
+    END IF;
+    INSERT INTO alert (kind, severity, dedup_key, profile, client, title, details, records,
+                       raised_at, last_raised_at, message_id)
+    VALUES (p_kind, p_severity, p_key, p_profile, p_client, p_title, p_details, p_records,
+            p_now, p_now, v_message)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END $$;
+
+-- When the summary is due (one replica wins the row), batch every unsent alert into one
+-- message. Returns its id, or NULL when not due or nothing is waiting.
+CREATE OR REPLACE FUNCTION fa_alert_summarise(p_now timestamptz, p_interval_seconds double precision)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_message bigint;
+BEGIN
+    INSERT INTO alert_summary (singleton, next_due_at)
+    VALUES (true, p_now + make_interval(secs => p_interval_seconds)) ON CONFLICT DO NOTHING;
+    UPDATE alert_summary SET next_due_at = p_now + make_interval(secs => p_interval_seconds)
+     WHERE next_due_at <= p_now;
+    IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM alert WHERE message_id IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO alert_message (kind, created_at, next_attempt_at)
+    VALUES ('summary', p_now, p_now) RETURNING id INTO v_message;
+    UPDATE alert SET message_id = v_message WHERE message_id IS NULL;
+    RETURN v_message;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
 -- Which schema.sql was applied last: a daemon starting beside running replicas skips the
 -- DDL when the digest matches, because DROP/CREATE TRIGGER and CREATE INDEX lock live tables
 -- and deadlock with the replicas' ledger writes.

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon import cli_profile_io, cli_profiles  # noqa: F401  (register profile commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
+from daemon.cli_alerts import alerts_app
 from daemon.cli_contacts import contact_app, queue_app
 from daemon.cli_status import history, status
 from daemon.cli_support import console, err_console, load_settings, run_async, settings
@@ -34,6 +35,7 @@ app.add_typer(magento_app, name="magento")
 app.add_typer(profile_app, name="profile")
 app.add_typer(contact_app, name="contact")
 app.add_typer(queue_app, name="queue")
+app.add_typer(alerts_app, name="alerts")
 app.command("history")(history)
 app.command("status")(status)
 
@@ -111,8 +113,28 @@ def simulate(
 def demo(
     customers: Annotated[int, typer.Option(help="Magento customers to seed.")] = 60,
     faults: Annotated[bool, typer.Option(help="Inject 429s and 5xx along the way.")] = True,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Keep the simulators and a daemon running until Ctrl-C, to try the "
+            "operator's commands on from another terminal.",
+        ),
+    ] = False,
+    schedule: Annotated[str, typer.Option(help="--serve: the demo profile's cron.")] = "* * * * *",
+    trickle: Annotated[
+        float, typer.Option(min=1, help="--serve: seconds between Magento changes.")
+    ] = 20.0,
 ) -> None:
     """Export simulated Magento customers to a simulated FreeAgent, end to end, and show it."""
+    if serve:
+        from daemon.demo_serve import serve_demo
+
+        raise typer.Exit(
+            run_async(serve_demo)(
+                customers=customers, faults=faults, schedule=schedule, trickle_seconds=trickle
+            )
+        )
     from daemon.demo import run_demo
 
     raise typer.Exit(run_async(run_demo)(customers=customers, faults=faults))

@@ -14,9 +14,10 @@ from daemon.cli_support import console, run_async, settings, show
 from daemon.clients.oauth import approve_url, record_identity
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
-from daemon.db.records import FreeAgentClientRow
+from daemon.db.records import FreeAgentClientRow, Profile
 from daemon.errors import ConfigError
 from daemon.process import Services, open_services
+from profiles import profile_warnings
 
 client_app = typer.Typer(help="FreeAgent OAuth clients.", no_args_is_help=True)
 magento_app = typer.Typer(help="Magento connections.", no_args_is_help=True)
@@ -163,33 +164,51 @@ async def client_authorize(
 @run_async
 async def client_config(
     name: str,
-    clear: Annotated[bool, typer.Option(help="Delete the collected data instead.")] = False,
+    delete: Annotated[
+        bool, typer.Option("--delete", "--clear", help="Delete the cached data instead.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Collect configuration data (company, user, business categories) from FreeAgent."""
+    """Fetch and cache the FreeAgent company and user (settings are checked against them)."""
     async with open_services(settings()) as s:
         row = await client_by_name(s, name)
-        if clear:
+        if delete:
             await s.pool.execute(QUERIES["client_clear_config"], row.id)
             console.print(f"configuration data of {name} deleted")
             return
         fa = await s.factory.freeagent(row.id, profile_name=name)
-        data: dict[str, Any] = {
-            "company": await fa.company(),
-            "user": await fa.users_me(),
-            "business_categories": await fa.business_categories(),
-        }
+        data: dict[str, Any] = {"company": await fa.company(), "user": await fa.users_me()}
         await s.pool.execute(QUERIES["client_save_config"], row.id, data)
         await record_identity(s.pool, row.id, user=data["user"], company=data["company"])
+        profiles = [
+            Profile.from_row(p)
+            for p in await s.pool.fetch(QUERIES["profile_list"])
+            if p["client_id"] == row.id
+        ]
+    warnings = [w for p in profiles for w in profile_warnings(p, name, data)]
     if as_json:
-        console.print_json(json.dumps(data, default=str))
-    else:
-        c = data["company"]
-        console.print(
-            f"{c.get('name')}: {c.get('type')}, currency {c.get('currency')}, "
-            f"sales tax {c.get('sales_tax_registration_status')}; "
-            f"{len(data['business_categories'])} business categories stored"
-        )
+        console.print_json(json.dumps({**data, "warnings": warnings}, default=str))
+        return
+    console.print(describe_config(data), highlight=False)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def describe_config(data: dict[str, Any]) -> str:
+    """Company and user in a few short lines (fits 80 columns)."""
+    c, u = data.get("company") or {}, data.get("user") or {}
+    tax = c.get("sales_tax_name") or "sales tax"
+    number = c.get("sales_tax_registration_number")
+    lines = [
+        f"company     {c.get('name', '?')} ({c.get('subdomain', '?')})",
+        f"type        {c.get('type', '?')}",
+        f"currency    {c.get('currency', '?')}",
+        f"{tax:<11} {c.get('sales_tax_registration_status', '?')}"
+        + (f", {number}" if number else ""),
+        f"user        {u.get('first_name', '')} {u.get('last_name', '')} <{u.get('email', '?')}>",
+        f"role        {u.get('role', '?')}, permission level {u.get('permission_level', '?')}",
+    ]
+    return "\n".join(lines)
 
 
 @client_app.command("remove")

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.cli_admin import JsonOpt
 from daemon.cli_profiles import profile_by_name
 from daemon.cli_support import console, run_async, settings, show
 from daemon.context import RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
-from daemon.errors import FaSyncError
 from daemon.process import Services, open_services
 from daemon.runner import Runner, RunOutcome, utcnow
-from profiles.freeagent_contact_export.dryrun import plan_export
+from profiles.freeagent_contact_export import dryrun
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 contact_app = typer.Typer(help="Contacts: collect, export, import.", no_args_is_help=True)
 queue_app = typer.Typer(help="The contact ledger (export queue).", no_args_is_help=True)
 
+#: Records a dry run lists on the terminal (--json lists every one).
+SHOWN_RECORDS = 200
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name.")]
 COUNT_KEYS = [
     "collected",
@@ -59,9 +64,16 @@ async def run_once(
         def report(stage: str, done: int, total: int | None) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
-        runner = Runner(pool=s.pool, settings=s.settings, resources=s.factory, clock=clock)
+        # alerts as in the daemon; critical ones go out before the command returns
+        alerts = configured_dispatcher(s.pool, s.session, s.settings, s.metrics)
+        runner = Runner(
+            pool=s.pool, settings=s.settings, resources=s.factory, clock=clock, alerts=alerts
+        )
         opts = RunOptions(**{**options.__dict__, "progress": report})
         outcome = await runner.fire(profile.id, trigger=RunTrigger.CLI, options=opts)
+        if alerts is not None:
+            progress.update(task, description="sending alerts")
+            await alerts.flush(clock())
     return outcome
 
 
@@ -105,41 +117,66 @@ async def contact_collect(
 async def contact_export(
     profile: ProfileOpt,
     ids: Annotated[list[int] | None, typer.Option("--id", help="Only these ledger rows.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Show what would be sent; send nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Rehearse the export: totals and per-record changes; send nothing."),
+    ] = False,
     collect: Annotated[bool, typer.Option(help="Collect from Magento first.")] = True,
     full: Annotated[bool, typer.Option(help="Full collect.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export queued customers to FreeAgent now (run-once mode of the daemon's own path)."""
     async with open_services(settings()) as s:
-        if dry_run:
-            await _dry_run(s, profile, ids, as_json)
-            return
-        outcome = await run_once(
-            s,
-            profile,
-            RunOptions(collect=collect and not ids, full=full, ids=tuple(ids) if ids else None),
+        options = RunOptions(
+            collect=collect and not ids, full=full, ids=tuple(ids) if ids else None
         )
+        if dry_run:
+            await _dry_run(s, profile, options, as_json)
+            return
+        outcome = await run_once(s, profile, options)
     print_outcome(outcome, as_json)
 
 
-async def _dry_run(s: Services, profile_name: str, ids: list[int] | None, as_json: bool) -> None:
+async def _dry_run(s: Services, profile_name: str, options: RunOptions, as_json: bool) -> None:
     profile = await profile_by_name(s, profile_name)
-    try:
-        fa = await s.factory.freeagent(profile.client_id, profile_name=profile.name)
-        await ContactIndex(pool=s.pool, client_id=profile.client_id or 0, freeagent=fa).refresh()
-    except FaSyncError as exc:
-        console.print(
-            f"[yellow]FreeAgent contacts not refreshed ({exc}); using the stored index[/yellow]"
-        )
-    plan = await plan_export(pool=s.pool, profile=profile, ids=ids)
-    rows = [p.__dict__ for p in plan]
-    show(
-        rows,
-        ["entity_id", "source_key", "email", "action", "reason", "url"],
-        title=f"dry run of {profile_name}: nothing was sent",
-        as_json=as_json,
+    report = await dryrun.dry_run(
+        pool=s.pool,
+        settings=s.settings,
+        resources=s.factory,
+        profile_id=profile.id,
+        options=options,
+        clock=utcnow,
     )
+    print_dry_run(profile_name, report, as_json)
+
+
+def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool) -> None:
+    """Totals, then one line per record (field changes for updates); --json the same."""
+    if as_json:
+        body = {"profile": profile_name, "dry_run": True, **asdict(report)}
+        sys.stdout.write(json.dumps(body, default=str, indent=2, ensure_ascii=False) + "\n")
+    else:
+        t = report.totals
+        hides = f" (hide {t['hidden']} of them)" if t.get("hidden") else ""
+        console.print(
+            f"dry run of {profile_name}: nothing was sent to FreeAgent, nothing was kept\n"
+            f"would create {t.get('created', 0)}, update {t.get('updated', 0)}{hides}, "
+            f"link {t.get('linked', 0)}, leave unchanged {t.get('unchanged', 0)},\n"
+            f"skip {t.get('skipped', 0)}, fail {t.get('failed', 0)}, "
+            f"retry later {t.get('retrying', 0)}; needs review {t.get('needs_review', 0)}",
+            highlight=False,
+        )
+        rows = [
+            {**r.__dict__, "detail": r.detail} for r in report.records if r.action != "unchanged"
+        ]
+        show(rows, ["entity_id", "source_key", "action", "detail"], title="", as_json=False)
+        for message in report.messages:
+            console.print(message, highlight=False)
+        console.print("a dry run cannot predict: " + "; ".join(report.cannot_predict))
+    if report.status in ("error", "skipped"):
+        if not as_json:
+            console.print(f"[red]run {report.status}:[/red] {report.error}")
+        raise typer.Exit(1)
 
 
 @contact_app.command("import")

@@ -14,10 +14,12 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
 from daemon.describe import describe_cron
 from daemon.errors import ConfigError
+from daemon.logs import scrub
 from daemon.process import Services, open_services
+from daemon.profile_screen import FIRES_SHOWN, gather_profile, render_profile
 from daemon.runner import utcnow
 from daemon.screens import next_fires, profile_table
-from profiles import validate_profile
+from profiles import profile_warnings, validate_profile
 
 PROFILE_COLUMNS = [
     "id",
@@ -67,6 +69,26 @@ def _set_path(settings_obj: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
+async def settings_warnings(services: Services, profile: Profile) -> tuple[list[str], str]:
+    """Warnings from checking the settings against the client's cached configuration data,
+    and what they were checked against."""
+    if profile.client_id is None:
+        return [], "no FreeAgent client"
+    row = await services.pool.fetchrow(QUERIES["client_get"], profile.client_id)
+    if row is None or not row["config_data"]:
+        name = row["name"] if row is not None else "NAME"
+        return [], f"not checked: no configuration data (fa-sync client config {name})"
+    when = row["config_collected_at"]
+    at = f"{when:%Y-%m-%d %H:%M %Z}" if when else "at an unknown time"
+    checked = f"FreeAgent company data of {row['name']} collected {at}"
+    return profile_warnings(profile, row["name"], row["config_data"]), checked
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
 def _check(profile: Profile) -> None:
     """Refuse what the daemon would refuse (validate_profile: schedule, type, settings),
     before it reaches the table."""
@@ -106,7 +128,9 @@ async def profile_create(
                 settings_obj,
             )
             _check(Profile.from_row(row))
+        warnings, _ = await settings_warnings(s, Profile.from_row(row))
     console.print(f"profile [bold]{name}[/bold] created (schedule {schedule})")
+    print_warnings(warnings)
 
 
 @profile_app.command("list")
@@ -131,24 +155,33 @@ async def profile_list(
 @profile_app.command("show")
 @run_async
 async def profile_show(name: str, as_json: JsonOpt = False) -> None:
-    """Every column of one profile, with its ledger counts."""
+    """One profile: schedule in words, next 5 fires, connections, settings (and what they
+    were checked against), queue, last runs."""
+    now = utcnow()
     async with open_services(settings()) as s:
-        profile = await profile_by_name(s, name)
-        counts = {
-            r["status"]: r["n"] for r in await s.pool.fetch(QUERIES["entity_counts"], profile.id)
-        }
+        detail = await gather_profile(s.pool, name)
+        warnings, checked = await settings_warnings(s, detail.profile)
+    if not as_json:
+        console.print(render_profile(detail, now, checked=checked))
+        print_warnings(warnings)
+        return
+    profile = detail.profile
     row = {
         **profile.__dict__,
+        "settings": scrub(profile.settings),
+        "client_name": detail.client,
+        "magento_name": detail.magento,
         "schedule_words": describe_cron(profile.schedule),
         "next_fires": _next_fires(profile),
-        "ledger": counts,
+        "ledger": dict(detail.queue),
+        "last_runs": list(detail.runs),
+        "settings_checked": checked,
+        "warnings": warnings,
     }
-    if not as_json and isinstance(row["next_fires"], list):
-        row["next_fires"] = "\n".join(row["next_fires"])
-    show([row], row.keys(), title=f"profile {name}", as_json=as_json)
+    show([row], row.keys(), title=f"profile {name}", as_json=True)
 
 
-def _next_fires(profile: Profile, count: int = 5) -> list[str] | str:
+def _next_fires(profile: Profile, count: int = FIRES_SHOWN) -> list[str] | str:
     """The next fires in the profile's own zone (the daemon's own maths), or why there are none."""
     try:
         fires = next_fires(profile.schedule, profile.timezone, utcnow(), count)
@@ -197,7 +230,9 @@ async def profile_set(
             settings_json=settings_json,
             assignments=set_ or [],
         )
+        warnings, _ = await settings_warnings(s, await profile_by_name(s, name))
     console.print(f"profile [bold]{name}[/bold] updated")
+    print_warnings(warnings)
 
 
 async def _update(

@@ -21,14 +21,14 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 #: Words that make a key secret, in a dict or in text (`key=value`, `"key": "value"`).
 _HIDDEN_NAMES = (
     r"secret|token|password|passwd|authorization|cookie|api[-_]?key|access[-_]?key"
-    r"|private[-_]?key|consumer[-_]?key|signature|credential|code[-_]?verifier"
+    r"|private[-_]?key|consumer[-_]?key|signature|credential|code[-_]?verifier|webhook"
 )
 #: Keys whose values are never written, whatever their nesting.
 SECRET_KEY = re.compile(rf"({_HIDDEN_NAMES}|^code$)", re.I)
@@ -47,6 +47,10 @@ _HEADER_LINE = re.compile(
 _KEY_SEP = re.compile(r"(?<![\w-])([\w-]++)(\\?[\"']?\s*+[:=]\s*+)")
 #: The value after a secret key: to the closing quote, or a bare run up to a delimiter.
 _VALUE = re.compile(r"(\\?\")[^\"\\\r\n]*+|(')[^'\"\\\r\n]*+|[^\s&\"'\\,;<>]++")
+#: Incoming-webhook URLs carry their secret in the path (Slack, Discord, Teams, Mattermost).
+_WEBHOOK_PATH = re.compile(
+    r"(hooks\.slack\.com/|/api/webhooks/|webhook\.office\.com/|/hooks/)[^\s\"'<>]+", re.I
+)
 #: user:password@ in a URL.
 _USERINFO = re.compile(r"(//[^/\s:@]+:)[^/\s@]+@")
 REDACTED = "[redacted]"
@@ -63,6 +67,7 @@ def scrub_text(text: str) -> str:
     text = _HEADER_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _redact_pairs(text)
+    text = _WEBHOOK_PATH.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
 
 
@@ -131,13 +136,13 @@ def _scrub_rendered(_logger: Any, _name: str, line: Any) -> Any:
     return _redact_pairs(line)
 
 
-def _tail(use_json: bool) -> list[Any]:
+def _tail(use_json: bool, colors: bool) -> list[Any]:
     """The processors every line ends with, from structlog and from the stdlib alike."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(),
+            colors=colors,
             # never used (format_exc_info consumes exc_info first); no locals if ever it is
             exception_formatter=structlog.dev.plain_traceback,
         )
@@ -146,12 +151,17 @@ def _tail(use_json: bool) -> list[Any]:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The stderr handler configure() installs on the root logger (and replaces on re-run)."""
+    """The handler configure() installs on the root logger (and replaces on re-run)."""
 
 
-def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
-    """Configure structlog and route stdlib logging through the same scrubber and renderer."""
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+def configure(
+    *, log_format: str = "auto", level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and route stdlib logging through the same scrubber and renderer,
+    to stream (default: stderr)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    use_json = log_format == "json" or (log_format == "auto" and not tty)
     levelno = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -159,18 +169,18 @@ def configure(*, log_format: str = "auto", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, *_tail(use_json)],
+        processors=[*shared, *_tail(use_json, tty)],
         wrapper_class=structlog.make_filtering_bound_logger(levelno),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    handler = _Handler(sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *_tail(use_json),
+                *_tail(use_json, tty),
             ],
         )
     )

@@ -69,6 +69,16 @@ class Metrics:
             ["profile"],
             registry=r,
         )
+        self.alerts_raised = Counter(
+            "fa_sync_alerts_raised", "Alert conditions raised (not suppressed) by kind", ["kind"],
+            registry=r,
+        )  # fmt: skip
+        self.alert_deliveries = Counter(
+            "fa_sync_alert_deliveries",
+            "Alert message deliveries by channel and outcome (sent, failed)",
+            ["channel", "outcome"],
+            registry=r,
+        )
         self.database_up = Gauge(
             "fa_sync_database_up", "1 if the scrape-time queries answered in time", registry=r
         )

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.clients.transport import Transport
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate
@@ -131,6 +132,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._clock = clock
         self.metrics = services.metrics
+        #: None when no alert channel is configured (alerts off).
+        self.alerts = configured_dispatcher(services.pool, services.session, self.settings,
+                                            self.metrics)  # fmt: skip
         self.runner = Runner(
             pool=services.pool,
             settings=self.settings,
@@ -138,6 +142,7 @@ class Daemon:
             stopping=self.stopping,
             clock=clock,
             metrics=self.metrics,
+            alerts=self.alerts,
         )
         self.scheduler = ProfileScheduler(
             on_fire=self.fire,
@@ -164,6 +169,9 @@ class Daemon:
             asyncio.create_task(self._reloader(), name="profile-reloader"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self.alerts is not None:
+            tasks.append(asyncio.create_task(self.alerts.run(self._clock), name="alerts"))
+        log.info("alerts", channels=[c.name for c in self.alerts.channels] if self.alerts else [])
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         log.info("daemon_started", replica=self.settings.replica_id)
         try:
@@ -352,9 +360,11 @@ class Daemon:
             await asyncio.sleep(3600)
 
     async def purge_history(self) -> None:
-        """Drop finished runs older than FA_SYNC_HISTORY_RETENTION_DAYS."""
+        """Drop finished runs (and sent alerts) older than FA_SYNC_HISTORY_RETENTION_DAYS."""
         cutoff = self._clock() - timedelta(days=self.settings.history_retention_days)
         result = await self.services.pool.execute(QUERIES["run_purge"], cutoff)
+        if self.alerts is not None:
+            await self.alerts.purge(cutoff)
         log.info("history_purged", result=result, older_than=cutoff.isoformat())
 
 

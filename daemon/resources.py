@@ -115,6 +115,8 @@ class ClientFactory:
                 "freeagent",
                 requests=log_requests,
                 responses=log_responses,
+                max_bytes=self._settings.request_log_max_bytes,
+                backups=self._settings.request_log_backups,
             )
             transport = transport.with_log(log)
         budget = self.budget(row, key=budget_key)

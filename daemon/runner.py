@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from daemon.alerts.conditions import FinishedRun, RunAlerts
 from daemon.context import Resources, RunContext, RunCounts, RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, Run, RunStatus, RunTrigger
@@ -59,8 +60,10 @@ class Runner:
         stopping: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        alerts: RunAlerts | None = None,
     ) -> None:
         self._pool = pool
+        self._alerts = alerts
         self._settings = settings
         self._resources = resources
         self._stopping = stopping or asyncio.Event()
@@ -245,7 +248,22 @@ class Runner:
         if self._metrics is not None:
             seconds = (self._clock() - (run.started_at or run.scheduled_for)).total_seconds()
             self._metrics.observe_run(profile.name, str(status), counts, seconds)
+        await self._alert(profile, run, status, counts, error)
         return RunOutcome(run.id, status, counts, error)
+
+    async def _alert(
+        self, profile: Profile, run: Run, status: RunStatus, counts: RunCounts, error: str | None
+    ) -> None:
+        """Tell the alert dispatcher; whatever happens there, the run's result stands."""
+        if self._alerts is None:
+            return
+        finished = FinishedRun(profile.id, profile.name, run.id, str(status), error, counts)
+        try:
+            await self._alerts.run_finished(
+                finished, retry_max_attempts=profile.retry_max_attempts, now=self._clock()
+            )
+        except Exception:  # a bug in alerting must not turn a finished run into a crash
+            log.exception("alert_hook_failed")
 
     async def _close(
         self, run: Run, status: RunStatus, counts: RunCounts, error: str | None

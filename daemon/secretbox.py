@@ -126,9 +126,14 @@ class SecretBox:
         return replace(row, **secret)
 
 
+def embedded_key_path(data_dir: Path) -> Path:
+    """Where the embedded database's own key is kept."""
+    return data_dir.parent / f"{data_dir.name}.secret-key"
+
+
 def embedded_key(data_dir: Path) -> str:
     """The embedded database's own key, created once beside its data directory (mode 0600)."""
-    path = data_dir.parent / f"{data_dir.name}.secret-key"
+    path = embedded_key_path(data_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

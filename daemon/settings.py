@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daemon.clients.requestlog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from daemon.errors import ConfigError
 
 #: Connections kept for the process itself (profile reloads, housekeeping, token refreshes).
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: Directory for request/response logs of profiles that enable them.
     request_log_dir: Path = Path("logs")
+    #: A request log file is rotated before it passes this size (bytes).
+    request_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=4096, le=1024**4)
+    #: Rotated request log files kept per profile (file.1 newest .. file.N); 0 keeps none.
+    request_log_backups: int = Field(default=DEFAULT_BACKUPS, ge=0, le=1000)
     #: Identifies this replica in run leases; unique per process.
     replica_id: str = Field(default_factory=_default_replica_id)
     #: How long a run lease lasts without renewal; renewed every third of it.
@@ -121,6 +126,33 @@ class Settings(BaseSettings):
     health_stall_seconds: float = Field(default=10.0, gt=0)
     #: /readyz and /metrics give PostgreSQL this long to answer (seconds).
     health_db_timeout: float = Field(default=2.0, gt=0)
+
+    #: Alerts (daemon/alerts/): both channels unset turns them off. A Slack-compatible
+    #: incoming webhook; its URL holds a secret, so it is never logged.
+    alert_webhook_url: SecretStr | None = None
+    #: SMTP server for alert e-mail; needs alert_email_from and alert_email_to.
+    alert_smtp_host: str | None = None
+    #: Unset: 465 for ssl, else 587 (25 for none).
+    alert_smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    #: starttls (upgrade after connecting), ssl (TLS from the start) or none.
+    alert_smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    alert_smtp_username: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_email_from: str | None = None
+    #: Comma-separated recipients.
+    alert_email_to: str | None = None
+    #: Warnings are batched into one summary this often; a condition is not repeated sooner.
+    alert_summary_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    #: A run whose failed (or retrying) share of records is at least this raises an alert ...
+    alert_failure_share: float = Field(default=0.2, gt=0, le=1)
+    #: ... if it handled at least this many records (1 of 1 failing is no trend).
+    alert_failure_min_records: int = Field(default=10, ge=1, le=1_000_000)
+    #: Delivery attempts of one message before it is given up (backoff 30 s doubling, 1 h max).
+    alert_delivery_attempts: int = Field(default=10, ge=1, le=100)
+    #: Seconds one delivery may take (webhook POST, SMTP conversation).
+    alert_timeout: float = Field(default=15.0, gt=0, le=300)
+    #: How often each replica looks for due alerts raised elsewhere (its own are sent at once).
+    alert_poll_seconds: float = Field(default=15.0, gt=0, le=3600)
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:

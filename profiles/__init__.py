@@ -5,7 +5,8 @@ The daemon looks a type up here by the profile's `type` column and knows nothing
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from daemon.context import RunContext
 from daemon.db.records import Profile
@@ -40,3 +41,20 @@ def validate_profile(profile: Profile) -> str | None:
             return str(exc)
         return None
     return f"profile {profile.name}: unknown type {profile.type!r}"
+
+
+def profile_warnings(profile: Profile, client_name: str, config: Mapping[str, Any]) -> list[str]:
+    """What the profile's settings ask that its FreeAgent company (the configuration data
+    `fa-sync client config` cached) would not go along with; [] when nothing is cached or
+    the settings are invalid (validate_profile reports those)."""
+    if profile.type != "freeagent_contact_export" or not config:
+        return []
+    from profiles.freeagent_contact_export.config import load_settings
+    from profiles.freeagent_contact_export.config_checks import settings_warnings
+
+    try:
+        settings = load_settings(profile.name, profile.settings)
+    except ConfigError:
+        return []
+    found = settings_warnings(settings, config, client_name)
+    return [f"profile {profile.name}: {warning}" for warning in found]

@@ -60,11 +60,13 @@ def authorize(request: web.Request, state: MagentoState, resource: str) -> None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "oauth":
         verify_oauth(request, state, credentials)
-        return
-    token = credentials.strip()
-    if scheme.lower() == "bearer" and state.bearer_enabled and token in _bearer_tokens(state):
-        return
-    raise not_authorized(resource)
+    else:
+        token = credentials.strip()
+        bearer = scheme.lower() == "bearer" and state.bearer_enabled
+        if not bearer or token not in _bearer_tokens(state):
+            raise not_authorized(resource)
+    if resource in state.denied_resources:
+        raise not_authorized(resource)  # the integration lacks this ACL grant
 
 
 def _bearer_tokens(state: MagentoState) -> set[str]:

@@ -110,6 +110,8 @@ class MagentoState:
     escape_unicode: bool = True
     clock: Callable[[], datetime] = _utc_now  #: "now" for timestamps and OAuth checks
     requests: list[RecordedRequest] = field(default_factory=list)  #: every request, in order
+    #: ACL resources the integration was not granted ("Magento_Backend::stores"): refused 401.
+    denied_resources: set[str] = field(default_factory=set)
     used_nonces: set[tuple[str, str]] = field(default_factory=set)  #: (consumer_key, nonce)
     rng: random.Random = field(init=False, repr=False)  #: fault decisions, seeded
     pending_429: deque[int] = field(init=False, repr=False)  #: Retry-After of queued 429s

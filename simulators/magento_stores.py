@@ -1,6 +1,9 @@
 """The simulated install's websites, store groups and store views (fixed, read-only).
 
-Two websites: `base` (UK, GBP) with the `default` view, and `eu` (EUR) with `fr` and `de`.
+Three websites: `base` (UK, GBP) with the `default` view, `eu` (EUR) with `fr` and `de`, and
+`world` (EUR) whose views carry the locales FreeAgent spells its own way (cs_CZ -> cz, da_DK ->
+dk, sv_SE -> se, nb_NO -> nk, sr_RS -> rs, en_US -> en-US, fr_BE -> fr-BE, nl_BE -> nl-BE) and
+one FreeAgent has no language for (pt_PT).
 Like real Magento, the lists include the admin website/group/store (id 0, code `admin`), which
 clients must skip; `storeConfigs` does not, because it only covers frontend views.
 """
@@ -51,17 +54,28 @@ WEBSITES: tuple[Website, ...] = (
     Website(0, "admin", "Admin", 0, "GBP"),
     Website(1, "base", "Main Website", 1, "GBP"),
     Website(2, "eu", "EU Website", 2, "EUR"),
+    Website(3, "world", "World Website", 3, "EUR"),
 )
 STORE_GROUPS: tuple[StoreGroup, ...] = (
     StoreGroup(0, 0, 0, 0, "Default", "default"),
     StoreGroup(1, 1, 2, 1, "Main Website Store", "main_website_store"),
     StoreGroup(2, 2, 2, 2, "EU Store", "eu_store"),
+    StoreGroup(3, 3, 2, 4, "World Store", "world_store"),
 )
 STORE_VIEWS: tuple[StoreView, ...] = (
     StoreView(0, "admin", "Admin", 0, 0, "en_US", "UTC"),
     StoreView(1, "default", "Default Store View", 1, 1, "en_GB", "Europe/London"),
     StoreView(2, "fr", "French Store View", 2, 2, "fr_FR", "Europe/Paris"),
     StoreView(3, "de", "German Store View", 2, 2, "de_DE", "Europe/Berlin"),
+    StoreView(4, "cz", "Czech Store View", 3, 3, "cs_CZ", "Europe/Prague"),
+    StoreView(5, "dk", "Danish Store View", 3, 3, "da_DK", "Europe/Copenhagen"),
+    StoreView(6, "se", "Swedish Store View", 3, 3, "sv_SE", "Europe/Stockholm"),
+    StoreView(7, "no", "Norwegian Store View", 3, 3, "nb_NO", "Europe/Oslo"),
+    StoreView(8, "rs", "Serbian Store View", 3, 3, "sr_RS", "Europe/Belgrade"),
+    StoreView(9, "us", "US Store View", 3, 3, "en_US", "America/New_York"),
+    StoreView(10, "be_fr", "Belgian French Store View", 3, 3, "fr_BE", "Europe/Brussels"),
+    StoreView(11, "be_nl", "Belgian Dutch Store View", 3, 3, "nl_BE", "Europe/Brussels"),
+    StoreView(12, "pt", "Portuguese Store View", 3, 3, "pt_PT", "Europe/Lisbon"),
 )
 #: `all` is accepted in the URL (it switches to the admin store) but is not a view.
 ROUTABLE_CODES = frozenset({"all"} | {view.code for view in STORE_VIEWS})

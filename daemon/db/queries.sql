@@ -718,6 +718,17 @@ SELECT max(fa_updated_at) FROM freeagent_contact WHERE client_id = $1;
 -- Indexed FreeAgent contacts of a client.
 SELECT * FROM freeagent_contact WHERE client_id = $1 ORDER BY url;
 
+-- name: fa_contact_data_by_urls
+-- FreeAgent's copy of these contacts (dry run: what an update would change).
+SELECT url, data FROM freeagent_contact WHERE client_id = $1 AND url = ANY($2::text[]);
+
+-- name: entity_touched_by_run
+-- Ledger rows a run recorded an outcome on (their attempt history names the run).
+SELECT * FROM contact_entity
+ WHERE profile_id = $1
+   AND attempt_history @> jsonb_build_array(jsonb_build_object('run_id', $2::bigint))
+ ORDER BY id;
+
 -- name: fa_contact_all_emails
 -- Every indexed e-mail of a client, for import.
 SELECT url, email FROM freeagent_contact WHERE client_id = $1 AND email IS NOT NULL ORDER BY url;
@@ -730,3 +741,64 @@ UPDATE freeagent_client
    SET refresh_token = $2, access_token = NULL, access_token_expires_at = NULL,
        token_version = token_version + 1, updated_at = now()
  WHERE id = $1;
+
+-- ============================================================================ alerts
+
+-- name: alert_raise
+-- Raise a condition unless raised within its quiet period; the new alert's id or NULL.
+SELECT fa_alert_raise($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10);
+
+-- name: alert_summarise
+-- Batch the unsent alerts into a summary message when it is due; its id or NULL.
+SELECT fa_alert_summarise($1, $2);
+
+-- name: alert_reauth_unraised
+-- Clients whose current token pair FreeAgent refused, not yet alerted for that pair.
+SELECT c.id, c.name, a.reason, a.refused_at,
+       'reauth_needed:client:' || c.id || ':v' || a.token_version AS dedup_key,
+       coalesce((SELECT array_agg(p.name ORDER BY p.name) FROM profile p WHERE p.client_id = c.id),
+                '{}') AS profiles
+  FROM freeagent_client_reauth a
+  JOIN freeagent_client c ON c.id = a.client_id AND c.token_version = a.token_version
+ WHERE NOT EXISTS (SELECT 1 FROM alert_dedup d
+                    WHERE d.dedup_key = 'reauth_needed:client:' || c.id || ':v' || a.token_version);
+
+-- name: alert_dead_letters
+-- Ledger rows a run moved to failed (the dead letter): how many, and the first few.
+SELECT count(*) AS n,
+       count(*) FILTER (WHERE attempts >= $3) AS exhausted,
+       coalesce((array_agg(jsonb_build_object('entity_id', id, 'source_key', source_key,
+                                              'attempts', attempts,
+                                              'error', last_error ->> 'message') ORDER BY id)
+                )[1:5], '{}') AS sample
+  FROM contact_entity
+ WHERE profile_id = $1 AND status = 'failed'
+   AND attempt_history -> -1 ->> 'run_id' = $2;
+
+-- name: alert_message_claim
+-- Take due messages for delivery (lease until $1 + $2 s); other replicas skip them.
+UPDATE alert_message m SET lease_until = $1 + make_interval(secs => $2)
+ WHERE m.id IN (SELECT id FROM alert_message
+                 WHERE status = 'pending' AND next_attempt_at <= $1
+                   AND (lease_until IS NULL OR lease_until <= $1)
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING m.id, m.kind, m.created_at, m.delivered, m.attempts;
+
+-- name: alert_message_alerts
+-- The alerts a message carries, oldest first.
+SELECT id, kind, severity, profile, client, title, details, records, occurrences,
+       raised_at, last_raised_at, message_id
+  FROM alert WHERE message_id = $1 ORDER BY id;
+
+-- name: alert_message_done
+-- Record a delivery attempt: sent, retry at $4, or failed for good (status $5).
+UPDATE alert_message
+   SET status = $5, delivered = $2, attempts = attempts + 1, last_error = $3,
+       next_attempt_at = coalesce($4, next_attempt_at), lease_until = NULL,
+       sent_at = CASE WHEN $5 = 'sent' THEN $6::timestamptz END
+ WHERE id = $1;
+
+-- name: alert_purge
+-- Drop delivered or abandoned messages (and their alerts) and expired quiet periods.
+WITH gone AS (DELETE FROM alert_message WHERE status <> 'pending' AND created_at < $1)
+DELETE FROM alert_dedup WHERE quiet_until < $1;

@@ -41,6 +41,9 @@ class StoreSettings(_Strict):
     website_ids: list[MagentoId] = []
     #: Magento store id -> FreeAgent locale ("fr") or Magento locale ("fr_FR").
     locales: dict[MagentoId, str] = {}
+    #: Other stores take their Magento locale (storeConfigs) in FreeAgent's spelling; off:
+    #: only `locales` and the default apply (and storeConfigs is not read).
+    locales_from_magento: bool = True
 
 
 class EventSettings(_Strict):

@@ -25,7 +25,7 @@ the same FreeAgent client) is unsettled, rows of that person wait (a transient r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -75,13 +75,17 @@ class Exporter:
         index: ContactIndex,
         cfg: ContactExportSettings,
         client_id: int,
+        store_locales: Mapping[int, str] | None = None,
     ) -> None:
         self._ctx = ctx
         self._fa = freeagent
         self._index = index
         self._cfg = cfg
         self._client_id = client_id
-        self._options = cfg.contact_options()
+        #: store_locales: store_id -> Magento locale, read once per run (locales.py).
+        self._options = cfg.contact_options().model_copy(
+            update={"derive_locale_from_store": dict(store_locales or {})}
+        )
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
         #: entity id -> what the mapping left out or cut, until the row's outcome is written.
         self._adjusted: dict[int, list[Note]] = {}

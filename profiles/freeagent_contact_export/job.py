@@ -12,9 +12,11 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import ContactEntity
 from daemon.errors import ConfigError
 from daemon.logs import get_logger
+from profiles import profile_warnings
 from profiles.freeagent_contact_export.collect import Collector
 from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
 from profiles.freeagent_contact_export.export import Exporter
+from profiles.freeagent_contact_export.locales import read_store_locales
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)
@@ -26,6 +28,7 @@ MIN_PERMISSION_LEVEL = 3
 async def execute(ctx: RunContext) -> None:
     """Run every stage the options ask for; ConfigError stops the run with a clear message."""
     cfg = load_settings(ctx.profile.name, ctx.profile.settings)
+    await warn_about_settings(ctx)
     if ctx.options.collect:
         magento = await ctx.resources.magento(ctx.profile.connection_id)
         await Collector(ctx, magento, cfg).run()
@@ -43,9 +46,31 @@ async def execute(ctx: RunContext) -> None:
         return
     await index.refresh()
     exporter = Exporter(
-        ctx=ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=_client_id(ctx)
+        ctx=ctx,
+        freeagent=freeagent,
+        index=index,
+        cfg=cfg,
+        client_id=_client_id(ctx),
+        store_locales=(
+            await read_store_locales(ctx, cfg.contact.locale)
+            if cfg.store.locales_from_magento
+            else {}
+        ),
     )
     await drain(ctx, exporter)
+
+
+async def warn_about_settings(ctx: RunContext) -> None:
+    """Settings the FreeAgent company would not go along with (cached configuration data):
+    a warning in the run's messages and the log, never a stop."""
+    if ctx.profile.client_id is None:
+        return
+    row = await ctx.pool.fetchrow(QUERIES["client_get"], ctx.profile.client_id)
+    if row is None or not isinstance(row["config_data"], dict):
+        return
+    for warning in profile_warnings(ctx.profile, row["name"], row["config_data"]):
+        log.warning("profile_settings_mismatch", warning=warning)
+        ctx.counts.note("warning", warning)
 
 
 def _client_id(ctx: RunContext) -> int:

@@ -55,7 +55,7 @@ def build_contact_payload(
             organisation_name=organisation,
             email=contact_email(buyer.email, seen),
             sales_tax_registration_number=_vat_number(buyer, seen),
-            locale=_locale(buyer.store_id, options),
+            locale=_locale(buyer.store_id, options, seen),
             **_address(buyer.billing, seen),
             **_defaults(options),
         )
@@ -207,14 +207,30 @@ def _vat_number(buyer: Buyer, notes: list[Note]) -> str | None:
     return None
 
 
-def _locale(store_id: int | None, options: ContactOptions) -> FreeAgentLocale | None:
-    """Store mapping first, then the store's Magento locale, then the profile default."""
-    if store_id is not None:
-        if store_id in options.store_locales:
-            return options.store_locales[store_id]
-        derived = freeagent_locale(options.derive_locale_from_store.get(store_id))
-        if derived is not None:
-            return derived
+def _locale(
+    store_id: int | None, options: ContactOptions, notes: list[Note]
+) -> FreeAgentLocale | None:
+    """Store mapping first, then the store's Magento locale, then the profile default.
+
+    Falling back is noted when the store's locale was looked up (storeConfigs read this run)
+    and FreeAgent has no language for it (pt_PT) or Magento does not list the store.
+    """
+    if store_id is None:
+        return options.locale
+    if store_id in options.store_locales:
+        return options.store_locales[store_id]
+    magento = options.derive_locale_from_store.get(store_id)
+    derived = freeagent_locale(magento)
+    if derived is not None:
+        return derived
+    if options.derive_locale_from_store:
+        fallback = f"default {options.locale}" if options.locale else "FreeAgent's default"
+        why = (
+            f"store {store_id} locale {magento[:20]!r} has no FreeAgent language"
+            if magento
+            else f"store {store_id} is not in Magento's storeConfigs"
+        )
+        notes.append({"field": "locale", "change": f"{why}: {fallback} used"})
     return options.locale
 
 

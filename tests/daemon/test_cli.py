@@ -90,15 +90,45 @@ async def test_bad_values_are_refused_with_one_clear_line(
 
 
 async def test_dry_run_lists_actions_and_sends_nothing(stack: Stack, cli) -> None:
-    """`contact export --dry-run` explains each row and makes no write call."""
-    collected = await cli("contact", "collect", "--profile", "demo", "--json")
-    assert collected.code == 0, collected.err
+    """`contact export --dry-run` gives totals and each row's action, and makes no write call."""
     result = await cli("contact", "export", "--profile", "demo", "--dry-run", "--json")
     assert result.code == 0, result.err
     plan = result.json()
-    assert plan and all(p["reason"] for p in plan)
-    assert {p["action"] for p in plan} >= {"create"}
+    assert plan["dry_run"] is True and plan["cannot_predict"]
+    actions = [r["action"] for r in plan["records"]]
+    assert plan["totals"]["created"] == actions.count("create") > 0
+    assert plan["totals"]["skipped"] == actions.count("skip")
     assert stack.freeagent.write_count() == 0
+    text = await cli("contact", "export", "--profile", "demo", "--dry-run")
+    assert f"would create {plan['totals']['created']}," in text.out
+    assert stack.freeagent.contacts_list() == []
+
+
+async def test_client_config_caches_company_and_warns_about_settings(
+    pool: asyncpg.Pool, stack: Stack, cli, run_profile
+) -> None:
+    """`client config` caches company and user, prints them in 80 columns and warns about
+    settings the company would not go along with, as do `profile show` and the run;
+    `--delete` clears the cache."""
+    stack.freeagent.company["sales_tax_registration_status"] = "Not registered"
+    await pool.execute(
+        """UPDATE profile SET settings = '{"contact": {"charge_sales_tax": "Always"}}'"""
+    )
+    result = await cli("client", "config", "demo-freeagent", COLUMNS="80")
+    assert result.code == 0, result.err
+    assert "Demo Trading Ltd" in result.out and "Not registered" in result.out
+    assert "charge_sales_tax is Always" in result.out
+    assert max(len(line) for line in result.out.splitlines()) <= 80
+    cached = await pool.fetchrow("SELECT config_data, config_collected_at FROM freeagent_client")
+    assert cached["config_data"]["company"]["currency"] == "GBP"
+    assert cached["config_data"]["user"]["permission_level"] == 8
+    shown = (await cli("profile", "show", "demo", "--json")).json()
+    assert any("charge_sales_tax" in w for w in shown[0]["warnings"])
+    outcome = await run_profile(stack.profile_id, export=False)
+    assert any("charge_sales_tax" in m["message"] for m in outcome.counts.messages)
+    assert (await cli("client", "config", "demo-freeagent", "--delete")).code == 0
+    cleared = await pool.fetchrow("SELECT config_data, config_collected_at FROM freeagent_client")
+    assert (cleared["config_data"], cleared["config_collected_at"]) == ({}, None)
 
 
 async def test_export_then_history_and_queue(pool: asyncpg.Pool, stack: Stack, cli) -> None:

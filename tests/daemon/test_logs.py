@@ -112,6 +112,10 @@ def test_stdlib_exceptions_are_scrubbed_too(capsys: pytest.CaptureFixture[str]) 
         (f'{{\\"refresh_token\\":\\"{TOKEN}\\"}}', '\\"refresh_token\\"'),
         # credentials in a URL
         (f"postgresql://fa:{TOKEN}@db.test/fa_sync", "postgresql://fa:"),
+        # incoming-webhook URLs (alerts) hold their secret in the path
+        (f"POST https://hooks.slack.com/services/T0/B0/{TOKEN} failed", " failed"),
+        (f"https://discord.com/api/webhooks/1/{TOKEN}", "https://discord.com/api/webhooks/"),
+        (f"alert_webhook_url=https://chat.test/x/{TOKEN}", "alert_webhook_url="),
     ],
 )
 def test_scrubber_redacts_every_secret_form(text: str, kept: str) -> None:

@@ -21,6 +21,9 @@ from daemon.settings import Settings
         ("FA_SYNC_RECORD_RETRY_BASE_SECONDS", "-1"),
         ("FA_SYNC_METRICS_PORT", "70000"),
         ("FA_SYNC_HISTORY_RETENTION_DAYS", "0"),
+        ("FA_SYNC_ALERT_FAILURE_SHARE", "1.5"),  # a share is at most 1
+        ("FA_SYNC_ALERT_SUMMARY_MINUTES", "0"),
+        ("FA_SYNC_ALERT_SMTP_SECURITY", "tls"),  # starttls, ssl or none
     ],
 )
 def test_out_of_range_settings_are_refused_naming_the_variable(

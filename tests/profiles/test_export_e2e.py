@@ -233,25 +233,6 @@ async def test_customer_without_name_or_company_is_skipped_with_reason(
     assert "nobody@example.com" not in _contacts_by_email(stack)
 
 
-async def test_dry_run_sends_nothing_and_explains(
-    pool: asyncpg.Pool, stack: Stack, run_profile
-) -> None:
-    """The dry run plans creates for queued customers and makes no write call."""
-    from daemon.db.records import Profile
-    from profiles.freeagent_contact_export.dryrun import plan_export
-
-    await run_profile(stack.profile_id, export=False)
-    stack.freeagent.reset_counters()
-    profile = Profile.from_row(
-        await pool.fetchrow("SELECT * FROM profile WHERE id = $1", stack.profile_id)
-    )
-    plan = await plan_export(pool=pool, profile=profile, ids=None)
-    assert plan and {p.action for p in plan} <= {"create", "skip", "update", "link"}
-    assert any(p.action == "create" for p in plan)
-    assert stack.freeagent.write_count() == 0
-    assert stack.freeagent.contacts_list() == []
-
-
 async def test_import_links_existing_contacts_and_creates_none(
     pool: asyncpg.Pool, stack: Stack, run_profile
 ) -> None:

@@ -344,6 +344,10 @@ async def test_create_needs_a_name(client: Client, auth: dict[str, str]) -> None
         ("status", "Archived"),  # only Active/Hidden exist
         ("charge_sales_tax", "Sometimes"),  # only Auto/Always/Never
         ("locale", "en-GB"),  # not in FreeAgent's locale list
+        ("locale", "fr_FR"),  # Magento's spelling, not FreeAgent's (fr)
+        ("locale", "cs"),  # ISO Czech: FreeAgent spells it cz
+        ("locale", "nb"),  # ISO Norwegian: FreeAgent spells it nk
+        ("locale", "en-us"),  # FreeAgent's codes are case-sensitive (harsher reading)
         ("default_payment_terms_in_days", "30"),  # must be an integer, not a string
         ("country", "GB"),  # English names, not ISO codes
         ("email", "not-an-email"),  # malformed address
