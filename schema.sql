@@ -21,6 +21,14 @@ DO $$ BEGIN
         'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
         'skipped', 'failed');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- Mirror removals (the Magento customer is gone): 'removed' the row is closed and the contact
+-- left as it was (delete_policy none, or a contact another live row still uses); 'hidden' the
+-- contact was set Hidden; 'deleted' FreeAgent deleted it. 'needs_review' waits for a person
+-- (e.g. a contact edited in FreeAgent under on_drift: review).
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'removed';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'hidden';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'deleted';
+ALTER TYPE entity_status ADD VALUE IF NOT EXISTS 'needs_review';
 
 -- ---------------------------------------------------------------------------------------------
 -- Connections
@@ -129,8 +137,8 @@ CREATE TABLE IF NOT EXISTS profile (
                         CONSTRAINT "retry_max_attempts must be between 1 and 50"
                         CHECK (retry_max_attempts BETWEEN 1 AND 50),
     api_behaviour       text NOT NULL DEFAULT 'upsert'
-                        CONSTRAINT "api_behaviour must be upsert, create or update"
-                        CHECK (api_behaviour IN ('upsert', 'create', 'update')),
+                        CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                        CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror')),
     -- append: customers updated since the last successful collect; replace: every customer.
     collect_mode        text NOT NULL DEFAULT 'append'
                         CONSTRAINT "collect_mode must be append or replace"
@@ -147,6 +155,20 @@ CREATE TABLE IF NOT EXISTS profile (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+
+-- mirror (upsert + removal of customers deleted in Magento) came after the first release:
+-- swap the old constraint on databases created before it. Skipped when the current one is in
+-- place, so re-running takes no lock on a live table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'profile'::regclass
+                      AND conname = 'api_behaviour must be upsert, create, update or mirror') THEN
+        ALTER TABLE profile
+            DROP CONSTRAINT IF EXISTS "api_behaviour must be upsert, create or update",
+            ADD CONSTRAINT "api_behaviour must be upsert, create, update or mirror"
+                CHECK (api_behaviour IN ('upsert', 'create', 'update', 'mirror'));
+    END IF;
+END $$;
 
 -- Mutable run-time state kept apart from `profile` so writing it never fires a reload.
 CREATE TABLE IF NOT EXISTS profile_state (
@@ -228,6 +250,10 @@ CREATE TABLE IF NOT EXISTS profile_run (
     linked          integer NOT NULL DEFAULT 0,
     unchanged       integer NOT NULL DEFAULT 0,
     retrying        integer NOT NULL DEFAULT 0,
+    -- Rows closed because their Magento customer is gone (removed, hidden or deleted).
+    removed         integer NOT NULL DEFAULT 0,
+    -- Contacts found edited in FreeAgent since fa-sync last wrote them (on_drift).
+    drifted         integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
     -- Replica that owns the run, and until when; a live owner renews the lease.
@@ -239,6 +265,9 @@ CREATE TABLE IF NOT EXISTS profile_run (
     -- Each scheduled fire of a profile runs exactly once across replicas.
     CONSTRAINT profile_run_one_per_fire UNIQUE (profile_id, scheduled_for)
 );
+
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS removed integer NOT NULL DEFAULT 0;
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS drifted integer NOT NULL DEFAULT 0;
 
 -- Never two runs of one profile at once, whatever replica or CLI started them.
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
@@ -292,6 +321,27 @@ CREATE INDEX IF NOT EXISTS contact_entity_url
 CREATE INDEX IF NOT EXISTS contact_entity_creating
     ON contact_entity ((metadata -> 'create_intent' ->> 'identity')) WHERE status = 'creating';
 
+-- Priority lane: rows queued by a Magento event (POST /webhooks/magento) are claimed ahead of
+-- the backlog by the run's priority lane; claiming clears the flag.
+ALTER TABLE contact_entity ADD COLUMN IF NOT EXISTS priority boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS contact_entity_priority
+    ON contact_entity (profile_id, id) WHERE priority;
+
+-- Webhook secret of a Magento connection (sealed like every other secret; daemon/secretbox.py).
+CREATE TABLE IF NOT EXISTS magento_webhook (
+    id          bigint PRIMARY KEY REFERENCES magento_connection (id) ON DELETE CASCADE,
+    secret      text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Signatures of webhook deliveries already accepted (replay guard, shared by replicas);
+-- rows older than the timestamp tolerance are purged as new ones arrive.
+CREATE TABLE IF NOT EXISTS webhook_seen (
+    signature  text PRIMARY KEY,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
+
 -- FreeAgent contacts seen by `contact collect` / the resolver, per client.
 CREATE TABLE IF NOT EXISTS freeagent_contact (
     client_id      bigint NOT NULL REFERENCES freeagent_client (id) ON DELETE CASCADE,
@@ -335,14 +385,16 @@ END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
--- and profile. A sliding log, not fixed windows: our windows cannot be aligned with
--- FreeAgent's, and a sliding 60 s / 3600 s count never exceeds the limit in any window.
+-- and profile. A log of grants, not fixed windows: our windows cannot be aligned with
+-- FreeAgent's; each grant counts until no request of it can share a window with a new one.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS rate_budget (
     budget_key     text PRIMARY KEY,
     blocked_until  timestamptz
 );
+-- Priority lane: while a priority request waits for a grant, ordinary ones yield until then.
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS priority_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS rate_event (
     budget_key  text NOT NULL,
@@ -361,80 +413,122 @@ CREATE INDEX IF NOT EXISTS rate_event_id ON rate_event (id);
 -- answers of earlier grants (p_done ids answered by p_done_at). A grant counts in a window
 -- while FreeAgent may still receive one of its requests inside it: until done_at + window when
 -- answered, else until at + p_latency + window (ratelimit.py explains why that is exact).
+-- Priority lane (p_priority, Magento events): while a priority call waits for a grant it holds
+-- every ordinary caller of the user back until a little after its own turn (priority_until),
+-- so the next free request is its; a granted priority call lifts the hold, and the hold lapses
+-- on its own if the waiter goes away. p_now: the instant to grant at; NULL (production) means
+-- the moment the row lock is obtained, not when the call began waiting for it.
 -- Returns (granted, wait, id, at): granted = 0 means wait `wait` seconds.
+DROP FUNCTION IF EXISTS fa_rate_take(
+    text, integer, integer, integer, double precision, double precision, double precision,
+    double precision, bigint[], timestamptz[], timestamptz);
 CREATE OR REPLACE FUNCTION fa_rate_take(
     p_key text, p_want integer, p_per_minute integer, p_per_hour integer,
     p_minute_window double precision, p_hour_window double precision,
     p_latency double precision, p_flight double precision,
     p_done bigint[] DEFAULT NULL, p_done_at timestamptz[] DEFAULT NULL,
-    p_now timestamptz DEFAULT clock_timestamp()
+    p_priority boolean DEFAULT false, p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (granted integer, wait double precision, grant_id bigint, granted_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_mw      interval := make_interval(secs => p_minute_window);
-    v_hw      interval := make_interval(secs => p_hour_window);
-    v_lat     interval := make_interval(secs => p_latency);
-    v_horizon timestamptz := p_now - make_interval(secs => p_hour_window + p_flight);
-    v_blocked timestamptz;
-    v_minute  integer;
-    v_hour    integer;
-    v_take    integer;
-    v_free    timestamptz;
-    v_id      bigint;
+    v_mw       interval := make_interval(secs => p_minute_window);
+    v_hw       interval := make_interval(secs => p_hour_window);
+    v_lat      interval := make_interval(secs => p_latency);
+    v_horizon  timestamptz;
+    v_blocked  timestamptz;
+    v_priority timestamptz;
+    v_minute   integer;
+    v_hour     integer;
+    v_take     integer;
+    v_free     timestamptz;
+    v_wait     double precision;
+    v_id       bigint;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
-    SELECT blocked_until INTO v_blocked FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
-    -- Grant at the time the lock was obtained, not when the call began waiting for it.
-    p_now := greatest(p_now, clock_timestamp());
-    v_horizon := p_now - make_interval(secs => p_hour_window + p_flight);
+    SELECT blocked_until, priority_until INTO v_blocked, v_priority
+      FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
+    p_now := coalesce(p_now, clock_timestamp());
+    v_horizon := p_now - make_interval(secs => p_hour_window + greatest(p_flight, p_latency));
     IF p_done IS NOT NULL THEN
         UPDATE rate_event e SET done_at = least(d.done_at, e.at + make_interval(secs => p_flight))
           FROM unnest(p_done, p_done_at) AS d(id, done_at)
          WHERE e.id = d.id AND e.budget_key = p_key AND e.done_at IS NULL;
     END IF;
-    IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
-        RETURN QUERY SELECT 0, extract(epoch FROM v_blocked - p_now)::float8, NULL::bigint,
-                            NULL::timestamptz;
-        RETURN;
-    END IF;
-    SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_mw), 0),
-           coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_hw), 0)
-      INTO v_minute, v_hour
-      FROM rate_event WHERE budget_key = p_key AND at > v_horizon;
-    v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
-    IF v_take <= 0 THEN
-        -- Wait until enough counted requests have left each full window for one more.
-        v_free := p_now;
-        IF v_minute >= p_per_minute THEN
-            SELECT greatest(v_free, f) INTO v_free FROM (
-                SELECT coalesce(done_at, at + v_lat) + v_mw AS f,
-                       sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
-                  FROM rate_event
-                 WHERE budget_key = p_key AND at > v_horizon
-                   AND coalesce(done_at, at + v_lat) > p_now - v_mw) m
-             WHERE upto >= v_minute - p_per_minute + 1 ORDER BY upto LIMIT 1;
-        END IF;
-        IF v_hour >= p_per_hour THEN
-            SELECT greatest(v_free, f) INTO v_free FROM (
-                SELECT coalesce(done_at, at + v_lat) + v_hw AS f,
-                       sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
-                  FROM rate_event
-                 WHERE budget_key = p_key AND at > v_horizon
-                   AND coalesce(done_at, at + v_lat) > p_now - v_hw) h
-             WHERE upto >= v_hour - p_per_hour + 1 ORDER BY upto LIMIT 1;
-        END IF;
-        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_free - p_now))::float8,
+    IF v_blocked > p_now THEN
+        v_wait := extract(epoch FROM v_blocked - p_now);
+    ELSIF v_priority > p_now AND NOT p_priority THEN
+        -- A priority request waits: ordinary senders yield until a little after its turn.
+        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_priority - p_now))::float8,
                             NULL::bigint, NULL::timestamptz;
+        RETURN;
+    ELSE
+        SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_mw), 0),
+               coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_hw), 0)
+          INTO v_minute, v_hour
+          FROM rate_event WHERE budget_key = p_key AND at > v_horizon;
+        v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
+        IF v_take <= 0 THEN
+            -- Wait until enough counted requests have left each full window for one more.
+            v_free := p_now;
+            IF v_minute >= p_per_minute THEN
+                SELECT greatest(v_free, f) INTO v_free FROM (
+                    SELECT coalesce(done_at, at + v_lat) + v_mw AS f,
+                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                      FROM rate_event
+                     WHERE budget_key = p_key AND at > v_horizon
+                       AND coalesce(done_at, at + v_lat) > p_now - v_mw) m
+                 WHERE upto >= v_minute - p_per_minute + 1 ORDER BY upto LIMIT 1;
+            END IF;
+            IF v_hour >= p_per_hour THEN
+                SELECT greatest(v_free, f) INTO v_free FROM (
+                    SELECT coalesce(done_at, at + v_lat) + v_hw AS f,
+                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                      FROM rate_event
+                     WHERE budget_key = p_key AND at > v_horizon
+                       AND coalesce(done_at, at + v_lat) > p_now - v_hw) h
+                 WHERE upto >= v_hour - p_per_hour + 1 ORDER BY upto LIMIT 1;
+            END IF;
+            v_wait := greatest(0.01, extract(epoch FROM v_free - p_now));
+        END IF;
+    END IF;
+    IF p_priority THEN
+        UPDATE rate_budget
+           SET priority_until = CASE WHEN v_wait > 0
+                                     THEN p_now + make_interval(secs => v_wait + 1) END
+         WHERE budget_key = p_key;
+    END IF;
+    IF v_wait > 0 THEN
+        RETURN QUERY SELECT 0, v_wait, NULL::bigint, NULL::timestamptz;
         RETURN;
     END IF;
     INSERT INTO rate_event (budget_key, at, n) VALUES (p_key, p_now, v_take) RETURNING id INTO v_id;
     IF random() < 0.02 THEN
-        DELETE FROM rate_event
-         WHERE budget_key = p_key AND at <= v_horizon;
+        DELETE FROM rate_event WHERE budget_key = p_key AND at <= v_horizon;
     END IF;
     RETURN QUERY SELECT v_take, 0.0::float8, v_id, p_now;
 END $$;
+
+-- One request, never answered, counted for exactly the windows given (callers add their
+-- latency allowance): 0 when granted, else seconds to wait. Tests pass explicit instants.
+CREATE OR REPLACE FUNCTION fa_rate_acquire(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT NULL
+) RETURNS double precision LANGUAGE sql AS $$
+    SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
+                                  p_hour_window, 0, 0, NULL, NULL, false, p_now);
+$$;
+
+-- fa_rate_acquire in the priority lane.
+CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT NULL
+) RETURNS double precision LANGUAGE sql AS $$
+    SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
+                                  p_hour_window, 0, 0, NULL, NULL, true, p_now);
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Alerts. A condition (a run ended in error, too many failed records, re-authorisation needed,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from aiohttp import web
 
-from daemon import cli_profile_io, cli_profiles  # noqa: F401  (register profile commands)
+from daemon import cli_duplicates, cli_profile_io, cli_profiles  # noqa: F401  (register commands)
 from daemon.cli_admin import client_app, magento_app, profile_app
 from daemon.cli_alerts import alerts_app
 from daemon.cli_contacts import contact_app, queue_app

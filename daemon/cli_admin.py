@@ -289,3 +289,29 @@ async def magento_remove(name: str) -> None:
         if await s.pool.fetchval(QUERIES["connection_delete"], name) is None:
             raise ConfigError(f"Magento connection {name!r} does not exist")
     console.print(f"Magento connection {name} removed")
+
+
+@magento_app.command("webhook")
+@run_async
+async def magento_webhook(
+    name: str,
+    secret_file: Annotated[Path | None, secret_file_option("webhook secret")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Refuse this shop's webhooks.")] = False,
+) -> None:
+    """Accept POST /webhooks/magento from this shop, signed with a shared secret read from
+    --secret-file, else FA_SYNC_WEBHOOK_SECRET, else a hidden prompt (stored sealed)."""
+    async with open_services(settings()) as s, translated(f"Magento connection {name}"):
+        row = await s.pool.fetchrow(QUERIES["connection_get_by_name"], name)
+        if row is None:
+            raise ConfigError(f"Magento connection {name!r} does not exist")
+        if off:
+            await s.pool.execute(QUERIES["webhook_secret_clear"], row["id"])
+            console.print(f"webhooks of Magento connection {name} refused")
+            return
+        secret = read_secret("webhook secret", "FA_SYNC_WEBHOOK_SECRET", secret_file)
+        if len(secret) < 16:
+            raise ConfigError("webhook secret: use at least 16 characters")
+        await s.pool.execute(
+            QUERIES["webhook_secret_set"], row["id"], s.factory.secrets.seal(secret)
+        )
+    console.print(f"webhooks of Magento connection [bold]{name}[/bold] accepted")

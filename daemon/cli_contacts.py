@@ -39,6 +39,8 @@ COUNT_KEYS = [
     "skipped",
     "failed",
     "retrying",
+    "removed",
+    "drifted",
 ]
 
 
@@ -245,3 +247,25 @@ async def queue_retry(
             QUERIES["entity_retry"], await _profile_id(s, profile), status, ids
         )
     console.print(f"{len(rows)} row(s) re-queued")
+
+
+@queue_app.command("resolve")
+@run_async
+async def queue_resolve(
+    row: Annotated[int, typer.Argument(help="Ledger row id waiting as needs_review.")],
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep/--overwrite",
+            help="Keep FreeAgent's edits of the drifted fields, or overwrite them.",
+        ),
+    ],
+) -> None:
+    """Decide a contact edited in FreeAgent (on_drift: review); the next run applies it once."""
+    decision = "keep" if keep else "overwrite"
+    async with open_services(settings()) as s:
+        done = await s.pool.fetchval(QUERIES["entity_resolve_review"], row, decision)
+    if done is None:
+        console.print(f"[red]row {row} is not waiting for review[/red]")
+        raise typer.Exit(1)
+    console.print(f"row {row} queued: {decision} on the next run")

@@ -199,7 +199,9 @@ async def profile_set(
     batch_size: int | None = None,
     retry: Annotated[bool | None, typer.Option("--retry/--no-retry")] = None,
     retry_max_attempts: int | None = None,
-    api_behaviour: Annotated[str | None, typer.Option(help="upsert | create | update")] = None,
+    api_behaviour: Annotated[
+        str | None, typer.Option(help="upsert | create | update | mirror")
+    ] = None,
     collect_mode: Annotated[str | None, typer.Option(help="append | replace")] = None,
     collection_size: int | None = None,
     history: Annotated[bool | None, typer.Option("--history/--no-history")] = None,

@@ -27,6 +27,8 @@ class RunOptions:
     ids: tuple[int, ...] | None = None  #: only these ledger rows (contact export --id)
     #: Link ledger rows to existing FreeAgent contacts by e-mail instead of exporting.
     import_only: bool = False
+    #: Export only the rows waiting in the priority lane (a run started by a Magento event).
+    priority_only: bool = False
     #: Progress callback for the CLI: (stage, done, total or None).
     progress: Callable[[str, int, int | None], None] | None = None
 
@@ -43,6 +45,8 @@ class RunCounts:
     skipped: int = 0
     failed: int = 0
     retrying: int = 0
+    removed: int = 0  #: rows closed because their customer is gone (removed, hidden, deleted)
+    drifted: int = 0  #: contacts found edited in FreeAgent since our last write
     messages: list[dict[str, Any]] = field(default_factory=list)
     #: What a run without an error should show in history's error_summary (why `warning`).
     summary: str | None = None
@@ -85,3 +89,5 @@ class RunContext:
     #: Set when the process is shutting down: finish the current batch, claim no more.
     stopping: asyncio.Event
     clock: Callable[[], datetime]
+    #: Set when a row enters this profile's priority lane (NOTIFY fa_sync_priority).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)

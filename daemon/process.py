@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ import asyncpg
 
 from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.clients.transport import Transport
+from daemon.context import RunOptions
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate
 from daemon.db.queries import QUERIES
@@ -29,8 +29,10 @@ from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
+from daemon.priority import CHANNEL as PRIORITY_CHANNEL
+from daemon.priority import PriorityDispatch
 from daemon.resources import ClientFactory
-from daemon.runner import Runner, RunOutcome, utcnow
+from daemon.runner import Runner, RunOutcome, process_clock, utcnow
 from daemon.scheduler import ProfileScheduler
 from daemon.secretbox import box_for, prepare_secrets
 from daemon.service import supervised
@@ -160,6 +162,12 @@ class Daemon:
         self.outcomes: list[RunOutcome] = []
         self.runs_changed = asyncio.Condition()
         self._errors: dict[int, str | None] = {}
+        self.priority = PriorityDispatch(self, clock)  #: Magento events, the priority lane
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """A run task the shutdown drains."""
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until stop is set (signal) or a background task dies."""
@@ -232,16 +240,11 @@ class Daemon:
         """The scheduler's callback: start the run as a task and return, so it never waits."""
         if self.stopping.is_set():
             return
-        task = asyncio.create_task(
-            self._run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE),
-            name=f"fire-{profile_id}",
-        )
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        fire = self.run_fire(profile_id, scheduled_for, RunTrigger.SCHEDULE)
+        self.track(asyncio.create_task(fire, name=f"fire-{profile_id}"))
 
-    async def _run_fire(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+    async def run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
+                       options: RunOptions | None = None) -> None:  # fmt: skip
         """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
         back. A fire that waited for a slot still runs (late rather than lost)."""
         async with self._slots:
@@ -249,17 +252,20 @@ class Daemon:
             if waited > self.settings.misfire_grace_seconds:
                 log.warning("fire_delayed", profile_id=profile_id, waited_seconds=round(waited))
             if not self.stopping.is_set():
-                await self._run_fire_attempts(profile_id, scheduled_for, trigger)
+                await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
-    async def _run_fire_attempts(
-        self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger
-    ) -> None:
+    async def _run_fire_attempts(self, profile_id: int, scheduled_for: datetime,
+                                 trigger: RunTrigger, options: RunOptions | None,
+                                 ) -> None:  # fmt: skip
         for attempt in range(1, 4):
             try:
-                outcome = await self.runner.fire(profile_id, scheduled_for, trigger=trigger)
+                outcome = await self.runner.fire(
+                    profile_id, scheduled_for, trigger=trigger, options=options
+                )
                 async with self.runs_changed:
                     self.outcomes = [*self.outcomes[-99:], outcome]
                     self.runs_changed.notify_all()
+                await self.priority.after_run(profile_id, outcome)
                 return
             except DB_OR_SQL as exc:
                 log.error("fire_failed", profile_id=profile_id, error=repr(exc), attempt=attempt)
@@ -337,6 +343,8 @@ class Daemon:
         conn.add_termination_listener(lambda _c: lost.set())
         try:
             await conn.add_listener(CHANNEL, self._notified)
+            await conn.add_listener(PRIORITY_CHANNEL, self.priority.notified)
+            await self.priority.resume()  # rows whose NOTIFY came while nobody listened
             log.info("listening", channel=CHANNEL)
             self._reload_wanted.set()
             while not lost.is_set():
@@ -366,16 +374,6 @@ class Daemon:
         if self.alerts is not None:
             await self.alerts.purge(cutoff)
         log.info("history_purged", result=result, older_than=cutoff.isoformat())
-
-
-def process_clock(settings: Settings) -> Callable[[], datetime]:
-    """The one clock of the process: the system's, or (FA_SYNC_CLOCK_START, for testing)
-    one that starts at the given instant and advances with the monotonic clock, so the
-    scheduler's sleeps and the clock agree."""
-    if settings.clock_start is None:
-        return utcnow
-    start, origin = settings.clock_start.astimezone(UTC), time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 async def main(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -60,7 +60,12 @@ class ClientFactory:
             s.rate_minute_window,
             s.rate_hour_window,
             headroom=Headroom(
-                s.rate_latency_allowance, s.rate_headroom_per_minute, s.rate_headroom_per_hour
+                s.rate_latency_allowance,
+                s.rate_headroom_per_minute,
+                s.rate_headroom_per_hour,
+                s.rate_priority_per_minute,
+                s.rate_priority_per_hour,
+                s.rate_priority_reserve_per_hour,
             ),
             http_timeout=s.http_timeout,
         )

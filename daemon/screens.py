@@ -35,6 +35,8 @@ COUNT_LABELS = {
     "skipped": "skip",
     "failed": "fail",
     "retrying": "retry",
+    "removed": "gone",
+    "drifted": "drift",
 }
 _STATUS_STYLE = {
     "complete": "green",
@@ -180,6 +182,10 @@ ENTITY_ORDER = (
     "unchanged",
     "skipped",
     "failed",
+    "needs_review",
+    "removed",
+    "hidden",
+    "deleted",
 )
 
 

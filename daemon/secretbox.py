@@ -34,6 +34,7 @@ PREFIX = "fernet:v1:"
 SECRET_COLUMNS = {
     "freeagent_client": ("client_secret", "access_token", "refresh_token"),
     "magento_connection": ("access_token", "consumer_secret", "access_token_secret"),
+    "magento_webhook": ("secret",),
 }
 NO_KEY = (
     "FA_SYNC_SECRET_KEY is not set: fa-sync stores no secret without it "
@@ -153,6 +154,7 @@ def box_for(settings: Settings, *, embedded: bool) -> SecretBox:
 _LOCK_AND_SET = {
     "freeagent_client": ("client_secrets_lock", "client_secrets_set"),
     "magento_connection": ("connection_secrets_lock", "connection_secrets_set"),
+    "magento_webhook": ("webhook_secrets_lock", "webhook_secrets_set"),
 }
 
 
@@ -186,6 +188,7 @@ async def prepare_secrets(pool: asyncpg.Pool, box: SecretBox) -> int:
         rows = [
             *await pool.fetch(QUERIES["client_list"]),
             *await pool.fetch(QUERIES["connection_list"]),
+            *await pool.fetch(QUERIES["webhook_secrets"]),
         ]
     columns = {c for names in SECRET_COLUMNS.values() for c in names}
     for value in (row.get(c) for row in rows for c in columns):

@@ -4,7 +4,8 @@ watchdog) and the health/metrics server, wrapped around Daemon.serve() by proces
     supervised(daemon) ─┬─ heartbeat task   ticks; pings WATCHDOG=1 (daemon/health.py)
                         ├─ announcer task   READY=1 once schedules are loaded, STATUS=
                         │                   while serving, STOPPING=1 when shutdown begins
-                        └─ HealthServer     /healthz /readyz /metrics (unless port 0)
+                        ├─ HealthServer     /healthz /readyz /metrics (unless port 0)
+                        └─ WebhookServer    POST /webhooks/magento (FA_SYNC_WEBHOOK_LISTEN)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from daemon.health import HealthServer, Heartbeat
+from daemon.runner import utcnow
 from daemon.systemd import Notifier
+from daemon.webhook import WebhookServer
 
 if TYPE_CHECKING:
     from daemon.process import Daemon
@@ -38,6 +41,7 @@ async def supervised(
         asyncio.create_task(announce(daemon, notifier), name="systemd-status"),
     ]
     server: HealthServer | None = None
+    hooks: WebhookServer | None = None
     try:
         if settings.metrics_port:
             server = HealthServer(
@@ -49,6 +53,16 @@ async def supervised(
                 db_timeout=settings.health_db_timeout,
             )
             await server.start(settings.metrics_address, settings.metrics_port)
+        if (address := settings.webhook_address()) is not None:
+            hooks = WebhookServer(
+                pool=daemon.services.pool,
+                secrets=daemon.services.factory.secrets,
+                on_event=daemon.priority.on_event,
+                clock=utcnow,  # senders sign with wall time, even under FA_SYNC_CLOCK_START
+                max_body_bytes=settings.webhook_max_body_bytes,
+                tolerance_seconds=settings.webhook_tolerance_seconds,
+            )
+            await hooks.start(*address)
         yield server
     finally:
         for task in tasks:
@@ -56,6 +70,8 @@ async def supervised(
         await asyncio.gather(*tasks, return_exceptions=True)
         if server is not None:
             await server.stop()
+        if hooks is not None:
+            await hooks.stop()
         notifier.close()
 
 

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     #: Requests per window left unused, below each client's configured limits.
     rate_headroom_per_minute: int = Field(default=2, ge=0, le=10_000)
     rate_headroom_per_hour: int = Field(default=20, ge=0, le=100_000)
+    #: Of that headroom, requests per window the priority lane (Magento events) may spend.
+    rate_priority_per_minute: int = Field(default=1, ge=0, le=10_000)
+    rate_priority_per_hour: int = Field(default=10, ge=0, le=100_000)
+    #: Requests per hour the backlog leaves to the priority lane (0: none kept back).
+    rate_priority_reserve_per_hour: int = Field(default=60, ge=0, le=100_000)
     #: Consecutive run-level failures back a profile off exponentially from this base.
     breaker_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Longest breaker back-off (seconds).
@@ -126,6 +131,13 @@ class Settings(BaseSettings):
     health_stall_seconds: float = Field(default=10.0, gt=0)
     #: /readyz and /metrics give PostgreSQL this long to answer (seconds).
     health_db_timeout: float = Field(default=2.0, gt=0)
+    #: host:port of the POST /webhooks/magento listener (daemon/webhook.py). Unset: no endpoint.
+    #: Separate from the metrics server, which stays on loopback while this one may not.
+    webhook_listen: str | None = Field(default=None, pattern=r"^\[?[^\s\]]*\]?:[0-9]{1,5}$")
+    #: Largest webhook body accepted (bytes); larger deliveries are answered 413.
+    webhook_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    #: A delivery whose timestamp is further than this from our clock is refused (seconds).
+    webhook_tolerance_seconds: float = Field(default=300.0, ge=1, le=3600)
 
     #: Alerts (daemon/alerts/): both channels unset turns them off. A Slack-compatible
     #: incoming webhook; its URL holds a secret, so it is never logged.
@@ -185,6 +197,15 @@ class Settings(BaseSettings):
         """How long after a create intent its POST is certainly finished at FreeAgent."""
         seconds = max(self.create_settle_seconds, SETTLE_TIMEOUTS * self.http_timeout)
         return timedelta(seconds=seconds)
+
+    def webhook_address(self) -> tuple[str, int] | None:
+        """(host, port) of the webhook listener, or None when it is off."""
+        if not self.webhook_listen:
+            return None
+        host, _, port = self.webhook_listen.rpartition(":")
+        if int(port) > 65535:
+            raise ConfigError(f"FA_SYNC_WEBHOOK_LISTEN: port {port} is above 65535")
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (asked for)
 
     def dsn(self) -> str | None:
         """The configured DSN, or None for the embedded server."""

@@ -6,14 +6,23 @@ The daemon looks a type up here by the profile's `type` column and knows nothing
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.context import RunContext
+import asyncpg
+
+from daemon.context import Resources, RunContext
 from daemon.db.records import Profile
 from daemon.errors import ConfigError
 from daemon.scheduler import parse_cron
 
+if TYPE_CHECKING:
+    from daemon.webhook import MagentoEvent
+
 ProfileExecutor = Callable[[RunContext], Awaitable[None]]
+#: Queues a Magento event for profiles of one type; returns the ids of profiles to wake.
+EventQueuer = Callable[
+    [asyncpg.Pool, Resources, list[Profile], "MagentoEvent"], Awaitable[list[int]]
+]
 
 
 def executor_for(profile_type: str) -> ProfileExecutor | None:
@@ -22,6 +31,15 @@ def executor_for(profile_type: str) -> ProfileExecutor | None:
         from profiles.freeagent_contact_export.job import execute
 
         return execute
+    return None
+
+
+def event_queuer_for(profile_type: str) -> EventQueuer | None:
+    """How a profile type takes Magento events (POST /webhooks/magento), or None."""
+    if profile_type == "freeagent_contact_export":
+        from profiles.freeagent_contact_export.events import queue_event
+
+        return queue_event
     return None
 
 

@@ -151,6 +151,8 @@ async def _slow_down(request: web.Request, state: FreeAgentState) -> None:
         await asyncio.sleep(state.latency)
     if state.faults.write_latency > 0 and request.method in {"POST", "PUT", "DELETE"}:
         await asyncio.sleep(state.faults.write_latency)
+    if request.method in {"POST", "PUT", "DELETE"}:
+        await state.faults.at_gate()
 
 
 def _accepts_json(request: web.Request) -> bool:

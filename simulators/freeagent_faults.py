@@ -18,6 +18,9 @@ Switches on `FreeAgentState.faults`; counts are one-shot (each fault used decrem
   `Accept: application/json` (reported in [F579]); the handler has acted (a create is stored).
   `xml_methods` narrows it to some methods (e.g. only POST).
 
+- `write_gate`: an asyncio.Event; while it is unset, POST/PUT/DELETE wait for it after
+  being counted (the test opens it). `wait_gated(n)`: n writes have reached the gate.
+
 Tests await `faults.wait_held(n)` (n creates are being held) and `faults.settled()` (every held
 create has been stored) instead of sleeping.
 """
@@ -54,9 +57,12 @@ class Faults:
     endless_pages: bool = False  #: every contacts page links to a next one
     xml_responses: int = 0  #: API answers rendered as XML after the handler ran
     xml_methods: frozenset[str] = frozenset()  #: only these methods' answers (all when empty)
+    write_gate: asyncio.Event | None = None  #: writes wait while it is unset
+    gated_total: int = 0  #: writes that reached a closed gate so far
     held_total: int = 0  #: creates held so far (commit_delay or behind a 504)
     _held: set[asyncio.Task[int | None]] = field(default_factory=set)
     _waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    _gate_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
     def commit_later(self, commit: Callable[[], int]) -> asyncio.Task[int | None]:
         """Store a contact commit_delay seconds from now, whatever happens to the request."""
@@ -83,6 +89,29 @@ class Faults:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((count, waiter))
         await waiter
+
+    async def at_gate(self) -> None:
+        """A write arrived: wait while the gate is closed."""
+        gate = self.write_gate
+        if gate is None or gate.is_set():
+            return
+        self.gated_total += 1
+        self._release_waiters(self.gated_total, self._gate_waiters)
+        await gate.wait()
+
+    async def wait_gated(self, count: int) -> None:
+        """Wait until `count` writes have reached the closed gate."""
+        if self.gated_total >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._gate_waiters.append((count, waiter))
+        await waiter
+
+    @staticmethod
+    def _release_waiters(total: int, waiters: list[tuple[int, asyncio.Future[None]]]) -> None:
+        for n, waiter in waiters:
+            if n <= total and not waiter.done():
+                waiter.set_result(None)
 
     async def settled(self) -> None:
         """Wait until every held create has been committed (or refused)."""

@@ -153,6 +153,8 @@ def _search_customers(request: web.Request, state: MagentoState) -> Any:
     """GET /V1/customers/search; the items may lack extension and custom attributes."""
     rows = [state.customers[key] for key in sorted(state.customers)]
     result = run_search(rows, _criteria(request), CUSTOMERS, state.paging())
+    if state.search_omits:
+        result["items"] = [i for i in result["items"] if i.get("id") not in state.search_omits]
     if not state.search_includes_attributes:
         result["items"] = [
             {key: value for key, value in item.items() if key not in LIST_OMITS}

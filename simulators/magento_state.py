@@ -103,6 +103,9 @@ class MagentoState:
     error_retry_after: int = 1  #: Retry-After seconds on those 503s
     latency: float = 0.0  #: seconds added before every answer
     seed: int = 7  #: seeds `rng`, which decides the 503s
+    #: Customer ids customers/search leaves out of its items while total_count still counts
+    #: them (a listing cut short); GET /V1/customers/{id} still answers them.
+    search_omits: set[int] = field(default_factory=set)
     #: Serve null-valued keys instead of omitting them (some plugins and proxies do).
     keep_nulls: bool = False
     #: Escape non-ASCII as \uXXXX like PHP's json_encode (4-byte characters as surrogate

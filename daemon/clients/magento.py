@@ -131,13 +131,17 @@ class MagentoClient:
         website_ids: list[int] | None = None,
         store_ids: list[int] | None = None,
         page_size: int = 100,
+        listing: ListingReport | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Customers in id order, optionally updated at/after a UTC moment and in some
-        websites/store views; every matching customer exactly once."""
+        websites/store views; every matching customer exactly once. `listing` learns
+        whether the scan provably read every match (deletions are judged only then)."""
         filters = [*_in("website_id", website_ids), *_in("store_id", store_ids)]
         if updated_since is not None:
             filters.append(Filter("updated_at", magento_time(updated_since), "gteq"))
-        async for item in self._keyset("customers/search", filters, "id", page_size):
+        async for item in self._keyset(
+            "customers/search", filters, "id", page_size, listing=listing
+        ):
             yield item
 
     async def iter_customer_ids(self, page_size: int = 300) -> AsyncIterator[int]:
@@ -200,30 +204,40 @@ class MagentoClient:
         page_size: int,
         *,
         fields: str | None = None,
+        listing: ListingReport | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Keyset paging on entity_id; also safe against servers that ignore the filter
-        and repeat a page (2.3 overflow): a page without a new id ends the scan."""
+        and repeat a page (2.3 overflow): a page without a new id ends the scan.
+
+        Complete (`listing.complete`) only when the scan ends on a short page holding every
+        record Magento counts past the previous one (`total_count`): a page cut short, a
+        repeated page or an item without an id leave it incomplete."""
         page_size = max(1, page_size)
+        listing = listing or ListingReport()
         last = 0
         while True:
             criteria = [*filters, Filter("entity_id", str(last), "gt")]
             query = search_criteria(criteria, sort_field="entity_id", page_size=page_size)
             if fields:
                 query.append(("fields", fields))
-            items = _items(_json(await self._get(path, query), dict).get("items"))
+            body = _json(await self._get(path, query), dict)
+            items = _items(body.get("items"))
             ids = [_item_id(item, id_key) for item in items]
             fresh = [i for i in ids if i is not None and i > last]
             for item, item_id in zip(items, ids, strict=True):
                 if item_id is None:
                     # Not ours to judge: the caller notes the record; the scan goes on.
                     log.warning("magento_item_without_id", path=path, after_id=last)
+                    listing.gap(f"an item without an id after id {last}")
                     yield item
                 elif item_id > last:
                     yield item
             if len(items) < page_size:
+                listing.ended(body.get("total_count"), len(items), last)
                 return
             if not fresh:
                 log.warning("magento_page_repeated", path=path, after_id=last)
+                listing.gap(f"page after id {last} repeated an earlier one")
                 return
             last = max(fresh)
 
@@ -268,6 +282,30 @@ class MagentoClient:
                 f"https base_url, got {self._connection.base_url}"
             ) from exc
         return {"Authorization": str(headers["Authorization"])}
+
+
+class ListingReport:
+    """Whether a keyset scan read every record Magento says matches."""
+
+    def __init__(self) -> None:
+        self.complete = False  #: True only when the scan ended on a full last page
+        self.gaps: list[str] = []  #: why it may have missed records
+
+    def gap(self, reason: str) -> None:
+        """The scan may have missed records."""
+        self.gaps.append(reason)
+        self.complete = False
+
+    def ended(self, total_count: Any, returned: int, after_id: int) -> None:
+        """The last (short) page: complete when it held all Magento counts past `after_id`."""
+        if not isinstance(total_count, int) or isinstance(total_count, bool):
+            self.gap(f"last page after id {after_id} has no total_count")
+        elif total_count > returned:
+            self.gap(
+                f"last page after id {after_id} held {returned} of {total_count} customers"
+            )
+        else:
+            self.complete = not self.gaps
 
 
 def _signer(connection: MagentoConnectionRow) -> MagentoOAuth1:

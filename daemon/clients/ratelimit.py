@@ -40,14 +40,34 @@ at most STOCK_SECONDS; k grows while the stock is used up and shrinks when grant
 (an unused grant still counts until its window ends, so waste is kept small). A batch is
 answered when all its requests are: its latest answer counts for all of them. A 429 empties the
 stock at once; a 429 another replica received stops this one's stock within STOCK_SECONDS.
+
+Priority lane. A customer saved in Magento and announced by an event must not wait behind a
+first sync's backlog. Requests sent inside `priority_lane()` (a context variable, so the
+FreeAgent client and transport need no new argument) differ in three ways:
+- they may spend a little of the headroom (1/min, 10/h by default, never past the configured
+  limit): a backlog spends its whole budget in a burst at the start of each window, and
+  without this an event would wait out the rest of the window (up to ~30 s at 120/min);
+- ordinary requests leave them 60 of each hour (priority_reserve_per_hour): a first sync
+  otherwise spends the hour's budget in its first ~33 minutes and events wait out the rest;
+- each asks `fa_rate_take` for exactly one request, with p_priority, unless the process's
+  stock holds a fresh grant (already counted, so taking it costs nobody anything); while it
+  waits for a grant, every ordinary call for the same user is told to wait until a little
+  after its turn, and the batches already stocked run out within STOCK_SECONDS.
+The proof above still holds with two limits: a grant is made only if the requests counted
+with it stay within the caller's L, and both L (backlog: limit - headroom - reserve; lane:
+limit - headroom + its allowance) are at most the configured limit, so at most the larger,
+L_lane, count at any time. What the lane may not spend (1/min, 10/h) is the headroom left
+for unseen senders and late receipts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,6 +80,20 @@ from daemon.db.queries import QUERIES
 MAX_BLOCK_SECONDS = 3600.0
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: True inside priority_lane(): this task's requests are served before ordinary ones.
+_PRIORITY: ContextVar[bool] = ContextVar("fa_sync_rate_priority", default=False)
+
+
+@contextlib.contextmanager
+def priority_lane() -> Iterator[None]:
+    """Requests acquired in this block (this task and tasks it starts) go first."""
+    token = _PRIORITY.set(True)
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
 
 #: FreeAgent's token-endpoint limit per user (reference §0).
 REFRESHES_PER_MINUTE = 15
@@ -85,6 +119,13 @@ class Headroom:
     latency: float = 5.0  #: seconds a grant stays counted after its window (D above)
     per_minute: int = 2  #: requests per minute window left unused
     per_hour: int = 20  #: requests per hour window left unused
+    #: Of that headroom, what the priority lane may spend (never beyond the configured limit)
+    priority_per_minute: int = 1
+    priority_per_hour: int = 10
+    #: Requests per hour window the backlog leaves to the priority lane (its hourly budget
+    #: is otherwise spent in the sync's first ~33 minutes, and events would wait the rest
+    #: out). Settings give 60; none when built bare.
+    priority_reserve_per_hour: int = 0
 
 
 #: Exact limits and windows, for budgets built outside ClientFactory.
@@ -173,6 +214,24 @@ class RateBudget:
         """Longest time from a grant to its answer: caps the answer time recorded."""
         return max(self.headroom.latency, STOCK_SECONDS + STATEMENT_SECONDS + self._http_timeout)
 
+    @property
+    def backlog_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for ordinary requests: the effective limits, less the hourly
+        reserve of the priority lane."""
+        per_minute, per_hour = self.effective_limits
+        return per_minute, max(1, per_hour - self.headroom.priority_reserve_per_hour)
+
+    @property
+    def priority_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) for the priority lane: a little of the headroom, so a backlog
+        that spends the whole budget in bursts still leaves an event's request a slot now."""
+        room = self.headroom
+        per_minute, per_hour = self.effective_limits
+        return (
+            min(self.per_minute, per_minute + room.priority_per_minute),
+            min(self.per_hour, per_hour + room.priority_per_hour),
+        )
+
     def refreshes(self) -> RateBudget:
         """The sibling budget of token refreshes (15/min per user), under the same rules."""
         return RateBudget(
@@ -188,9 +247,10 @@ class RateBudget:
             clock=self._clock,
         )
 
-    async def _call(self, want: int) -> tuple[int, float, _Batch | None]:
-        """One fa_rate_take: record answers, ask for `want`; (granted, wait, batch)."""
-        per_minute, per_hour = self.effective_limits
+    async def _call(self, want: int, priority: bool) -> tuple[int, float, _Batch | None]:
+        """One fa_rate_take: record answers, ask for `want` (in the priority lane or not);
+        (granted, wait, batch)."""
+        per_minute, per_hour = self.priority_limits if priority else self.backlog_limits
         done, self._done = self._done, []
         ids = [i for i, _ in done] or None
         times = [t for _, t in done] or None
@@ -199,7 +259,7 @@ class RateBudget:
             row = await conn.fetchrow(
                 QUERIES["rate_take"], self.key, want, per_minute, per_hour,
                 float(self.minute_window), float(self.hour_window),
-                float(self.headroom.latency), float(self.flight), ids, times,
+                float(self.headroom.latency), float(self.flight), ids, times, priority,
             )  # fmt: skip
         granted = int(row["granted"])
         if not granted:
@@ -212,16 +272,20 @@ class RateBudget:
 
     async def try_acquire(self) -> float:
         """Take one request if the budget allows: 0.0 when granted, else seconds to wait.
-        The grant is never answered: it counts for window + latency allowance."""
-        _, wait, _ = await self._call(1)
+        The grant is never answered: it counts for window + latency allowance. Inside
+        priority_lane() it is the lane's."""
+        _, wait, _ = await self._call(1, _PRIORITY.get())
         return wait
 
     async def take(self) -> Grant:
         """Wait until the shared budget grants one request (this wait is the throttle).
 
         Served from the stock when a recent batch left some; else one call asks for every
-        caller waiting now, plus the batch size learnt so far.
+        caller waiting now, plus the batch size learnt so far. Inside priority_lane() the
+        request queues behind no ordinary caller of this process (_take_priority).
         """
+        if _PRIORITY.get():
+            return await self._take_priority()
         self._waiting += 1
         try:
             async with self._lock:
@@ -230,7 +294,7 @@ class RateBudget:
                     if batch is not None:
                         return Grant(self, batch)
                     granted, wait, batch = await self._call(
-                        min(MAX_BATCH, max(self._waiting, self._batch))
+                        min(MAX_BATCH, max(self._waiting, self._batch)), False
                     )
                     if batch is None:
                         await self._sleep(wait)
@@ -238,6 +302,20 @@ class RateBudget:
                     self._stock.extend([batch] * granted)
         finally:
             self._waiting -= 1
+
+    async def _take_priority(self) -> Grant:
+        """The lane's request: a fresh stocked grant if there is one (already counted), else
+        exactly one from fa_rate_take in the priority lane, which holds ordinary callers back
+        while this one waits. Not under the ordinary callers' lock: one of them may be
+        sleeping out a wait there."""
+        while True:
+            batch = self._from_stock()
+            if batch is not None:
+                return Grant(self, batch)
+            _, wait, batch = await self._call(1, True)
+            if batch is not None:
+                return Grant(self, batch)
+            await self._sleep(wait)
 
     def _from_stock(self) -> _Batch | None:
         """A stocked grant still fresh; stale ones are dropped (they stay counted)."""

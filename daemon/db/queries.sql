@@ -122,12 +122,18 @@ SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
 -- name: rate_acquire
 -- Take one request, never answered, from a user's budget ($4/$5: how long a grant counts per
 -- window); 0 = go, else seconds to wait.
-SELECT wait FROM fa_rate_take($1, 1, $2, $3, $4, $5, 0, 0);
+SELECT fa_rate_acquire($1, $2, $3, $4, $5);
+
+-- name: rate_acquire_priority
+-- rate_acquire in the priority lane: ordinary senders of the user yield while it waits.
+SELECT fa_rate_acquire_priority($1, $2, $3, $4, $5);
 
 -- name: rate_take
 -- Record answered grants ($9 ids answered at $10), then take up to $2 requests from a user's
--- shared budget: (granted, wait, grant_id, granted_at); granted 0 = wait `wait` seconds.
-SELECT * FROM fa_rate_take($1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::timestamptz[]);
+-- shared budget, in the priority lane when $11: (granted, wait, grant_id, granted_at);
+-- granted 0 = wait `wait` seconds.
+SELECT * FROM fa_rate_take($1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::timestamptz[],
+                           $11::boolean);
 
 -- name: rate_block
 -- A 429 pauses every sender of this user until Retry-After has passed.
@@ -187,6 +193,42 @@ SELECT id, access_token, consumer_secret, access_token_secret FROM magento_conne
 -- Store a connection's secrets sealed again.
 UPDATE magento_connection SET access_token = $2, consumer_secret = $3, access_token_secret = $4
  WHERE id = $1;
+
+-- name: webhook_secret_set
+-- Store (or replace) a connection's webhook secret, sealed.
+INSERT INTO magento_webhook (id, secret) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET secret = EXCLUDED.secret, updated_at = now();
+
+-- name: webhook_secret_clear
+-- Switch a connection's webhook off.
+DELETE FROM magento_webhook WHERE id = $1 RETURNING id;
+
+-- name: webhook_secrets
+-- Connections accepting webhooks, with their sealed secrets.
+SELECT w.id, w.secret, m.name FROM magento_webhook w JOIN magento_connection m ON m.id = w.id
+ ORDER BY w.id;
+
+-- name: webhook_secrets_lock
+-- Every webhook secret, locked while they are sealed again.
+SELECT id, secret FROM magento_webhook ORDER BY id FOR UPDATE;
+
+-- name: webhook_secrets_set
+-- Store a webhook secret sealed again.
+UPDATE magento_webhook SET secret = $2 WHERE id = $1;
+
+-- name: webhook_seen
+-- Remember an accepted delivery's signature; nothing returned when it was seen before (replay).
+-- Signatures older than $2 seconds are forgotten: their timestamps are refused anyway.
+WITH purge AS (
+    DELETE FROM webhook_seen WHERE seen_at < now() - make_interval(secs => $2::float8)
+)
+INSERT INTO webhook_seen (signature) VALUES ($1)
+ON CONFLICT DO NOTHING
+RETURNING signature;
+
+-- name: webhook_forget
+-- A delivery that could not be queued: its retry must not count as a replay.
+DELETE FROM webhook_seen WHERE signature = $1;
 
 -- name: connection_delete
 -- Remove a Magento connection.
@@ -326,7 +368,8 @@ RETURNING id;
 UPDATE profile_run
    SET status = $3::run_status, finished_at = now(), collected = $4, created = $5, updated = $6,
        skipped = $7, failed = $8, linked = $9, unchanged = $10, retrying = $11,
-       error_summary = $12, messages = $13, lease_expires_at = NULL
+       error_summary = $12, messages = $13, removed = $14, drifted = $15,
+       lease_expires_at = NULL
  WHERE id = $1 AND fence = $2 AND status = 'running'
 RETURNING *;
 
@@ -434,11 +477,13 @@ SELECT EXISTS (SELECT 1 FROM contact_entity WHERE profile_id = $1 AND source_key
 -- name: entity_claim_batch
 -- Claim due rows for this run ($6 = now); SKIP LOCKED keeps concurrent claimers apart. A row
 -- with a create intent is never claimed before the intent has settled ($7 = settle seconds),
--- whatever next_attempt_at says: its POST may still be committed by FreeAgent.
+-- whatever next_attempt_at says: its POST may still be committed by FreeAgent. Rows in the
+-- priority lane are the lane's (entity_claim_priority), not a backlog batch's.
 WITH due AS (
     SELECT id FROM contact_entity
      WHERE profile_id = $1
        AND ($4::bigint[] IS NULL OR id = ANY($4))
+       AND NOT priority
        AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $6
                                     OR $4::bigint[] IS NOT NULL))
             OR (status IN ('processing', 'creating')
@@ -459,6 +504,62 @@ UPDATE contact_entity c
   FROM due
  WHERE c.id = due.id
 RETURNING c.*;
+
+-- name: entity_claim_priority
+-- The priority lane: claim due rows queued by a Magento event ($4 = now), ahead of the backlog,
+-- under the run's claim and fence; claiming clears the flag (a retry waits with the backlog).
+WITH due AS (
+    SELECT id FROM contact_entity
+     WHERE profile_id = $1 AND priority
+       AND (status = 'pending'
+            OR (status = 'processing' AND claimed_by_run IS DISTINCT FROM $2))
+       AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+       AND metadata -> 'create_intent' IS NULL
+     ORDER BY id
+     LIMIT $5
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE contact_entity c
+   SET status = 'processing', priority = false,
+       claimed_by_run = $2, claim_fence = $3, updated_at = now()
+  FROM due
+ WHERE c.id = due.id
+RETURNING c.*;
+
+-- name: entity_priority_waiting
+-- Whether rows wait in a profile's priority lane that entity_claim_priority would take now.
+SELECT EXISTS (SELECT 1 FROM contact_entity
+                WHERE profile_id = $1 AND priority AND status = 'pending'
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                  AND metadata -> 'create_intent' IS NULL);
+
+-- name: priority_waiting_profiles
+-- Enabled profiles with rows waiting in their priority lane (resumed when LISTEN starts).
+SELECT DISTINCT e.profile_id FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE e.priority AND e.status = 'pending' AND p.enabled;
+
+-- name: entity_prioritise
+-- A Magento event about this row: put it in the priority lane (if it is queued at all).
+UPDATE contact_entity SET priority = true, next_attempt_at = NULL, updated_at = now()
+ WHERE profile_id = $1 AND source_key = $2 AND status = 'pending'
+RETURNING id;
+
+-- name: entity_rows_of_customer
+-- Ledger rows of a profile for one Magento customer (a delete event).
+SELECT id, magento_customer_id FROM contact_entity
+ WHERE profile_id = $1 AND magento_customer_id = $2
+   AND NOT coalesce((metadata ->> 'deleted_in_magento')::boolean, false);
+
+-- name: priority_notify
+-- Wake the run of a profile (on any replica): a row waits in its priority lane.
+SELECT pg_notify('fa_sync_priority', $1::text);
+
+-- name: profiles_of_connection
+-- Enabled profiles reading this Magento connection (a webhook event concerns each of them).
+SELECT p.*, s.config_error, s.magento_watermark
+  FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
+ WHERE p.connection_id = $1 AND p.enabled
+ ORDER BY p.id;
 
 -- name: entity_count_unfinished
 -- Rows of a profile not yet done (due now or later, or claimed by a run).
@@ -555,7 +656,7 @@ RETURNING c.id;
 UPDATE contact_entity c
    SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
-       metadata = (c.metadata - 'create_intent' - 'adjusted') || $8::jsonb,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || $8::jsonb,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $9::jsonb, 25),
        attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -570,7 +671,7 @@ RETURNING c.id;
 UPDATE contact_entity c
    SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
        payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
-       metadata = (c.metadata - 'create_intent' - 'adjusted') || m.meta,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || m.meta,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
        attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -606,6 +707,15 @@ UPDATE contact_entity
    SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
        metadata = metadata || '{"deleted_in_magento": true}'::jsonb
  WHERE id = $1;
+
+-- name: entity_by_customer
+-- The ledger row of a registered customer (a webhook reporting it deleted).
+SELECT id FROM contact_entity WHERE profile_id = $1 AND magento_customer_id = $2
+ ORDER BY id LIMIT 1;
+
+-- name: fa_contact_forget
+-- A contact FreeAgent no longer has (we deleted it): out of the index.
+DELETE FROM freeagent_contact WHERE client_id = $1 AND url = $2;
 
 -- name: entity_url_live_user
 -- Another ledger row (any profile) whose customer is not deleted and that uses this contact.
@@ -690,6 +800,33 @@ ON CONFLICT (client_id, url) DO UPDATE
        first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
        status = EXCLUDED.status, data = EXCLUDED.data, fa_updated_at = EXCLUDED.fa_updated_at,
        seen_at = now();
+
+-- name: fa_contact_get
+-- One indexed FreeAgent contact as last listed (drift check).
+SELECT data FROM freeagent_contact WHERE client_id = $1 AND url = $2;
+
+-- name: entity_resolve_review
+-- A person decided a row waiting for review: queue it with the decision in metadata.
+UPDATE contact_entity
+   SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now(),
+       metadata = metadata || jsonb_build_object('drift_resolution', $2::text)
+ WHERE id = $1 AND status = 'needs_review'
+RETURNING id;
+
+-- name: db_now
+-- The database clock (stamps compared with seen_at).
+SELECT now();
+
+-- name: fa_contact_prune
+-- After a full listing started at $2: contacts it did not list are gone from FreeAgent.
+DELETE FROM freeagent_contact WHERE client_id = $1 AND seen_at < $2;
+
+-- name: entity_links_of_client
+-- Which ledger row (lowest id, any profile of this FreeAgent client) links each contact.
+SELECT e.freeagent_url, min(e.id) AS id
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE p.client_id = $1 AND e.freeagent_url IS NOT NULL AND e.status <> 'deleted'
+ GROUP BY e.freeagent_url;
 
 -- name: fa_contact_by_email
 -- FreeAgent contacts with this e-mail, oldest first (the one to link to).

@@ -34,6 +34,10 @@ class EntityStatus(enum.StrEnum):
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
     FAILED = "failed"
+    REMOVED = "removed"  #: customer gone; contact left as it was
+    HIDDEN = "hidden"  #: customer gone; contact set Hidden
+    DELETED = "deleted"  #: customer gone; contact deleted
+    NEEDS_REVIEW = "needs_review"  #: waits for a person
 
 
 class _FromRow:
@@ -113,7 +117,7 @@ class Profile(_FromRow):
     batch_size: int
     retry_enabled: bool
     retry_max_attempts: int
-    api_behaviour: str  #: upsert | create | update
+    api_behaviour: str  #: upsert | create | update | mirror (upsert + removal)
     collect_mode: str  #: append | replace
     collection_size: int
     history_enabled: bool

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from daemon.clients.magento import ListingReport
 from daemon.context import RunContext
 from daemon.db.queries import QUERIES
+from daemon.errors import ApiError
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.clean import (
     Note,
@@ -30,6 +32,7 @@ from profiles.freeagent_contact_export.clean import (
 )
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.failures import UNSTORABLE
+from profiles.freeagent_contact_export.removal import confirm_deleted, effective_delete_policy
 
 log = get_logger(__name__)
 
@@ -155,6 +158,7 @@ class Collector:
         self._ctx = ctx
         self._magento = magento
         self._cfg = cfg
+        self._listing = ListingReport()  #: whether the customer listing read everyone
 
     async def run(self) -> int:
         """Collect customers (and guests); returns how many records were read."""
@@ -185,7 +189,7 @@ class Collector:
             ctx.clock() if plan.full else None,
             ctx.clock(),
         )
-        if plan.full and self._cfg.events.hide_deleted_customers:
+        if plan.full and effective_delete_policy(ctx.profile.api_behaviour, self._cfg):
             await self._flag_deleted(seen_ids)
         log.info("collect_finished", collected=ctx.counts.collected, full=plan.full)
         return ctx.counts.collected
@@ -197,8 +201,12 @@ class Collector:
             website_ids=store.website_ids or None if store.restrict else None,
             store_ids=store.store_ids or None if store.restrict else None,
             page_size=self._ctx.profile.collection_size,
+            listing=self._listing,
         ):
-            yield self._isolated(customer_record, customer)
+            entry = self._isolated(customer_record, customer)
+            if entry is None:
+                self._listing.gap("a customer record could not be read")
+            yield entry
 
     async def _guests(self, plan: CollectPlan) -> AsyncIterator[Collected | None]:
         """Guest orders grouped by e-mail; the newest order's details win."""
@@ -309,11 +317,30 @@ class Collector:
             log.exception("collect_record_lost", source_key=entry.key)
 
     async def _flag_deleted(self, seen_ids: set[int]) -> None:
-        """Ledger customers missing from a full pass: confirm with Magento, then queue a hide."""
+        """Ledger customers a complete full pass no longer lists: queued for the delete policy
+        when Magento answers 404 for them. A partial listing judges nobody; any answer but
+        404 leaves the customer alone; an error that is not about one customer ends the check
+        (the next full pass tries again)."""
+        if not self._listing.complete:
+            reason = "; ".join(self._listing.gaps[:3]) or "the listing did not finish"
+            self._ctx.counts.note(
+                "warning", f"deleted customers not checked: incomplete customer listing ({reason})"
+            )
+            log.warning("delete_check_skipped", reason=reason)
+            return
         rows = await self._ctx.pool.fetch(QUERIES["entity_customer_ids"], self._ctx.profile.id)
         for row in rows:
-            if row["magento_customer_id"] in seen_ids:
+            customer_id = row["magento_customer_id"]
+            if customer_id in seen_ids:
                 continue
-            if await self._magento.get_customer(row["magento_customer_id"]) is None:
+            try:
+                gone = await confirm_deleted(self._magento, customer_id)
+            except ApiError as exc:
+                self._ctx.counts.note(
+                    "warning", f"deleted customers check stopped at customer {customer_id}: {exc}"
+                )
+                log.warning("delete_check_stopped", customer_id=customer_id, error=str(exc))
+                return
+            if gone:
                 await self._ctx.pool.execute(QUERIES["entity_mark_deleted"], row["id"])
-                log.info("customer_deleted_in_magento", customer_id=row["magento_customer_id"])
+                log.info("customer_deleted_in_magento", customer_id=customer_id)

@@ -16,6 +16,10 @@ from profiles.freeagent_contact_export.models import ContactOptions
 MAX_FULL_COLLECT_HOURS = 8760
 #: Magento store and website ids are smallint unsigned.
 MagentoId = Annotated[int, Field(ge=0, le=65535)]
+#: What mirror does with the contact of a customer deleted in Magento.
+DeletePolicy = Literal["none", "hide", "delete"]
+#: What an update does with a contact edited in FreeAgent since fa-sync last wrote it.
+DriftPolicy = Literal["overwrite", "keep", "review"]
 
 
 class _Strict(BaseModel):
@@ -51,7 +55,7 @@ class EventSettings(_Strict):
 
     #: Put customers new to the ledger in the export queue (off: only known customers update).
     queue_new_customers: bool = True
-    #: Hide the FreeAgent contact when its Magento customer is deleted (checked on full collects).
+    #: Deprecated: read as `delete_policy: hide` (see removal.effective_delete_policy).
     hide_deleted_customers: bool = False
 
 
@@ -80,6 +84,12 @@ class ContactExportSettings(_Strict):
     )
     #: Customers sharing an e-mail (several websites, guest + account) share one contact.
     share_contacts_by_email: bool = True
+    #: api_behaviour mirror: a customer deleted in Magento leaves its contact as it is (none,
+    #: the default), hides it, or deletes it (hidden when FreeAgent refuses).
+    delete_policy: DeletePolicy | None = None
+    #: A contact edited in FreeAgent since our last write: overwrite it, keep the edited fields,
+    #: or hold the row for review.
+    on_drift: DriftPolicy = "overwrite"
 
     def contact_options(self) -> ContactOptions:
         """The pure mapping's view of these settings."""

@@ -166,9 +166,7 @@ class CreateProtocol:
 
     def _lost(self, ask: _Ask) -> LeaseLost:
         """The fenced intent write found the row taken over: this run lost its lease."""
-        return LeaseLost(
-            f"run {self._ctx.run.id}: lease lost; entity {ask.p.row.id} not recorded"
-        )
+        return LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {ask.p.row.id} not recorded")
 
     async def _wait_for(
         self, p: Prepared, other: int, other_at: datetime, conn: asyncpg.Connection

@@ -1,4 +1,4 @@
-"""Export: create, update or hide FreeAgent contacts for claimed ledger rows, and record it.
+"""Export: create, update or remove FreeAgent contacts for claimed rows, and record it.
 
 FreeAgent has no upsert and no idempotency key, and may commit a POST after we stopped waiting
 (a slow request, or a gateway 504 while the backend finishes). So a create is written ahead,
@@ -45,6 +45,7 @@ from daemon.logs import get_logger
 from profiles.freeagent_contact_export.clean import Note, describe
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.create import CreateProtocol, Resolution
+from profiles.freeagent_contact_export.drift import DriftDecision, check_drift, written_record
 from profiles.freeagent_contact_export.failures import RUN_LEVEL, UNSTORABLE, failure_json
 from profiles.freeagent_contact_export.models import (
     Skipped,
@@ -59,6 +60,7 @@ from profiles.freeagent_contact_export.prepared import (
     record_backoff,
     update_body,
 )
+from profiles.freeagent_contact_export.removal import effective_delete_policy, remove_contact
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)
@@ -89,6 +91,8 @@ class Exporter:
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
         #: entity id -> what the mapping left out or cut, until the row's outcome is written.
         self._adjusted: dict[int, list[Note]] = {}
+        #: entity id -> metadata.drift of an update about to be written.
+        self._drifts: dict[int, dict[str, Any]] = {}
         self._stopped: EndpointError | None = None  #: set once a run-level error was seen
         self._outage = OutageDetector(ctx.settings.outage_after_failures)
         self._outcomes = OutcomeWriter(ctx=ctx, index=index)
@@ -151,6 +155,9 @@ class Exporter:
                 await self._fail(row, exc, permanent=True)
 
     async def _export(self, row: ContactEntity) -> None:
+        if row.metadata.get("deleted_in_magento"):
+            await self._remove(row)
+            return
         buyer = read_buyer(row)
         notes: list[Note] = []
         built = (
@@ -166,9 +173,6 @@ class Exporter:
         self._note_adjusted(row, notes)
         email = email_key(built.email)
         prepared = Prepared(row, built.to_api(), payload_hash(built), email)
-        if row.metadata.get("deleted_in_magento"):
-            await self._hide(prepared)
-            return
         url, how, intent = await self._resolve(prepared)
         if url is None:
             if how != "waiting":  # waiting: already released until another create settles
@@ -261,8 +265,13 @@ class Exporter:
             await self._finish(p.row, EntityStatus.UNCHANGED, url=url)
             self._ctx.counts.unchanged += 1
             return
+        body = update_body(p, linked_now=linked_now)
+        decision = await self._check_drift(p, url, body, linked_now)
+        if decision is None:
+            return
         try:
-            await self._fa.update_contact(url, update_body(p, linked_now=linked_now))
+            if decision.action == "send":
+                await self._fa.update_contact(url, decision.body)
         except RejectedRecord as exc:
             if exc.status != 404:
                 raise
@@ -278,43 +287,47 @@ class Exporter:
             )  # fmt: skip
             self._ctx.counts.created += 1
             return
+        sent = decision.action == "send"
         await self._finish(
             p.row,
-            EntityStatus.UPDATED,
+            EntityStatus.UPDATED if sent else EntityStatus.UNCHANGED,
             url=url,
             hash_=p.hash,
             sent=p.payload,
             linked_existing=linked_now or None,
+            written=written_record(self._ctx.clock(), decision.written),
+            kept_fields=decision.kept,
+            drift=self._drifts.pop(p.row.id, None),
         )
-        self._ctx.counts.updated += 1
+        self._ctx.counts.updated += sent
+        self._ctx.counts.unchanged += not sent
         log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
 
-    async def _hide(self, p: Prepared) -> None:
-        """Delete Customers Externally: the Magento customer is gone, hide the contact,
-        unless another live ledger row (shared e-mail, another website, a guest) uses it."""
-        if p.row.freeagent_url:
-            user = await self._ctx.pool.fetchrow(
-                QUERIES["entity_url_live_user"], p.row.freeagent_url, p.row.id
-            )
-            if user is not None:
-                note = (
-                    f"customer deleted in Magento; contact kept: still used by ledger row "
-                    f"{user['id']} ({user['source_key']})"
-                )
-                await self._finish(
-                    p.row, EntityStatus.UNCHANGED, note=note, still_used_by=user["id"]
-                )
-                self._ctx.counts.unchanged += 1
-                log.info("contact_hide_refused", entity_id=p.row.id, still_used_by=user["id"])
-                return
-            await self._fa.hide_contact(p.row.freeagent_url)
-        await self._finish(
-            p.row,
-            EntityStatus.UPDATED,
-            note="customer deleted in Magento; contact hidden",
-            hidden=True,
+    async def _check_drift(
+        self, p: Prepared, url: str, body: dict[str, Any], linked_now: bool
+    ) -> DriftDecision | None:
+        """on_drift applied to an update (drift.py); None when the row now waits for review."""
+        policy, drift, decision = await check_drift(
+            self._index, self._cfg.on_drift, p.row, url, body, linked_now=linked_now
         )
-        self._ctx.counts.updated += 1
+        if drift is None:
+            return decision
+        note, row = drift.as_json(policy, self._ctx.clock()), p.row
+        self._ctx.counts.drifted += 1
+        self._ctx.counts.note("warning", drift.message(row.source_key, policy), entity_id=row.id)
+        if decision.action != "review":
+            self._drifts[p.row.id] = note
+            return decision
+        await self._finish(p.row, EntityStatus.NEEDS_REVIEW, url=url, drift=note)
+        return None
+
+    async def _remove(self, row: ContactEntity) -> None:
+        """The Magento customer is gone: the delete policy decides (removal.py)."""
+        policy = effective_delete_policy(self._ctx.profile.api_behaviour, self._cfg) or "none"
+        done = await remove_contact(self._ctx.pool, self._fa, self._client_id, policy, row)
+        await self._finish(row, done.status, removal=done.as_json(policy))
+        self._ctx.counts.removed += 1
+        log.info("customer_removed", entity_id=row.id, policy=policy, outcome=str(done.status))
 
     def _note_adjusted(self, row: ContactEntity, notes: list[Note]) -> None:
         """Values the mapping left out or cut: kept for this row's outcome and the run."""
@@ -344,6 +357,8 @@ class Exporter:
             meta["adjusted"] = self._adjusted.pop(row.id)
         if hash_ is not None and sent is not None:
             meta["sent_fields"] = sorted(sent)
+            if isinstance(sent, dict):  # a create: the next drift check compares with this
+                meta.setdefault("written", written_record(self._ctx.clock(), sent))
         entry = self._history_entry(status, **({"error": error} if error else {}))
         await self._outcomes.write(
             Outcome(row.id, str(status), url, hash_, error, meta, entry, remember)

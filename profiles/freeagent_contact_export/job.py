@@ -5,8 +5,12 @@ collect -> queue -> resolve -> export -> record.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from typing import Any
 
+from daemon.clients.ratelimit import priority_lane
 from daemon.context import RunContext
 from daemon.db.queries import QUERIES
 from daemon.db.records import ContactEntity
@@ -23,6 +27,8 @@ log = get_logger(__name__)
 
 #: FreeAgent returns e-mail and address fields only to users with this permission level or more.
 MIN_PERMISSION_LEVEL = 3
+#: The priority lane looks for rows this often even without a wake-up (a lost NOTIFY).
+LANE_POLL_SECONDS = 5.0
 
 
 async def execute(ctx: RunContext) -> None:
@@ -45,19 +51,31 @@ async def execute(ctx: RunContext) -> None:
         log.info("contacts_imported", linked=len(linked))
         return
     await index.refresh()
+    store_locales = (
+        await read_store_locales(ctx, cfg.contact.locale) if cfg.store.locales_from_magento else {}
+    )
     exporter = Exporter(
         ctx=ctx,
         freeagent=freeagent,
         index=index,
         cfg=cfg,
         client_id=_client_id(ctx),
-        store_locales=(
-            await read_store_locales(ctx, cfg.contact.locale)
-            if cfg.store.locales_from_magento
-            else {}
-        ),
+        store_locales=store_locales,
     )
-    await drain(ctx, exporter)
+    # The lane has its own exporter (one record at a time) so a priority row never queues
+    # behind the backlog batch for a concurrency slot; the run's counts are shared.
+    lane_ctx = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"export_concurrency": 1})
+    )
+    lane = Exporter(
+        ctx=lane_ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=_client_id(ctx),
+        store_locales=store_locales,
+    )  # fmt: skip
+    if ctx.options.priority_only:
+        await export_priority(ctx, lane)
+        await note_settling(ctx, lane.creates.settling)
+        return
+    await drain(ctx, exporter, lane)
 
 
 async def warn_about_settings(ctx: RunContext) -> None:
@@ -100,8 +118,55 @@ async def open_freeagent(ctx: RunContext, cfg: ContactExportSettings) -> Any:
     return freeagent
 
 
-async def drain(ctx: RunContext, exporter: Exporter) -> None:
-    """Claim and export batches until none is due or the process is stopping."""
+async def drain(ctx: RunContext, exporter: Exporter, lane: Exporter | None = None) -> None:
+    """Claim and export batches until none is due or the process is stopping; meanwhile the
+    priority lane exports rows queued by Magento events as soon as they arrive."""
+    finished = asyncio.Event()
+    lane_task = asyncio.create_task(_lane(ctx, lane, finished), name="priority-lane")
+    try:
+        await _backlog(ctx, exporter)
+    finally:
+        finished.set()
+        ctx.wake.set()
+        await lane_task
+    settling = exporter.creates.settling + (lane.creates.settling if lane else 0)
+    await note_settling(ctx, settling)
+
+
+async def _lane(ctx: RunContext, lane: Exporter | None, finished: asyncio.Event) -> None:
+    """Export priority rows whenever woken (or every LANE_POLL_SECONDS) until the backlog is
+    done, then once more for rows that arrived meanwhile."""
+    if lane is None:
+        return
+    while True:
+        ctx.wake.clear()
+        await export_priority(ctx, lane)
+        if finished.is_set() or ctx.stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.wake.wait(), LANE_POLL_SECONDS)
+
+
+async def export_priority(ctx: RunContext, lane: Exporter) -> int:
+    """Claim and export the rows waiting in the priority lane, their requests served first by
+    the rate budget; returns how many."""
+    exported = 0
+    with priority_lane():
+        while not ctx.stopping.is_set():
+            rows = await ctx.pool.fetch(
+                QUERIES["entity_claim_priority"], ctx.profile.id, ctx.run.id, ctx.run.fence,
+                ctx.clock(), ctx.profile.batch_size,
+            )  # fmt: skip
+            if not rows:
+                break
+            await lane.export_batch([ContactEntity.from_row(r) for r in rows])
+            exported += len(rows)
+    if exported:
+        log.info("priority_exported", size=exported, **ctx.counts.as_dict())
+    return exported
+
+
+async def _backlog(ctx: RunContext, exporter: Exporter) -> None:
     done: set[int] = set()
     ids = list(ctx.options.ids) if ctx.options.ids else None
     while not ctx.stopping.is_set():
@@ -126,7 +191,6 @@ async def drain(ctx: RunContext, exporter: Exporter) -> None:
         if ctx.options.progress:
             ctx.options.progress("export", len(done), None)
         log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())
-    await note_settling(ctx, exporter.creates.settling)
 
 
 async def note_settling(ctx: RunContext, settled_here: int) -> None:

@@ -109,6 +109,11 @@ class ContactIndex:
             parse_fa_time(contact.get("updated_at")),
         )
 
+    async def contact(self, url: str) -> dict[str, Any] | None:
+        """The contact as the index last saw it (refreshed at the start of each export)."""
+        data = await self._pool.fetchval(QUERIES["fa_contact_get"], self._client_id, url)
+        return data if isinstance(data, dict) else None
+
     async def find(
         self, payload: dict[str, Any], email: str | None, conn: Db | None = None
     ) -> str | None:
@@ -185,7 +190,6 @@ async def identity_lock(
                 service="fa-sync",
             ) from exc
         yield conn
-
 
 
 @asynccontextmanager

@@ -70,7 +70,7 @@ async def test_profile_set_changes_columns(pool: asyncpg.Pool, stack: Stack, cli
         (["--schedule", "61 * * * *"], "61"),
         (["--schedule", "0 0 31 2 *"], "never fires"),
         (["--schedule", "0 0 30 2 *", "--timezone", "Europe/London"], "never fires"),
-        (["--api-behaviour", "merge"], "api_behaviour must be upsert, create or update"),
+        (["--api-behaviour", "merge"], "api_behaviour must be upsert, create, update or mirror"),
         (["--set", "contact.charge_sales_tax=Sometimes"], "charge_sales_tax"),
         (["--set", "contcat.status=Active"], "contcat"),
     ],

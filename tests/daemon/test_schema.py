@@ -41,6 +41,29 @@ async def test_migrate_is_idempotent(pool: asyncpg.Pool) -> None:
     await migrate(pool)
 
 
+async def test_migrate_brings_a_pre_mirror_database_up_to_date(pool: asyncpg.Pool) -> None:
+    """A database made before mirror (old api_behaviour check, no removal statuses or run
+    counts) accepts mirror after migrate, and migrating again keeps it so."""
+    await pool.execute(
+        """ALTER TABLE profile
+               DROP CONSTRAINT "api_behaviour must be upsert, create, update or mirror",
+               ADD CONSTRAINT "api_behaviour must be upsert, create or update"
+                   CHECK (api_behaviour IN ('upsert', 'create', 'update'));
+           ALTER TABLE profile_run DROP COLUMN removed, DROP COLUMN drifted;
+           DELETE FROM fa_sync_schema;"""
+    )
+    with pytest.raises(ConfigError, match="upsert, create or update"):
+        await _insert_profile(pool, api_behaviour="mirror")
+    await migrate(pool)
+    await pool.execute("DELETE FROM fa_sync_schema")
+    await migrate(pool)
+    await _insert_profile(pool, api_behaviour="mirror")
+    assert await pool.fetchval("SELECT count(*) FROM profile_run WHERE removed + drifted > 0") == 0
+    names = await pool.fetchval("SELECT enum_range(NULL::entity_status)::text")
+    for status in ("removed", "hidden", "deleted", "needs_review"):
+        assert status in names
+
+
 async def test_migrating_an_up_to_date_schema_takes_no_table_lock(
     pool: asyncpg.Pool, database_dsn: str
 ) -> None:
@@ -77,7 +100,7 @@ async def _insert_profile(pool: asyncpg.Pool, **cols: object) -> None:
         ({"batch_size": 0}, "batch_size must be between 1 and 1000"),
         ({"batch_size": 1001}, "batch_size must be between 1 and 1000"),
         ({"collection_size": 10}, "collection_size must be between 25 and 100"),
-        ({"api_behaviour": "merge"}, "api_behaviour must be upsert, create or update"),
+        ({"api_behaviour": "merge"}, "api_behaviour must be upsert, create, update or mirror"),
         ({"timezone": "Mars/Olympus"}, 'unknown timezone "Mars/Olympus"'),
     ],
 )

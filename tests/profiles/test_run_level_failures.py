@@ -143,7 +143,8 @@ async def test_deleted_customer_keeps_a_contact_another_live_row_uses(
     contact_id = int(gone["freeagent_url"].rsplit("/", 1)[1])
     assert stack.freeagent.contacts[contact_id].get("status") != "Hidden"
     row = await pool.fetchrow("SELECT * FROM contact_entity WHERE id = $1", gone["id"])
-    assert f"ledger row {other['id']}" in row["metadata"]["note"]
+    assert f"ledger row {other['id']}" in row["metadata"]["removal"]["reason"]
+    assert row["status"] == "removed"
 
 
 def test_every_cause_has_one_action() -> None:
