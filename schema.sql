@@ -19,8 +19,11 @@ EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN
     CREATE TYPE entity_status AS ENUM (
         'pending', 'processing', 'creating', 'created', 'updated', 'linked', 'unchanged',
-        'skipped', 'failed');
+        'skipped', 'failed', 'needs_review');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- 'needs_review': first-run matching found several FreeAgent contacts the row could be (or,
+-- with `unmatched: review`, one with its name and no e-mail to tell): nothing is written and
+-- exports do not claim it until a person decides (`fa-sync match link|create`).
 -- Mirror removals (the Magento customer is gone): 'removed' the row is closed and the contact
 -- left as it was (delete_policy none, or a contact another live row still uses); 'hidden' the
 -- contact was set Hidden; 'deleted' FreeAgent deleted it. 'needs_review' waits for a person
@@ -254,6 +257,8 @@ CREATE TABLE IF NOT EXISTS profile_run (
     removed         integer NOT NULL DEFAULT 0,
     -- Contacts found edited in FreeAgent since fa-sync last wrote them (on_drift).
     drifted         integer NOT NULL DEFAULT 0,
+    -- Rows left for a person: matching could not decide, or drift under on_drift: review.
+    needs_review    integer NOT NULL DEFAULT 0,
     error_summary   text,
     messages        jsonb NOT NULL DEFAULT '[]'::jsonb,
     -- Replica that owns the run, and until when; a live owner renews the lease.
@@ -268,6 +273,8 @@ CREATE TABLE IF NOT EXISTS profile_run (
 
 ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS removed integer NOT NULL DEFAULT 0;
 ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS drifted integer NOT NULL DEFAULT 0;
+-- Rows a run left for a person (matching or drift review).
+ALTER TABLE profile_run ADD COLUMN IF NOT EXISTS needs_review integer NOT NULL DEFAULT 0;
 
 -- Never two runs of one profile at once, whatever replica or CLI started them.
 CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running

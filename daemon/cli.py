@@ -12,6 +12,7 @@ from daemon import cli_duplicates, cli_profile_io, cli_profiles  # noqa: F401  (
 from daemon.cli_admin import client_app, magento_app, profile_app
 from daemon.cli_alerts import alerts_app
 from daemon.cli_contacts import contact_app, queue_app
+from daemon.cli_match import match_app
 from daemon.cli_status import history, status
 from daemon.cli_support import console, err_console, load_settings, run_async, settings
 from daemon.db.pool import migrate
@@ -35,6 +36,7 @@ app.add_typer(magento_app, name="magento")
 app.add_typer(profile_app, name="profile")
 app.add_typer(contact_app, name="contact")
 app.add_typer(queue_app, name="queue")
+app.add_typer(match_app, name="match")
 app.add_typer(alerts_app, name="alerts")
 app.command("history")(history)
 app.command("status")(status)

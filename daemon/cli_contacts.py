@@ -41,6 +41,7 @@ COUNT_KEYS = [
     "retrying",
     "removed",
     "drifted",
+    "needs_review",
 ]
 
 
@@ -191,6 +192,13 @@ async def contact_import(
     """Link existing FreeAgent contacts to Magento customers by e-mail; creates none."""
     async with open_services(settings()) as s:
         outcome = await run_once(s, profile, RunOptions(collect=collect, import_only=True))
+    if outcome.counts.needs_review and not as_json:
+        for note in outcome.counts.messages:
+            if note.get("entity_id"):
+                console.print(f"[yellow]{note['message']}[/yellow]")
+        console.print(
+            f"{outcome.counts.needs_review} ambiguous: not linked; see fa-sync match list"
+        )
     print_outcome(outcome, as_json)
 
 

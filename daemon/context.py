@@ -47,6 +47,8 @@ class RunCounts:
     retrying: int = 0
     removed: int = 0  #: rows closed because their customer is gone (removed, hidden, deleted)
     drifted: int = 0  #: contacts found edited in FreeAgent since our last write
+    #: Rows left for a person to match (several candidate contacts): nothing was written.
+    needs_review: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     #: What a run without an error should show in history's error_summary (why `warning`).
     summary: str | None = None

@@ -212,7 +212,9 @@ class Runner:
             status, error, run_level = RunStatus.ERROR, str(lease.exception()), False
         if status is RunStatus.COMPLETE and (cut := await self._cut_short(profile, counts)):
             status, error = RunStatus.INTERRUPTED, cut
-        if status is RunStatus.COMPLETE and (counts.failed or counts.retrying or counts.skipped):
+        if status is RunStatus.COMPLETE and (
+            counts.failed or counts.retrying or counts.skipped or counts.needs_review
+        ):
             status = RunStatus.WARNING
         await self._breaker_update(profile, status, run_level, error)
         return await self._finish(profile, run, status, counts, error or counts.summary)
@@ -226,6 +228,7 @@ class Runner:
             return None
         c = counts
         done = c.created + c.updated + c.linked + c.unchanged + c.skipped + c.failed + c.retrying
+        done += c.needs_review
         log.warning("run_interrupted", done=done, left=left, **counts.as_dict())
         return (
             f"interrupted by shutdown after {done} of {done + left} records "
@@ -298,7 +301,7 @@ class Runner:
         row = await self._pool.fetchrow(
             QUERIES["run_finish"], run.id, run.fence, str(status), c.collected, c.created,
             c.updated, c.skipped, c.failed, c.linked, c.unchanged, c.retrying, error, c.messages,
-            c.removed, c.drifted,
+            c.removed, c.drifted, c.needs_review,
         )  # fmt: skip
         return row is not None
 

@@ -37,6 +37,7 @@ COUNT_LABELS = {
     "retrying": "retry",
     "removed": "gone",
     "drifted": "drift",
+    "needs_review": "review",
 }
 _STATUS_STYLE = {
     "complete": "green",

@@ -363,10 +363,12 @@ async def get_business_categories(request: web.Request) -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """GET /v2/users/me: the approving user, whose permission_level gates exports."""
+    """GET /v2/users/me: the approving user (the token's), whose permission_level gates
+    exports. Each OAuth app has a user of its own, so its budget key is its own."""
     state = request.app[FREEAGENT_STATE]
+    user_id = state.authenticate(_bearer(request))  # the gate has accepted this token
     user = {
-        "url": f"{_origin(request)}/v2/users/1",
+        "url": f"{_origin(request)}/v2/users/{user_id}",
         "first_name": "Demo",
         "last_name": "Director",
         "email": "director@demo-trading.example",

@@ -301,9 +301,7 @@ class ListingReport:
         if not isinstance(total_count, int) or isinstance(total_count, bool):
             self.gap(f"last page after id {after_id} has no total_count")
         elif total_count > returned:
-            self.gap(
-                f"last page after id {after_id} held {returned} of {total_count} customers"
-            )
+            self.gap(f"last page after id {after_id} held {returned} of {total_count} customers")
         else:
             self.complete = not self.gaps
 

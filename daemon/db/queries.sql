@@ -368,7 +368,7 @@ RETURNING id;
 UPDATE profile_run
    SET status = $3::run_status, finished_at = now(), collected = $4, created = $5, updated = $6,
        skipped = $7, failed = $8, linked = $9, unchanged = $10, retrying = $11,
-       error_summary = $12, messages = $13, removed = $14, drifted = $15,
+       error_summary = $12, messages = $13, removed = $14, drifted = $15, needs_review = $16,
        lease_expires_at = NULL
  WHERE id = $1 AND fence = $2 AND status = 'running'
 RETURNING *;
@@ -418,7 +418,8 @@ SELECT p.name AS profile, max(r.finished_at) AS finished_at
 -- `status`: each profile's newest run that started (any outcome), with its breaker.
 SELECT p.id AS profile_id, r.id AS run_id, r.status::text AS status, r.started_at,
        r.finished_at, r.collected, r.created, r.updated, r.linked, r.unchanged, r.skipped,
-       r.failed, r.retrying, r.error_summary, b.open_until AS breaker_open_until
+       r.failed, r.retrying, r.needs_review, r.error_summary,
+       b.open_until AS breaker_open_until
   FROM profile p
   LEFT JOIN LATERAL (SELECT * FROM profile_run
                       WHERE profile_id = p.id AND status <> 'pending'
@@ -458,6 +459,8 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
                        THEN contact_entity.attempts ELSE 0 END,
        next_attempt_at = NULL
  WHERE contact_entity.source_data IS DISTINCT FROM EXCLUDED.source_data
+    -- guests collected before they had a website get it (identity joins them by website)
+    OR contact_entity.website_id IS DISTINCT FROM EXCLUDED.website_id
 RETURNING id, (xmax = 0) AS inserted;
 
 -- name: entity_upsert_unstorable
@@ -764,19 +767,21 @@ SELECT * FROM contact_entity WHERE profile_id = $1 AND ($2::bigint[] IS NULL OR 
  ORDER BY id LIMIT $3;
 
 -- name: entity_import_links
--- Import: link each e-mail's first unlinked ledger row to the oldest FreeAgent contact with it.
+-- Import: link each e-mail's first unlinked ledger row to the one FreeAgent contact with it,
+-- when exactly one has it and no ledger row of the client uses it (several: entity_import_review).
 WITH contacts AS (
-    SELECT DISTINCT ON (lower(email)) lower(email) AS email, url
+    SELECT lower(email) AS email, min(url) AS url
       FROM freeagent_contact
      WHERE client_id = $2 AND email IS NOT NULL AND btrim(email) <> ''
-     ORDER BY lower(email), fa_updated_at NULLS FIRST, url
+     GROUP BY lower(email)
+    HAVING count(*) = 1
 ), rows AS (
     SELECT DISTINCT ON (lower(e.email)) e.id, c.url
       FROM contact_entity e JOIN contacts c ON c.email = lower(e.email)
      WHERE e.profile_id = $1 AND e.freeagent_url IS NULL
-       AND e.status NOT IN ('processing', 'creating')
-       AND NOT EXISTS (SELECT 1 FROM contact_entity o
-                        WHERE o.profile_id = $1 AND o.freeagent_url = c.url)
+       AND e.status NOT IN ('processing', 'creating', 'needs_review')
+       AND NOT EXISTS (SELECT 1 FROM contact_entity o JOIN profile op ON op.id = o.profile_id
+                        WHERE op.client_id = $2 AND o.freeagent_url = c.url)
      ORDER BY lower(e.email), e.id
 )
 UPDATE contact_entity e
@@ -787,6 +792,93 @@ UPDATE contact_entity e
   FROM rows
  WHERE e.id = rows.id
 RETURNING e.id;
+
+-- name: entity_import_review
+-- Import: unlinked rows whose e-mail several FreeAgent contacts carry wait for a person
+-- ($3: when), with the candidates; import never guesses between them.
+WITH contacts AS (
+    SELECT lower(email) AS email,
+           jsonb_agg(jsonb_build_object(
+               'url', url, 'email', email, 'status', status,
+               'name', concat_ws(' / ', nullif(concat_ws(' ', first_name, last_name), ''),
+                                 organisation_name))
+               ORDER BY url) AS candidates
+      FROM freeagent_contact
+     WHERE client_id = $2 AND email IS NOT NULL AND btrim(email) <> ''
+     GROUP BY lower(email)
+    HAVING count(*) > 1
+)
+UPDATE contact_entity e
+   SET status = 'needs_review', next_attempt_at = NULL, updated_at = now(),
+       last_error = jsonb_build_object('reason', 'several FreeAgent contacts have this e-mail'),
+       metadata = e.metadata || jsonb_build_object('review', jsonb_build_object(
+           'reason', jsonb_array_length(c.candidates) || ' FreeAgent contacts have e-mail '
+                     || c.email || ': a person decides',
+           'candidates', c.candidates, 'at', $3::timestamptz, 'by', 'import'))
+  FROM contacts c
+ WHERE e.profile_id = $1 AND e.freeagent_url IS NULL AND lower(e.email) = c.email
+   AND e.status NOT IN ('processing', 'creating')
+RETURNING e.id, e.source_key, e.email;
+
+-- ============================================================================ matching
+
+-- name: entity_same_email
+-- The profile's other ledger rows with this e-mail (identity: who a row shares a contact with).
+SELECT * FROM contact_entity
+ WHERE profile_id = $1 AND lower(email) = lower($2) AND id <> $3
+ ORDER BY id;
+
+-- name: entity_url_owners
+-- Ledger rows (every profile of the client) that use these FreeAgent contacts.
+SELECT e.* FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE p.client_id = $1 AND e.freeagent_url = ANY($2::text[])
+ ORDER BY e.id;
+
+-- name: entity_needs_review
+-- Matching could not decide: the row waits for a person ($4: metadata.review), nothing written.
+UPDATE contact_entity c
+   SET status = 'needs_review', last_error = $5,
+       metadata = (c.metadata - 'create_intent') || jsonb_build_object('review', $4::jsonb),
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $6::jsonb, 25),
+       attempts = 0, next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(),
+       updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_review_list
+-- Rows waiting for a person (`fa-sync match list`), optionally of one profile.
+SELECT e.*, p.name AS profile_name
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE ($1::bigint IS NULL OR e.profile_id = $1) AND e.status = 'needs_review'
+ ORDER BY e.id
+ LIMIT $2;
+
+-- name: entity_review_get
+-- One ledger row with its profile's FreeAgent client, for `fa-sync match link|create`.
+SELECT e.*, p.name AS profile_name, p.client_id
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE e.id = $1;
+
+-- name: entity_review_decide
+-- A person's decision: the row goes back to the queue with the URL they chose ($2, or NULL
+-- for a new contact); what we sent to another contact no longer applies. Never while in flight.
+UPDATE contact_entity c
+   SET status = 'pending', freeagent_url = $2, payload_hash = NULL, last_error = NULL,
+       metadata = (c.metadata - 'shared_with' - 'sent_fields' - 'create_intent')
+                  || jsonb_build_object('review', $3::jsonb),
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, $4::jsonb, 25),
+       attempts = 0, next_attempt_at = NULL, updated_at = now()
+ WHERE c.id = $1 AND c.status NOT IN ('processing', 'creating')
+RETURNING c.id;
+
+-- name: fa_contact_by_name
+-- Indexed contacts whose company ($2) or last name ($3) is this, lower-cased (no e-mail to go by).
+SELECT * FROM freeagent_contact
+ WHERE client_id = $1
+   AND (lower(organisation_name) = $2 OR lower(last_name) = $3)
+ ORDER BY fa_updated_at NULLS FIRST, url;
 
 -- ============================================================================ FreeAgent contact index
 

@@ -37,7 +37,7 @@ class EntityStatus(enum.StrEnum):
     REMOVED = "removed"  #: customer gone; contact left as it was
     HIDDEN = "hidden"  #: customer gone; contact set Hidden
     DELETED = "deleted"  #: customer gone; contact deleted
-    NEEDS_REVIEW = "needs_review"  #: waits for a person
+    NEEDS_REVIEW = "needs_review"  #: waits for a person (fa-sync match; queue resolve for drift)
 
 
 class _FromRow:

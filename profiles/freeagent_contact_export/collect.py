@@ -129,8 +129,10 @@ def customer_record(raw: Any) -> Collected | str:
     )
 
 
-def guest_record(raw: Any) -> Collected | str:
-    """A guest order as a ledger entry keyed by e-mail, or why it cannot be one."""
+def guest_record(raw: Any, websites: dict[int, int] | None = None) -> Collected | str:
+    """A guest order as a ledger entry keyed by e-mail, or why it cannot be one. `websites`
+    (store id -> website id) gives the guest the website of its order's store: identity
+    joins a guest to the account with its e-mail on that website."""
     if not isinstance(raw, dict):
         return f"Magento order is not a JSON object ({type(raw).__name__}): ignored"
     data, notes = clean_record(raw)
@@ -143,7 +145,7 @@ def guest_record(raw: Any) -> Collected | str:
     return Collected(
         key=f"guest:{key}",
         customer_id=None,
-        website_id=None,
+        website_id=(websites or {}).get(small_int(data.get("store_id")) or -1),
         email=email,
         data=data,
         stamp=parse_magento_time(data.get("created_at")),
@@ -180,7 +182,8 @@ class Collector:
         newest = await self._store(self._customers(plan), seen_ids, "customers")
         guest_newest = None
         if self._cfg.include_guests:
-            guest_newest = await self._store(self._guests(plan), None, "guests")
+            websites = await self._store_websites()
+            guest_newest = await self._store(self._guests(plan, websites), None, "guests")
         await ctx.pool.execute(
             QUERIES["profile_set_watermarks"],
             ctx.profile.id,
@@ -208,7 +211,23 @@ class Collector:
                 self._listing.gap("a customer record could not be read")
             yield entry
 
-    async def _guests(self, plan: CollectPlan) -> AsyncIterator[Collected | None]:
+    async def _store_websites(self) -> dict[int, int]:
+        """Store id -> website id; without it guests have no website (noted, not fatal).
+        Customers were read already, so a 401 here is the integration's store ACL."""
+        try:
+            views = await self._magento.store_views()
+        except ApiError as exc:
+            self._ctx.counts.note(
+                "warning", f"Magento store views not read ({exc}): guests have no website"
+            )
+            return {}
+        pairs = ((small_int(v.get("id")), small_int(v.get("website_id"))) for v in views
+                 if isinstance(v, dict))  # fmt: skip
+        return {s: w for s, w in pairs if s is not None and w is not None}
+
+    async def _guests(
+        self, plan: CollectPlan, websites: dict[int, int]
+    ) -> AsyncIterator[Collected | None]:
         """Guest orders grouped by e-mail; the newest order's details win."""
         store = self._cfg.store
         async for order in self._magento.iter_guest_orders(
@@ -216,7 +235,7 @@ class Collector:
             store_ids=store.store_ids or None if store.restrict else None,
             page_size=self._ctx.profile.collection_size,
         ):
-            yield self._isolated(guest_record, order)
+            yield self._isolated(lambda raw: guest_record(raw, websites), order)
 
     def _isolated(self, read: Callable[[Any], Collected | str], raw: Any) -> Collected | None:
         """One Magento record as a ledger entry; a record that cannot be one is noted, and

@@ -5,12 +5,16 @@ Unknown keys are refused, so a typo in a hand-edited row is reported instead of 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.errors import ConfigError
+from daemon.logs import get_logger
+from profiles.freeagent_contact_export.identity import IdentityMode
 from profiles.freeagent_contact_export.models import ContactOptions
+
+log = get_logger(__name__)
 
 #: A year: the longest sensible gap between full collects.
 MAX_FULL_COLLECT_HOURS = 8760
@@ -82,14 +86,32 @@ class ContactExportSettings(_Strict):
     full_collect_every_hours: float | None = Field(
         default=24, ge=1, le=MAX_FULL_COLLECT_HOURS, allow_inf_nan=False
     )
-    #: Customers sharing an e-mail (several websites, guest + account) share one contact.
-    share_contacts_by_email: bool = True
     #: api_behaviour mirror: a customer deleted in Magento leaves its contact as it is (none,
     #: the default), hides it, or deletes it (hidden when FreeAgent refuses).
     delete_policy: DeletePolicy | None = None
     #: A contact edited in FreeAgent since our last write: overwrite it, keep the edited fields,
     #: or hold the row for review.
     on_drift: DriftPolicy = "overwrite"
+    #: Who is the same contact (identity.py): account | email_per_website | email.
+    identity: IdentityMode = IdentityMode.ACCOUNT
+    #: A row without a usable e-mail: create its contact, or wait for a person (review) when
+    #: a FreeAgent contact has the same name. Never linked automatically either way.
+    unmatched: Literal["create", "review"] = "create"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_share_contacts_by_email(cls, raw: Any) -> Any:
+        """`share_contacts_by_email` (before `identity`): true is `email`, false `account`."""
+        if not isinstance(raw, dict) or "share_contacts_by_email" not in raw:
+            return raw
+        data = dict(raw)
+        shared = data.pop("share_contacts_by_email")
+        if "identity" in data:
+            raise ValueError("share_contacts_by_email is replaced by identity: give identity only")
+        if not isinstance(shared, bool):
+            raise ValueError("share_contacts_by_email must be true or false (use identity)")
+        data["identity"] = IdentityMode.EMAIL if shared else IdentityMode.ACCOUNT
+        return data
 
     def contact_options(self) -> ContactOptions:
         """The pure mapping's view of these settings."""
@@ -100,6 +122,11 @@ class ContactExportSettings(_Strict):
 
 def load_settings(profile_name: str, raw: dict[str, object]) -> ContactExportSettings:
     """Validate a profile's settings JSON; ConfigError names the profile and the bad key."""
+    if "share_contacts_by_email" in raw:
+        log.warning(
+            "setting_deprecated", profile=profile_name, setting="share_contacts_by_email",
+            use="identity",
+        )  # fmt: skip
     try:
         settings = ContactExportSettings.model_validate(raw)
         settings.contact_options()

@@ -17,13 +17,11 @@ from daemon.db.queries import QUERIES
 from daemon.db.records import EntityStatus
 from daemon.errors import ApiError, LeaseLost, OutcomeUnknown, RejectedRecord, TransientApiError
 from daemon.logs import get_logger
+from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.groupcommit import GroupCommit
-from profiles.freeagent_contact_export.resolve import (
-    ContactIndex,
-    identifying,
-    identity_key,
-    identity_locks,
-)
+from profiles.freeagent_contact_export.identity import identity_of, lock_key
+from profiles.freeagent_contact_export.match import MatchDecision, match_row, party_of
+from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_locks
 
 if TYPE_CHECKING:
     from profiles.freeagent_contact_export.prepared import Prepared
@@ -52,8 +50,11 @@ class Resolution(NamedTuple):
     committed (how = "absent": the caller sends the POST)."""
 
     url: str | None
-    how: str  #: stored, reconciled, index, absent, waiting (already recorded)
+    #: stored, reconciled, index (linked now), shared (another row's contact), absent, and
+    #: waiting or review (both already recorded on the row)
+    how: str
     intent: dict[str, Any] | None = None
+    shared_with: str | None = None  #: source_key of the row whose contact is shared
 
 
 class _Ask(NamedTuple):
@@ -74,11 +75,13 @@ class CreateProtocol:
         ctx: RunContext,
         freeagent: Any,
         index: ContactIndex,
+        cfg: ContactExportSettings,
         client_id: int,
         write: Write,
         history_entry: HistoryEntry,
     ) -> None:
         self._ctx = ctx
+        self._cfg = cfg
         self._fa = freeagent
         self._index = index
         self._client_id = client_id
@@ -92,12 +95,14 @@ class CreateProtocol:
 
     async def decide(self, p: Prepared, *, look: bool, may_create: bool) -> Resolution:
         """Under the identity lock, on its own connection: wait for another row's unsettled
-        create of this person, link to an indexed contact (look), or commit a create intent
-        (may_create). The lock's transaction commits the intent before the POST is sent.
+        create of this e-mail, match (look: share, link, or leave for review; match.py), or
+        commit a create intent (may_create). The lock's transaction commits the intent before
+        the POST is sent.
 
         Workers deciding at the same moment share one lock transaction (groupcommit.py):
         every row still gets exactly these steps, in submission order, under its own lock."""
-        key = identity_key(self._client_id, p.email, p.payload)
+        party = party_of(p.row, p.payload)
+        key = lock_key(self._client_id, identity_of(party, self._cfg.identity))
         return await self._decisions.submit(_Ask(p, key, look, may_create))
 
     async def _decide_all(self, asks: list[_Ask]) -> list[Resolution | Exception]:
@@ -144,13 +149,25 @@ class CreateProtocol:
         if others:
             await self._wait_for(p, others[0][0], others[0][1], conn)
             return Resolution(None, "waiting")
-        found = await self._index.find(p.payload, p.email, conn) if ask.look else None
-        if found or not ask.may_create:
-            return Resolution(found, "index")
+        decision = None
+        if ask.look:
+            decision = await match_row(
+                conn, client_id=self._client_id, cfg=self._cfg, row=p.row, payload=p.payload
+            )
+            if decision.action == "share":
+                return Resolution(decision.url, "shared", shared_with=decision.shared_with)
+            if decision.action == "link":
+                return Resolution(decision.url, "index")
+            if decision.action == "review":
+                await self._review(p, decision, conn)
+                return Resolution(None, "review")
+        if not ask.may_create:
+            return Resolution(None, "index")
         now = self._ctx.clock()
         intent = {
             "at": now.isoformat(),
             "identity": str(ask.key),
+            "identity_key": decision.identity if decision else None,
             "sent": identifying(p.payload),
             "email": p.email,
             "attempt": p.row.attempts + 1,
@@ -167,6 +184,17 @@ class CreateProtocol:
     def _lost(self, ask: _Ask) -> LeaseLost:
         """The fenced intent write found the row taken over: this run lost its lease."""
         return LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {ask.p.row.id} not recorded")
+
+    async def _review(self, p: Prepared, decision: MatchDecision, conn: asyncpg.Connection) -> None:
+        """Several contacts could be this customer: nothing is written, a person decides."""
+        review = {**decision.review_metadata(), "at": self._ctx.clock().isoformat(),
+                  "run_id": self._ctx.run.id}  # fmt: skip
+        error = {"reason": decision.reason}
+        entry = self._history_entry(EntityStatus.NEEDS_REVIEW, error=error)
+        await self._write("entity_needs_review", p.row, review, error, entry, conn=conn)
+        self._ctx.counts.needs_review += 1
+        self._ctx.counts.note("warning", decision.reason, entity_id=p.row.id, email=p.row.email)
+        log.info("match_needs_review", entity_id=p.row.id, candidates=len(decision.candidates))
 
     async def _wait_for(
         self, p: Prepared, other: int, other_at: datetime, conn: asyncpg.Connection

@@ -4,7 +4,9 @@ FreeAgent has no upsert and no idempotency key, and may commit a POST after we s
 (a slow request, or a gateway 504 while the backend finishes). So a create is written ahead,
 and a create whose outcome is unknown is never sent again before it has certainly settled:
 
-    pending/processing --(identity lock: nobody else creating this person, not in the index)-->
+    pending/processing --(identity lock: nobody else creating this e-mail; match.py:
+    another row of this identity has a contact -> linked (shared); one FreeAgent contact ->
+    linked and updated; several -> needs_review, nothing written; none -->)
     creating: intent {at, identity, what was sent} committed with the lock, then the POST
       201 ............................................ created
       429 / 4xx / never sent (FreeAgent did not act) .. intent cleared; retried or failed as usual
@@ -18,8 +20,9 @@ and a create whose outcome is unknown is never sent again before it has certainl
 
 A crash at any step leaves the row creating with its intent: reconciled once it has settled.
 The settle window is FA_SYNC_CREATE_SETTLE_SECONDS, at least 10 HTTP timeouts
-(Settings.settle_window). While another row's create of the same person (same identity key at
-the same FreeAgent client) is unsettled, rows of that person wait (a transient retry).
+(Settings.settle_window). While another row's create of the same e-mail (same lock key at the
+same FreeAgent client) is unsettled, rows of that e-mail wait (a transient retry): matching
+must see that contact before it decides.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class Exporter:
         self._outcomes = OutcomeWriter(ctx=ctx, index=index)
         #: The create settle protocol (create.py); `creates.settling` counts unsettled ones.
         self.creates = CreateProtocol(
-            ctx=ctx, freeagent=freeagent, index=index, client_id=client_id,
+            ctx=ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=client_id,
             write=self._write, history_entry=self._history_entry,
         )  # fmt: skip
 
@@ -173,24 +176,24 @@ class Exporter:
         self._note_adjusted(row, notes)
         email = email_key(built.email)
         prepared = Prepared(row, built.to_api(), payload_hash(built), email)
-        url, how, intent = await self._resolve(prepared)
+        found = await self._resolve(prepared)
+        url, how = found.url, found.how
         if url is None:
-            if how != "waiting":  # waiting: already released until another create settles
-                await self._create_or_skip(prepared, intent)
+            # waiting: released until another create settles; review: left for a person
+            if how not in ("waiting", "review"):
+                await self._create_or_skip(prepared, found.intent)
             return
         if how == "reconciled":
             await self._adopt_reconciled(prepared, url)
             return
-        if how == "index" and await self._shared_with_other_row(prepared, url):
-            return
-        if (
-            how == "stored"
-            and row.metadata.get("shared_with")
-            and self._cfg.share_contacts_by_email
-        ):
+        if how == "shared" or (how == "stored" and row.metadata.get("shared_with")):
             # The contact belongs to the row it is shared with; updating it from two
-            # customers would make it flip between their details.
-            await self._finish(row, EntityStatus.LINKED, url=url, hash_=prepared.hash)
+            # customers would make it flip between their details. Kept in every identity
+            # mode: a row linked before a change of `identity` keeps its contact.
+            shared_with = found.shared_with or row.metadata.get("shared_with")
+            await self._finish(
+                row, EntityStatus.LINKED, url=url, hash_=prepared.hash, shared_with=shared_with
+            )
             self._ctx.counts.linked += 1
             return
         await self._update_or_keep(prepared, url, linked_now=how == "index")
@@ -218,21 +221,6 @@ class Exporter:
             p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, reconciled=True
         )
         self._ctx.counts.created += 1
-
-    async def _shared_with_other_row(self, p: Prepared, url: str) -> bool:
-        """Another ledger row (same e-mail: other website, guest) already owns this contact."""
-        if not self._cfg.share_contacts_by_email:
-            return False
-        owner = await self._ctx.pool.fetchrow(
-            QUERIES["entity_url_owner"], self._ctx.profile.id, url, p.row.id
-        )
-        if owner is None:
-            return False
-        await self._finish(
-            p.row, EntityStatus.LINKED, url=url, hash_=p.hash, shared_with=owner["source_key"]
-        )
-        self._ctx.counts.linked += 1
-        return True
 
     async def _create_or_skip(self, p: Prepared, intent: dict[str, Any] | None) -> None:
         if intent is None:  # no contact, and api_behaviour forbids creating one
@@ -319,6 +307,7 @@ class Exporter:
             self._drifts[p.row.id] = note
             return decision
         await self._finish(p.row, EntityStatus.NEEDS_REVIEW, url=url, drift=note)
+        self._ctx.counts.needs_review += 1
         return None
 
     async def _remove(self, row: ContactEntity) -> None:

@@ -48,7 +48,8 @@ async def execute(ctx: RunContext) -> None:
             QUERIES["entity_import_links"], ctx.profile.id, _client_id(ctx)
         )
         ctx.counts.linked = len(linked)
-        log.info("contacts_imported", linked=len(linked))
+        await _import_ambiguous(ctx)
+        log.info("contacts_imported", linked=len(linked), needs_review=ctx.counts.needs_review)
         return
     await index.refresh()
     store_locales = (
@@ -76,6 +77,22 @@ async def execute(ctx: RunContext) -> None:
         await note_settling(ctx, lane.creates.settling)
         return
     await drain(ctx, exporter, lane)
+
+
+async def _import_ambiguous(ctx: RunContext) -> None:
+    """Rows whose e-mail several FreeAgent contacts carry: reported and left for a person
+    (needs_review, `fa-sync match list`), never guessed."""
+    rows = await ctx.pool.fetch(
+        QUERIES["entity_import_review"], ctx.profile.id, _client_id(ctx), ctx.clock()
+    )
+    ctx.counts.needs_review = len(rows)
+    for row in rows:
+        ctx.counts.note(
+            "warning",
+            f"{row['source_key']}: several FreeAgent contacts have e-mail {row['email']}; "
+            "not linked (fa-sync match list)",
+            entity_id=row["id"],
+        )
 
 
 async def warn_about_settings(ctx: RunContext) -> None:

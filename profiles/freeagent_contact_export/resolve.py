@@ -2,10 +2,9 @@
 
 FreeAgent has no search by e-mail and no uniqueness, so we keep an index of its contacts
 (`freeagent_contact`), refreshed incrementally with `updated_since`. A row's stored URL wins;
-else the index is asked by e-mail, so an existing contact is linked instead of duplicated. A
-row without an e-mail is never linked: a name is not an identity. A create whose outcome was
-unknown is looked for apart from that (`find_created_since`): by everything it sent, among
-contacts created after its intent.
+else match.py asks the index by e-mail (identity.py says who is the same contact). A create
+whose outcome was unknown is looked for apart from that (`find_created_since`): by everything
+it sent, among contacts created after its intent.
 
 Every method takes an optional connection: under the identity lock the work runs on the lock's
 own connection, so a worker never waits for a second pooled connection while holding one.
@@ -13,7 +12,6 @@ own connection, so a worker never waits for a second pooled connection while hol
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -114,20 +112,6 @@ class ContactIndex:
         data = await self._pool.fetchval(QUERIES["fa_contact_get"], self._client_id, url)
         return data if isinstance(data, dict) else None
 
-    async def find(
-        self, payload: dict[str, Any], email: str | None, conn: Db | None = None
-    ) -> str | None:
-        """URL of an existing contact with this e-mail (case-insensitive, else exact).
-
-        Never by name alone: people and companies share names, and linking would overwrite
-        an unrelated contact with a full PUT. A row without a usable e-mail is created.
-        """
-        if not email or not email.strip():
-            return None
-        db = conn or self._pool
-        row = await db.fetchrow(QUERIES["fa_contact_by_email"], self._client_id, email)
-        return row["url"] if row else None
-
     async def find_created_since(self, sent: dict[str, Any], since: datetime) -> list[str]:
         """URLs of contacts FreeAgent created at/after `since` (its clock) that carry exactly
         what a create sent: e-mail (or its absence), names, organisation, address1, postcode.
@@ -148,15 +132,6 @@ class ContactIndex:
             if created is not None and created >= since and identifying(data) == want:
                 found.append(str(row["url"]))
         return found
-
-
-def identity_key(client_id: int, email: str | None, payload: dict[str, Any]) -> int:
-    """A 64-bit advisory-lock key for "this person at this FreeAgent client"."""
-    who = (email or "").lower() or "|".join(
-        _norm(payload.get(k)) or "" for k in ("organisation_name", "first_name", "last_name")
-    )
-    digest = hashlib.blake2b(f"{client_id}:{who}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from tests.daemon.test_screens import NOW, rendered, seed
 SETTINGS = {
     "contact": {"default_payment_terms_in_days": 30, "charge_sales_tax": "Auto"},
     "store": {"locales": {"2": "fr_FR"}},
-    "webhook": {"api_key": "do-not-show-me", "label": "[bold]as written[/bold]"},
+    "remote": {"api_key": "do-not-show-me", "label": "[bold]as written[/bold]"},
 }
 
 EXPECTED = """\
@@ -31,9 +31,9 @@ collect    append, pages of 100
 retry      up to 3 attempts; history kept
 settings   contact.charge_sales_tax = Auto
            contact.default_payment_terms_in_days = 30
+           remote.api_key = [redacted]
+           remote.label = [bold]as written[/bold]
            store.locales.2 = fr_FR
-           webhook.api_key = [redacted]
-           webhook.label = [bold]as written[/bold]
 checked    not checked: no configuration data
 queue      3 pending, 58 created, 2 failed
 runs       #1 complete 13m ago (1m): 60 seen, 58 new, 2 fail
@@ -84,6 +84,6 @@ async def test_profile_show_command(pool: asyncpg.Pool, cli80) -> None:  # type:
     code, raw, err = await cli80("profile", "show", "shop-uk", "--json")
     assert code == 0, err
     (doc,) = json.loads(raw)
-    assert doc["settings"]["webhook"]["api_key"] == "[redacted]"
+    assert doc["settings"]["remote"]["api_key"] == "[redacted]"
     assert doc["last_runs"][0]["status"] == "complete"
     assert {"batch_size", "client_name", "magento_name", "ledger"} <= set(doc)

@@ -1,0 +1,74 @@
+"""Measure 1: fa-sync's export against the bare client, limits off; PostgreSQL round trips.
+
+Each side gets a simulator process of its own with the same store (a fresh FreeAgent each, so
+both create every contact): the bare client first, then fa-sync (in this process, as
+`fa-sync contact export` runs it, timed from claim to outcome).
+"""
+
+from __future__ import annotations
+
+from bench.bare import Endpoints, bare_export
+from bench.fasync import Export, bench_settings, export
+from bench.stack import OFF_HOUR, OFF_MINUTE, limits_off, register, scratch_database, sims
+from bench.table import Row, ratio
+from daemon.db.pool import create_pool
+
+QUICK = 500
+
+
+def off_settings() -> dict[str, float]:
+    """fa-sync told the same windows as the simulator (limits off)."""
+    return {
+        "rate_minute_window": OFF_MINUTE,
+        "rate_hour_window": OFF_HOUR,
+        "rate_latency_allowance": OFF_MINUTE / 10,
+    }
+
+
+#: fa-sync's export by store size, measured once per run and shared by the measures.
+_OFF: dict[int, Export] = {}
+
+
+async def fa_sync_off(customers: int, name: str) -> Export:
+    """fa-sync exporting `customers` with limits off, on a database and simulator of its own
+    (once per size and run: bench/seed.py compares against the same export)."""
+    if customers not in _OFF:
+        _OFF[customers] = await _fa_sync_off(customers, name)
+    return _OFF[customers]
+
+
+async def _fa_sync_off(customers: int, name: str) -> Export:
+    dsn = await scratch_database(name)
+    async with sims(customers=customers, freeagent=limits_off()) as stack:
+        pool = await create_pool(dsn, max_size=2)
+        try:
+            [profile_id] = await register(pool, stack)
+        finally:
+            await pool.close()
+        return await export(dsn, stack, profile_id, bench_settings(**off_settings()))
+
+
+async def measure(quick: bool) -> list[Row]:
+    customers = QUICK if quick else 10_000
+    async with sims(customers=customers, freeagent=limits_off()) as stack:
+        tokens = await stack.tokens(["bare"])
+        bare = await bare_export(Endpoints(stack.freeagent, stack.magento, tokens["bare"][0]))
+    fa = await fa_sync_off(customers, "ratio")
+    per_contact = ratio(fa.queries, fa.created)
+    return [
+        Row(
+            f"bare-client ratio ({customers:,} customers, limits off)",
+            f"{ratio(fa.rate, bare.rate):.2f}x",
+            ">= 0.5x",
+            f"fa-sync {fa.rate:,.0f}/s ({fa.exported:,} in {fa.seconds:.1f} s, {fa.status}); "
+            f"bare {bare.rate:,.0f}/s ({bare.created:,} in {bare.seconds:.1f} s)",
+            ratio(fa.rate, bare.rate) >= 0.5,
+        ),
+        Row(
+            "PostgreSQL round trips per created contact",
+            f"{per_contact:.1f}",
+            "<= 3",
+            f"{fa.queries:,} statements / {fa.created:,} created (asyncpg query logger)",
+            per_contact <= 3,
+        ),
+    ]
