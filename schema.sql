@@ -365,10 +365,35 @@ CREATE TABLE IF NOT EXISTS freeagent_contact (
 );
 CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
 
+-- The identity locks of several people at one FreeAgent client, in one round trip: bound this
+-- transaction's lock waits and idle time, take the locks in ascending key order (two holders of
+-- overlapping sets never wait in a cycle), then list the rows whose create of one of these
+-- people is unsettled (a fresh snapshot, taken after the locks), newest intent first.
+CREATE OR REPLACE FUNCTION fa_identity_locks(
+    p_keys bigint[], p_lock_timeout text, p_idle_timeout text, p_client_id bigint
+) RETURNS TABLE (id bigint, identity text, intent_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint;
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_timeout, true),
+            set_config('idle_in_transaction_session_timeout', p_idle_timeout, true);
+    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    RETURN QUERY
+    SELECT e.id, e.metadata -> 'create_intent' ->> 'identity',
+           (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+      FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+     WHERE p.client_id = p_client_id AND e.status = 'creating'
+       AND e.metadata -> 'create_intent' ->> 'identity' = ANY (SELECT k::text FROM unnest(p_keys) k)
+     ORDER BY 3 DESC;
+END $$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
--- and profile. A sliding log, not fixed windows: our windows cannot be aligned with
--- FreeAgent's, and a sliding 60 s / 3600 s count never exceeds the limit in any window.
+-- and profile. A log of grants, not fixed windows: our windows cannot be aligned with
+-- FreeAgent's; each grant counts until no request of it can share a window with a new one.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS rate_budget (
@@ -384,74 +409,133 @@ CREATE TABLE IF NOT EXISTS rate_event (
 );
 CREATE INDEX IF NOT EXISTS rate_event_key_at ON rate_event (budget_key, at);
 
--- Take one request from the budget. Returns 0 when granted, else the seconds to wait.
-CREATE OR REPLACE FUNCTION fa_rate_acquire(
-    p_key text, p_per_minute integer, p_per_hour integer,
-    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
-    p_now timestamptz DEFAULT clock_timestamp()
-) RETURNS double precision LANGUAGE plpgsql AS $$
+-- One row per grant call: n requests granted at `at`. done_at: when the last of them was
+-- answered (an upper bound of when FreeAgent received it); NULL while any is unanswered.
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS id bigserial;
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS done_at timestamptz;
+CREATE INDEX IF NOT EXISTS rate_event_id ON rate_event (id);
+
+-- Grant up to p_want requests at once (as many as both windows allow), after recording the
+-- answers of earlier grants (p_done ids answered by p_done_at). A grant counts in a window
+-- while FreeAgent may still receive one of its requests inside it: until done_at + window when
+-- answered, else until at + p_latency + window (ratelimit.py explains why that is exact).
+-- Priority lane (p_priority, Magento events): while a priority call waits for a grant it holds
+-- every ordinary caller of the user back until a little after its own turn (priority_until),
+-- so the next free request is its; a granted priority call lifts the hold, and the hold lapses
+-- on its own if the waiter goes away. p_now: the instant to grant at; NULL (production) means
+-- the moment the row lock is obtained, not when the call began waiting for it.
+-- Returns (granted, wait, id, at): granted = 0 means wait `wait` seconds.
+DROP FUNCTION IF EXISTS fa_rate_take(
+    text, integer, integer, integer, double precision, double precision, double precision,
+    double precision, bigint[], timestamptz[], timestamptz);
+CREATE OR REPLACE FUNCTION fa_rate_take(
+    p_key text, p_want integer, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision, p_hour_window double precision,
+    p_latency double precision, p_flight double precision,
+    p_done bigint[] DEFAULT NULL, p_done_at timestamptz[] DEFAULT NULL,
+    p_priority boolean DEFAULT false, p_now timestamptz DEFAULT NULL
+) RETURNS TABLE (granted integer, wait double precision, grant_id bigint, granted_at timestamptz)
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_mw      interval := make_interval(secs => p_minute_window);
-    v_hw      interval := make_interval(secs => p_hour_window);
-    v_blocked timestamptz;
-    v_minute  integer;
-    v_hour    integer;
-    v_oldest  timestamptz;
+    v_mw       interval := make_interval(secs => p_minute_window);
+    v_hw       interval := make_interval(secs => p_hour_window);
+    v_lat      interval := make_interval(secs => p_latency);
+    v_horizon  timestamptz;
+    v_blocked  timestamptz;
     v_priority timestamptz;
+    v_minute   integer;
+    v_hour     integer;
+    v_take     integer;
+    v_free     timestamptz;
+    v_wait     double precision;
+    v_id       bigint;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
     SELECT blocked_until, priority_until INTO v_blocked, v_priority
       FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
-    IF v_blocked IS NOT NULL AND v_blocked > p_now THEN
-        RETURN extract(epoch FROM v_blocked - p_now);
+    p_now := coalesce(p_now, clock_timestamp());
+    v_horizon := p_now - make_interval(secs => p_hour_window + greatest(p_flight, p_latency));
+    IF p_done IS NOT NULL THEN
+        UPDATE rate_event e SET done_at = least(d.done_at, e.at + make_interval(secs => p_flight))
+          FROM unnest(p_done, p_done_at) AS d(id, done_at)
+         WHERE e.id = d.id AND e.budget_key = p_key AND e.done_at IS NULL;
     END IF;
-    -- Priority lane (fa_rate_acquire_priority): ordinary senders yield while one waits.
-    IF v_priority > p_now AND current_setting('fa_sync.rate_lane', true) IS DISTINCT FROM 'priority' THEN
-        RETURN greatest(0.01, extract(epoch FROM v_priority - p_now));
+    IF v_blocked > p_now THEN
+        v_wait := extract(epoch FROM v_blocked - p_now);
+    ELSIF v_priority > p_now AND NOT p_priority THEN
+        -- A priority request waits: ordinary senders yield until a little after its turn.
+        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_priority - p_now))::float8,
+                            NULL::bigint, NULL::timestamptz;
+        RETURN;
+    ELSE
+        SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_mw), 0),
+               coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_hw), 0)
+          INTO v_minute, v_hour
+          FROM rate_event WHERE budget_key = p_key AND at > v_horizon;
+        v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
+        IF v_take <= 0 THEN
+            -- Wait until enough counted requests have left each full window for one more.
+            v_free := p_now;
+            IF v_minute >= p_per_minute THEN
+                SELECT greatest(v_free, f) INTO v_free FROM (
+                    SELECT coalesce(done_at, at + v_lat) + v_mw AS f,
+                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                      FROM rate_event
+                     WHERE budget_key = p_key AND at > v_horizon
+                       AND coalesce(done_at, at + v_lat) > p_now - v_mw) m
+                 WHERE upto >= v_minute - p_per_minute + 1 ORDER BY upto LIMIT 1;
+            END IF;
+            IF v_hour >= p_per_hour THEN
+                SELECT greatest(v_free, f) INTO v_free FROM (
+                    SELECT coalesce(done_at, at + v_lat) + v_hw AS f,
+                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
+                      FROM rate_event
+                     WHERE budget_key = p_key AND at > v_horizon
+                       AND coalesce(done_at, at + v_lat) > p_now - v_hw) h
+                 WHERE upto >= v_hour - p_per_hour + 1 ORDER BY upto LIMIT 1;
+            END IF;
+            v_wait := greatest(0.01, extract(epoch FROM v_free - p_now));
+        END IF;
     END IF;
-    SELECT count(*) FILTER (WHERE at > p_now - v_mw), count(*)
-      INTO v_minute, v_hour
-      FROM rate_event WHERE budget_key = p_key AND at > p_now - v_hw;
-    IF v_minute >= p_per_minute THEN
-        SELECT at INTO v_oldest FROM rate_event
-         WHERE budget_key = p_key AND at > p_now - v_mw
-         ORDER BY at OFFSET (v_minute - p_per_minute) LIMIT 1;
-        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_mw - p_now));
+    IF p_priority THEN
+        UPDATE rate_budget
+           SET priority_until = CASE WHEN v_wait > 0
+                                     THEN p_now + make_interval(secs => v_wait + 1) END
+         WHERE budget_key = p_key;
     END IF;
-    IF v_hour >= p_per_hour THEN
-        SELECT at INTO v_oldest FROM rate_event
-         WHERE budget_key = p_key AND at > p_now - v_hw
-         ORDER BY at OFFSET (v_hour - p_per_hour) LIMIT 1;
-        RETURN greatest(0.01, extract(epoch FROM v_oldest + v_hw - p_now));
+    IF v_wait > 0 THEN
+        RETURN QUERY SELECT 0, v_wait, NULL::bigint, NULL::timestamptz;
+        RETURN;
     END IF;
-    INSERT INTO rate_event (budget_key, at) VALUES (p_key, p_now);
+    INSERT INTO rate_event (budget_key, at, n) VALUES (p_key, p_now, v_take) RETURNING id INTO v_id;
     IF random() < 0.02 THEN
-        DELETE FROM rate_event WHERE budget_key = p_key AND at <= p_now - v_hw;
+        DELETE FROM rate_event WHERE budget_key = p_key AND at <= v_horizon;
     END IF;
-    RETURN 0;
+    RETURN QUERY SELECT v_take, 0.0::float8, v_id, p_now;
 END $$;
 
--- The priority lane's grant (webhook customers): the same budget, but while it has to wait it
--- holds every ordinary sender of the user back until a little after its own turn, so the next
--- free request is its. The hold lapses on its own if the waiter goes away.
+-- One request, never answered, counted for exactly the windows given (callers add their
+-- latency allowance): 0 when granted, else seconds to wait. Tests pass explicit instants.
+CREATE OR REPLACE FUNCTION fa_rate_acquire(
+    p_key text, p_per_minute integer, p_per_hour integer,
+    p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
+    p_now timestamptz DEFAULT NULL
+) RETURNS double precision LANGUAGE sql AS $$
+    SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
+                                  p_hour_window, 0, 0, NULL, NULL, false, p_now);
+$$;
+
+-- fa_rate_acquire in the priority lane.
 CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
     p_key text, p_per_minute integer, p_per_hour integer,
     p_minute_window double precision DEFAULT 60, p_hour_window double precision DEFAULT 3600,
-    p_now timestamptz DEFAULT clock_timestamp()
-) RETURNS double precision LANGUAGE plpgsql AS $$
-DECLARE
-    v_wait double precision;
-BEGIN
-    PERFORM set_config('fa_sync.rate_lane', 'priority', true);
-    v_wait := fa_rate_acquire(p_key, p_per_minute, p_per_hour, p_minute_window, p_hour_window, p_now);
-    PERFORM set_config('fa_sync.rate_lane', '', true);
-    UPDATE rate_budget
-       SET priority_until = CASE WHEN v_wait > 0
-                                 THEN p_now + make_interval(secs => v_wait + 1) END
-     WHERE budget_key = p_key;
-    RETURN v_wait;
-END $$;
+    p_now timestamptz DEFAULT NULL
+) RETURNS double precision LANGUAGE sql AS $$
+    SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
+                                  p_hour_window, 0, 0, NULL, NULL, true, p_now);
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Alerts. A condition (a run ended in error, too many failed records, re-authorisation needed,

@@ -67,6 +67,7 @@ class ClientFactory:
                 s.rate_priority_per_hour,
                 s.rate_priority_reserve_per_hour,
             ),
+            http_timeout=s.http_timeout,
         )
         self.tokens(row.id).budget = budget
         return budget

@@ -25,7 +25,7 @@ from daemon.clients.freeagent_answers import (
     member,
 )
 from daemon.clients.oauth import REAUTHORISE, TokenStore
-from daemon.clients.ratelimit import RateBudget
+from daemon.clients.ratelimit import Grant, RateBudget
 from daemon.clients.transport import Response, Transport, error_message
 from daemon.db.records import FreeAgentClientRow
 from daemon.errors import (
@@ -339,14 +339,22 @@ class FreeAgentClient:
         retry: bool,
         sent: list[str],
     ) -> Response:
+        grants: list[Grant] = []
+
         async def authorize() -> dict[str, str]:
             # Per attempt: a retry after a long Retry-After may need a refreshed token. The
             # budget is taken after the token (a refresh may wait on another replica), right
             # before sending, so grant-to-receipt stays within the latency allowance.
             token = await self._tokens.access_token()
-            await self._budget.acquire()
+            grants.append(await self._budget.take())
             sent.append(token)
             return {"Authorization": f"Bearer {token}"}
+
+        def answered(ok: bool) -> None:
+            # The answer bounds when FreeAgent received the request: the grant stops
+            # counting one window after it (ratelimit.py).
+            if grants:
+                grants.pop().answered(ok)
 
         return await self._transport.request(
             method,
@@ -358,6 +366,7 @@ class FreeAgentClient:
             retry=retry,
             on_rate_limited=self._budget.block,
             authorize=authorize,
+            after_send=answered,
         )
 
 

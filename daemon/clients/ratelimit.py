@@ -3,7 +3,7 @@
 FreeAgent counts requests per authorising user (120/min, 3600/h; token refreshes also
 15/min). Several profiles, several daemon replicas and `fa-sync client authorize` may act
 for one user; a per-process limiter would let each of them spend the whole budget. So the
-count lives in the database (`fa_rate_acquire`, a sliding log under a row lock) and a 429
+count lives in the database (`fa_rate_take`, a log of grants under a row lock) and a 429
 blocks the key for everyone (`rate_block`).
 
 One key per user. The key is `user:<users/me url>` once the client row knows whom its tokens
@@ -11,41 +11,65 @@ act for. Before that (the code exchange and the first users/me of `client author
 requests are counted under the provisional key `client:<id>`; `adopt_user()` then moves those
 events into the user's key, so every request ever sent for the user sits in one log.
 
-Headroom: why a sliding log at grant time is not enough for FreeAgent's fixed windows.
-FreeAgent counts at *receipt* in fixed windows [k*W, (k+1)*W); we count at *grant*, before the
-token is read and the request crosses the network. Let d be the delay from grant to receipt,
-0 <= d <= D. The receipts inside one fixed window were granted inside (k*W - D, (k+1)*W), an
-interval of length W + D. A sliding log that keeps each grant for W + D seconds admits at most
-L grants in any interval of that length, so at most L receipts fall in any fixed window,
-whatever the alignment of FreeAgent's windows to ours. Hence:
+When a grant stops counting: FreeAgent counts at *receipt* in fixed windows [k*W, (k+1)*W)
+whose alignment we do not know; we count at *grant*. A request granted at g is received at some
+x >= g; once its answer arrives at a, x <= a. Two receipts x < y fall in one fixed window only
+if y - x < W. So when granting at t (every new receipt is >= t), an earlier request whose
+receipt is surely <= t - W can never share a window with the new one, and the grant is safe
+if fewer than L earlier requests may have been received after t - W. Each grant is therefore
+counted until:
 
-    span  = window + rate_latency_allowance (D, default 5 s; requests are sent right after
-            the grant, the token is fetched before it, so D is network latency plus jitter)
-    limit = configured limit - rate_headroom (2/min, 20/h by default, never below 1)
+    answered ........ a + W  (a: the answer's arrival, mapped onto the database clock as
+                              granted_at + (answered - asked), an upper bound of x)
+    not answered .... g + D + W  (D = rate_latency_allowance, 5 s, bounds grant to receipt:
+                              the wait in the stock, at most STOCK_SECONDS, plus the
+                              network; for a request whose answer never came or is still out)
 
-The headroom covers what D cannot: a request whose grant-to-receipt delay exceeded D (a
-stalled connection), and senders we do not see (another app using the same user's token).
-At the defaults a user gets 118 requests per 65 s (about 109/min), 3580 per 3605 s.
+and at most L = limit - rate_headroom grants count at any time, per window length (minute and
+hour alike). This holds whatever the alignment of FreeAgent's windows, with any number of
+replicas (one log, one row lock), and uses each window almost fully: a request is released one
+round trip after its window, not D after. Retry-After and the Date header do not tell the
+alignment well enough to lean on (whole seconds; FreeAgent sends no X-RateLimit-* headers), and
+need no trust here. The headroom (2/min, 20/h) covers senders we do not see (another app using
+the same user's token) and a request received more than D after its grant with no answer.
+
+Grants in batches: one `fa_rate_take` call grants up to k requests at once (as many as both
+windows allow, never more) and records the answers of earlier grants, so a busy export pays
+about one database round trip per k requests. Granted requests wait in the process's stock for
+at most STOCK_SECONDS; k grows while the stock is used up and shrinks when grants expire unused
+(an unused grant still counts until its window ends, so waste is kept small). A batch is
+answered when all its requests are: its latest answer counts for all of them. A 429 empties the
+stock at once; a 429 another replica received stops this one's stock within STOCK_SECONDS.
 
 Priority lane. A customer saved in Magento and announced by an event must not wait behind a
 first sync's backlog. Requests sent inside `priority_lane()` (a context variable, so the
-FreeAgent client and transport need no new argument) differ in two ways:
+FreeAgent client and transport need no new argument) differ in three ways:
 - they may spend a little of the headroom (1/min, 10/h by default, never past the configured
-  limit): a backlog spends its whole budget in a burst at the start of each sliding window,
-  and without this an event would wait out the rest of the window (up to ~30 s at 120/min);
+  limit): a backlog spends its whole budget in a burst at the start of each window, and
+  without this an event would wait out the rest of the window (up to ~30 s at 120/min);
 - ordinary requests leave them 60 of each hour (priority_reserve_per_hour): a first sync
   otherwise spends the hour's budget in its first ~33 minutes and events wait out the rest;
-- they ask `fa_rate_acquire_priority`: while one of them still waits for a grant, every
-  ordinary sender of the same user is told to wait until a little after it.
+- each asks `fa_rate_take` for exactly one request, with p_priority, unless the process's
+  stock holds a fresh grant (already counted, so taking it costs nobody anything); while it
+  waits for a grant, every ordinary call for the same user is told to wait until a little
+  after its turn, and the batches already stocked run out within STOCK_SECONDS.
+The proof above still holds with two limits: a grant is made only if the requests counted
+with it stay within the caller's L, and both L (backlog: limit - headroom - reserve; lane:
+limit - headroom + its allowance) are at most the configured limit, so at most the larger,
+L_lane, count at any time. What the lane may not spend (1/min, 10/h) is the headroom left
+for unseen senders and late receipts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -75,6 +99,17 @@ def priority_lane() -> Iterator[None]:
 REFRESHES_PER_MINUTE = 15
 #: Suffix of the sibling key counting token refreshes.
 REFRESH_SUFFIX = "|refresh"
+
+
+#: Longest a granted request waits in the process's stock before it is dropped unused.
+STOCK_SECONDS = 0.5
+#: Most requests one fa_rate_take call asks for.
+MAX_BATCH = 16
+#: Bound on a statement's run time (the pool's command_timeout): part of the longest time
+#: between a grant and its answer, which caps the answer time recorded for a grant.
+STATEMENT_SECONDS = 60.0
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -107,8 +142,35 @@ def user_key(user_url: str) -> str:
     return f"user:{user_url}"
 
 
+@dataclass
+class _Batch:
+    """Requests granted by one fa_rate_take call."""
+
+    id: int  #: rate_event id
+    granted_at: datetime  #: database clock
+    asked: float  #: local clock just before the call (so answers map to an upper bound)
+    expires: float  #: local clock: stocked grants are dropped after this
+    left: int  #: requests not yet answered, failed or dropped
+    answered: float  #: local clock of the latest answer
+    unanswered: bool = False  #: one request got no answer: the batch counts as unanswered
+
+
+@dataclass
+class Grant:
+    """One granted request; tell it when the answer came (or that none did)."""
+
+    budget: RateBudget
+    batch: _Batch | None = field(default=None, repr=False)
+
+    def answered(self, ok: bool) -> None:
+        """The request's answer arrived (ok) or never will (not ok: timeout, dropped)."""
+        if self.batch is not None:
+            self.budget._settle(self.batch, answered=ok, used=True)
+            self.batch = None
+
+
 class RateBudget:
-    """One user's request budget: `acquire()` before each request, `block()` after a 429."""
+    """One user's request budget: `take()` before each request, `block()` after a 429."""
 
     def __init__(
         self,
@@ -121,6 +183,8 @@ class RateBudget:
         *,
         headroom: Headroom | None = None,
         sleep: Sleep = asyncio.sleep,
+        http_timeout: float = 30.0,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.pool = pool
         self.key = key  #: `user:<url>`, or `client:<id>` until the user is known
@@ -131,12 +195,24 @@ class RateBudget:
         #: ClientFactory passes the settings' headroom; none when built bare (unit tests)
         self.headroom = headroom if headroom is not None else NO_HEADROOM
         self._sleep = sleep
+        self._clock = clock
+        self._http_timeout = http_timeout
+        self._stock: deque[_Batch] = deque()  #: one entry per stocked grant
+        self._lock = asyncio.Lock()  #: one fa_rate_take call at a time per process
+        self._waiting = 0  #: callers of take() not served yet
+        self._batch = 1  #: how many to ask for beyond the waiting callers (grows, shrinks)
+        self._done: list[tuple[int, datetime]] = []  #: answered batches not yet recorded
 
     @property
     def effective_limits(self) -> tuple[int, int]:
         """(per minute, per hour) actually granted: the configured limits less the headroom."""
         room = self.headroom
         return max(1, self.per_minute - room.per_minute), max(1, self.per_hour - room.per_hour)
+
+    @property
+    def flight(self) -> float:
+        """Longest time from a grant to its answer: caps the answer time recorded."""
+        return max(self.headroom.latency, STOCK_SECONDS + STATEMENT_SECONDS + self._http_timeout)
 
     @property
     def backlog_limits(self) -> tuple[int, int]:
@@ -167,26 +243,112 @@ class RateBudget:
             self.hour_window,
             headroom=self.headroom,
             sleep=self._sleep,
+            http_timeout=self._http_timeout,
+            clock=self._clock,
         )
 
-    async def try_acquire(self) -> float:
-        """Take one request if the budget allows: 0.0 when granted, else seconds to wait."""
-        priority = _PRIORITY.get()
+    async def _call(self, want: int, priority: bool) -> tuple[int, float, _Batch | None]:
+        """One fa_rate_take: record answers, ask for `want` (in the priority lane or not);
+        (granted, wait, batch)."""
         per_minute, per_hour = self.priority_limits if priority else self.backlog_limits
-        query = "rate_acquire_priority" if priority else "rate_acquire"
-        async with translated(f"rate budget {self.key}"):
-            wait = await self.pool.fetchval(
-                QUERIES[query],
-                self.key,
-                per_minute,
-                per_hour,
-                float(self.minute_window + self.headroom.latency),
-                float(self.hour_window + self.headroom.latency),
-            )
-        return float(wait or 0.0)
+        done, self._done = self._done, []
+        ids = [i for i, _ in done] or None
+        times = [t for _, t in done] or None
+        async with translated(f"rate budget {self.key}"), self.pool.acquire() as conn:
+            asked = self._clock()
+            row = await conn.fetchrow(
+                QUERIES["rate_take"], self.key, want, per_minute, per_hour,
+                float(self.minute_window), float(self.hour_window),
+                float(self.headroom.latency), float(self.flight), ids, times, priority,
+            )  # fmt: skip
+        granted = int(row["granted"])
+        if not granted:
+            return 0, float(row["wait"] or 0.0), None
+        batch = _Batch(
+            row["grant_id"], row["granted_at"], asked, self._clock() + STOCK_SECONDS,
+            granted, asked,
+        )  # fmt: skip
+        return granted, 0.0, batch
+
+    async def try_acquire(self) -> float:
+        """Take one request if the budget allows: 0.0 when granted, else seconds to wait.
+        The grant is never answered: it counts for window + latency allowance. Inside
+        priority_lane() it is the lane's."""
+        _, wait, _ = await self._call(1, _PRIORITY.get())
+        return wait
+
+    async def take(self) -> Grant:
+        """Wait until the shared budget grants one request (this wait is the throttle).
+
+        Served from the stock when a recent batch left some; else one call asks for every
+        caller waiting now, plus the batch size learnt so far. Inside priority_lane() the
+        request queues behind no ordinary caller of this process (_take_priority).
+        """
+        if _PRIORITY.get():
+            return await self._take_priority()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    batch = self._from_stock()
+                    if batch is not None:
+                        return Grant(self, batch)
+                    granted, wait, batch = await self._call(
+                        min(MAX_BATCH, max(self._waiting, self._batch)), False
+                    )
+                    if batch is None:
+                        await self._sleep(wait)
+                        continue
+                    self._stock.extend([batch] * granted)
+        finally:
+            self._waiting -= 1
+
+    async def _take_priority(self) -> Grant:
+        """The lane's request: a fresh stocked grant if there is one (already counted), else
+        exactly one from fa_rate_take in the priority lane, which holds ordinary callers back
+        while this one waits. Not under the ordinary callers' lock: one of them may be
+        sleeping out a wait there."""
+        while True:
+            batch = self._from_stock()
+            if batch is not None:
+                return Grant(self, batch)
+            _, wait, batch = await self._call(1, True)
+            if batch is not None:
+                return Grant(self, batch)
+            await self._sleep(wait)
+
+    def _from_stock(self) -> _Batch | None:
+        """A stocked grant still fresh; stale ones are dropped (they stay counted)."""
+        now = self._clock()
+        while self._stock:
+            batch = self._stock.popleft()
+            if batch.expires > now:
+                if not self._stock or self._stock[0] is not batch:
+                    self._batch = min(MAX_BATCH, self._batch * 2)  # batch used up: ask more
+                return batch
+            self._batch = max(1, self._batch // 2)  # grants went unused: ask fewer
+            self._settle(batch, answered=True, used=False)
+        return None
+
+    def _drop_stock(self) -> None:
+        """Drop every stocked grant unused (they stay counted, as unanswered)."""
+        while self._stock:
+            self._settle(self._stock.popleft(), answered=True, used=False)
+
+    def _settle(self, batch: _Batch, *, answered: bool, used: bool) -> None:
+        """One request of a batch is done; when all are, the batch's answer is recorded."""
+        batch.left -= 1
+        if used and answered:
+            batch.answered = max(batch.answered, self._clock())
+        elif used:
+            batch.unanswered = True
+        if batch.left == 0 and not batch.unanswered:
+            seconds = min(batch.answered - batch.asked, self.flight)
+            self._done.append((batch.id, batch.granted_at + timedelta(seconds=seconds)))
 
     async def acquire(self) -> None:
-        """Wait until the shared budget grants one request (this sleep is the throttle)."""
+        """Wait for one request of its own, never answered (counts for window + latency
+        allowance): for senders that do not report answers (token refreshes)."""
         while (wait := await self.try_acquire()) > 0:
             await self._sleep(wait)
 
@@ -197,6 +359,7 @@ class RateBudget:
 
     async def block(self, seconds: float) -> None:
         """FreeAgent answered 429: pause every sender of this user for Retry-After seconds."""
+        self._drop_stock()  # FreeAgent said stop: nothing granted earlier goes out now
         async with translated(f"rate budget {self.key}"):
             pause = min(max(0.0, float(seconds)), MAX_BLOCK_SECONDS)
             await self.pool.execute(QUERIES["rate_block"], self.key, pause)

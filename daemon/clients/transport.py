@@ -64,6 +64,8 @@ RateLimitHook = Callable[[float], Awaitable[None]]
 #: Returns headers computed per attempt: the current bearer token, a fresh OAuth 1 signature.
 Authorize = Callable[[], Awaitable[Mapping[str, str]]]
 Sleep = Callable[[float], Awaitable[None]]
+#: Told after each attempt whether an answer (any status) arrived: the rate budget's clock.
+AfterSend = Callable[[bool], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class _Call:
     before_send: Hook | None = None
     on_rate_limited: RateLimitHook | None = None
     authorize: Authorize | None = None
+    after_send: AfterSend | None = None
 
     @property
     def where(self) -> str:
@@ -169,6 +172,7 @@ class Transport:
         before_send: Hook | None = None,
         on_rate_limited: RateLimitHook | None = None,
         authorize: Authorize | None = None,
+        after_send: AfterSend | None = None,
     ) -> Response:
         """Send with retries and return a 1xx-3xx response, or raise the mapped ApiError.
 
@@ -176,10 +180,11 @@ class Transport:
         on it (a POST without idempotency key, a rotating-token refresh): then only a 429,
         which the server refused unprocessed, is retried. before_send runs before every
         attempt (rate budget), authorize after it (headers that must be fresh per attempt),
-        on_rate_limited(seconds) on every 429 (blocks the shared budget).
+        on_rate_limited(seconds) on every 429 (blocks the shared budget), after_send(answered)
+        once the attempt's answer arrived or failed to.
         """
         call = _Call(method, url, headers, service, json, data, params,
-                     before_send, on_rate_limited, authorize)  # fmt: skip
+                     before_send, on_rate_limited, authorize, after_send)  # fmt: skip
         async for attempt in self._retrying(retry, call.service):
             with attempt:
                 return await self._attempt(call)
@@ -214,9 +219,13 @@ class Transport:
         try:
             response = await self._send(call, headers)
         except ApiError as exc:
+            if call.after_send is not None:
+                call.after_send(False)
             self._log(call, headers, None, exc)
             self._count(call, None)
             raise
+        if call.after_send is not None:
+            call.after_send(True)
         self._log(call, headers, response, None)
         self._count(call, response.status)
         error = status_error(response, where=call.where, service=call.service)

@@ -28,6 +28,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Nothing beyond asyncpg's own release step (which rolls back an open transaction).
+
+    asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: one round trip per pool-level query, four per exported contact. fa-sync
+    leaves no session state on pooled connections (advisory locks and settings are
+    transaction-scoped, LISTEN has its own connection, no cursor outlives its transaction),
+    so there is nothing to undo.
+    """
+    del conn
+
+
 #: Longest wait for a pooled connection when the caller does not say (seconds).
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
 
@@ -70,6 +82,7 @@ async def create_pool(
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=_reset_connection,
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,

@@ -7,6 +7,11 @@
 -- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
 SELECT pg_advisory_xact_lock($1);
 
+-- name: identity_locks
+-- Lock several people at a FreeAgent client ($1 keys, $2 lock wait, $3 idle bound, $4 client)
+-- and list the rows creating one of them: (id, identity, intent_at), newest first.
+SELECT * FROM fa_identity_locks($1::bigint[], $2, $3, $4);
+
 -- name: lock_timeouts
 -- Bound this transaction's lock waits, and how long it may sit idle holding them.
 SELECT set_config('lock_timeout', $1, true),
@@ -115,12 +120,20 @@ SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
 -- ============================================================================ rate limits
 
 -- name: rate_acquire
--- Take one request from a user's shared budget; 0 = go, else seconds to wait.
+-- Take one request, never answered, from a user's budget ($4/$5: how long a grant counts per
+-- window); 0 = go, else seconds to wait.
 SELECT fa_rate_acquire($1, $2, $3, $4, $5);
 
 -- name: rate_acquire_priority
--- The priority lane's request: ordinary senders of the user yield while it waits.
+-- rate_acquire in the priority lane: ordinary senders of the user yield while it waits.
 SELECT fa_rate_acquire_priority($1, $2, $3, $4, $5);
+
+-- name: rate_take
+-- Record answered grants ($9 ids answered at $10), then take up to $2 requests from a user's
+-- shared budget, in the priority lane when $11: (granted, wait, grant_id, granted_at);
+-- granted 0 = wait `wait` seconds.
+SELECT * FROM fa_rate_take($1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::timestamptz[],
+                           $11::boolean);
 
 -- name: rate_block
 -- A 429 pauses every sender of this user until Retry-After has passed.
@@ -142,8 +155,9 @@ ON CONFLICT (budget_key) DO UPDATE
 -- name: rate_used
 -- `status`: requests counted per budget key over the last minute and hour ending at $2.
 SELECT k.key AS budget_key,
-       (count(e.at) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'))::int AS last_minute,
-       count(e.at)::int AS last_hour, b.blocked_until
+       coalesce(sum(e.n) FILTER (WHERE e.at > $2::timestamptz - interval '60 seconds'), 0)::int
+           AS last_minute,
+       coalesce(sum(e.n), 0)::int AS last_hour, b.blocked_until
   FROM unnest($1::text[]) AS k(key)
   LEFT JOIN rate_event e ON e.budget_key = k.key AND e.at > $2::timestamptz - interval '3600 seconds'
   LEFT JOIN rate_budget b ON b.budget_key = k.key
@@ -616,6 +630,17 @@ SELECT e.id, (e.metadata -> 'create_intent' ->> 'at')::timestamptz AS intent_at
  ORDER BY intent_at DESC
  LIMIT 1;
 
+-- name: entity_mark_creating_many
+-- entity_mark_creating for several rows ($3: [{id, intent, next_at}]), in one statement.
+UPDATE contact_entity c
+   SET status = 'creating', metadata = c.metadata || jsonb_build_object('create_intent', m.intent),
+       next_attempt_at = m.next_at, updated_at = now()
+  FROM jsonb_to_recordset($3::jsonb) AS m(id bigint, intent jsonb, next_at timestamptz)
+ WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
 -- name: entity_defer
 -- Wait for another row's unsettled create of the same person: no attempt is used up.
 UPDATE contact_entity c
@@ -641,6 +666,23 @@ UPDATE contact_entity c
        next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_finish_many
+-- entity_finish for several rows ($3: [{id, status, url, hash, error, meta, entry}]).
+UPDATE contact_entity c
+   SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
+       payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || m.meta,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
+       attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
+                       ELSE c.attempts END,
+       next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
+  FROM jsonb_to_recordset($3::jsonb)
+       AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
+ WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
 

@@ -15,12 +15,13 @@ import asyncpg
 from daemon.context import RunContext
 from daemon.db.queries import QUERIES
 from daemon.db.records import EntityStatus
-from daemon.errors import ApiError, OutcomeUnknown, RejectedRecord, TransientApiError
+from daemon.errors import ApiError, LeaseLost, OutcomeUnknown, RejectedRecord, TransientApiError
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.config import ContactExportSettings
+from profiles.freeagent_contact_export.groupcommit import GroupCommit
 from profiles.freeagent_contact_export.identity import identity_of, lock_key
 from profiles.freeagent_contact_export.match import MatchDecision, match_row, party_of
-from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_lock
+from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_locks
 
 if TYPE_CHECKING:
     from profiles.freeagent_contact_export.prepared import Prepared
@@ -56,6 +57,15 @@ class Resolution(NamedTuple):
     shared_with: str | None = None  #: source_key of the row whose contact is shared
 
 
+class _Ask(NamedTuple):
+    """One row waiting for its decision."""
+
+    p: Prepared
+    key: int  #: identity lock key
+    look: bool
+    may_create: bool
+
+
 class CreateProtocol:
     """Decides under the identity lock, POSTs once, and settles or reconciles the outcome."""
 
@@ -78,6 +88,8 @@ class CreateProtocol:
         self._write = write
         self._history_entry = history_entry
         self._settle = ctx.settings.settle_window()
+        #: Rows deciding at once share one lock transaction.
+        self._decisions: GroupCommit[_Ask, Resolution] = GroupCommit(self._decide_all)
         #: Creates of this run whose outcome is unknown, now settling.
         self.settling = 0
 
@@ -85,43 +97,93 @@ class CreateProtocol:
         """Under the identity lock, on its own connection: wait for another row's unsettled
         create of this e-mail, match (look: share, link, or leave for review; match.py), or
         commit a create intent (may_create). The lock's transaction commits the intent before
-        the POST is sent."""
+        the POST is sent.
+
+        Workers deciding at the same moment share one lock transaction (groupcommit.py):
+        every row still gets exactly these steps, in submission order, under its own lock."""
         party = party_of(p.row, p.payload)
         key = lock_key(self._client_id, identity_of(party, self._cfg.identity))
-        async with identity_lock(self._ctx.pool, key) as conn:
-            other = await conn.fetchrow(
-                QUERIES["entity_create_in_flight"], self._client_id, p.row.id, str(key)
+        return await self._decisions.submit(_Ask(p, key, look, may_create))
+
+    async def _decide_all(self, asks: list[_Ask]) -> list[Resolution | Exception]:
+        """Decide several rows in one transaction holding every row's identity lock."""
+        results: list[Resolution | Exception] = []
+        marks: dict[int, dict[str, Any]] = {}  #: entity id -> its intent row
+        keys = [a.key for a in asks]
+        async with identity_locks(self._ctx.pool, keys, self._client_id) as (conn, rows):
+            creating: dict[str, list[tuple[int, datetime]]] = {}
+            for row in rows:
+                creating.setdefault(row["identity"], []).append((row["id"], row["intent_at"]))
+            for ask in asks:
+                try:
+                    results.append(await self._decide_locked(ask, creating, marks, conn))
+                except LeaseLost as exc:  # this row's defer found it taken over
+                    results.append(exc)
+            done = set()
+            if marks:
+                done = {
+                    r["id"]
+                    for r in await conn.fetch(
+                        QUERIES["entity_mark_creating_many"],
+                        self._ctx.run.id,
+                        self._ctx.run.fence,
+                        list(marks.values()),
+                    )
+                }
+        return [
+            self._lost(a) if isinstance(r, Resolution) and r.how == "absent"
+            and a.p.row.id not in done else r
+            for a, r in zip(asks, results, strict=True)
+        ]  # fmt: skip
+
+    async def _decide_locked(
+        self,
+        ask: _Ask,
+        creating: dict[str, list[tuple[int, datetime]]],
+        marks: dict[int, dict[str, Any]],
+        conn: asyncpg.Connection,
+    ) -> Resolution:
+        """One row's decision, its lock held: the steps `decide` promises."""
+        p = ask.p
+        others = [c for c in creating.get(str(ask.key), []) if c[0] != p.row.id]
+        if others:
+            await self._wait_for(p, others[0][0], others[0][1], conn)
+            return Resolution(None, "waiting")
+        decision = None
+        if ask.look:
+            decision = await match_row(
+                conn, client_id=self._client_id, cfg=self._cfg, row=p.row, payload=p.payload
             )
-            if other is not None:
-                await self._wait_for(p, other["id"], other["intent_at"], conn)
-                return Resolution(None, "waiting")
-            decision = None
-            if look:
-                decision = await match_row(
-                    conn, client_id=self._client_id, cfg=self._cfg, row=p.row, payload=p.payload
-                )
-                if decision.action == "share":
-                    return Resolution(decision.url, "shared", shared_with=decision.shared_with)
-                if decision.action == "link":
-                    return Resolution(decision.url, "index")
-                if decision.action == "review":
-                    await self._review(p, decision, conn)
-                    return Resolution(None, "review")
-            if not may_create:
-                return Resolution(None, "index")
-            now = self._ctx.clock()
-            intent = {
-                "at": now.isoformat(),
-                "identity": str(key),
-                "identity_key": decision.identity if decision else None,
-                "sent": identifying(p.payload),
-                "email": p.email,
-                "attempt": p.row.attempts + 1,
-                "payload_hash": p.hash,
-                "run_id": self._ctx.run.id,
-            }
-            await self._write("entity_mark_creating", p.row, intent, now + self._settle, conn=conn)
+            if decision.action == "share":
+                return Resolution(decision.url, "shared", shared_with=decision.shared_with)
+            if decision.action == "link":
+                return Resolution(decision.url, "index")
+            if decision.action == "review":
+                await self._review(p, decision, conn)
+                return Resolution(None, "review")
+        if not ask.may_create:
+            return Resolution(None, "index")
+        now = self._ctx.clock()
+        intent = {
+            "at": now.isoformat(),
+            "identity": str(ask.key),
+            "identity_key": decision.identity if decision else None,
+            "sent": identifying(p.payload),
+            "email": p.email,
+            "attempt": p.row.attempts + 1,
+            "payload_hash": p.hash,
+            "run_id": self._ctx.run.id,
+        }
+        marks[p.row.id] = {
+            "id": p.row.id, "intent": intent, "next_at": (now + self._settle).isoformat()
+        }  # fmt: skip
+        # A later row of this person in the same group now sees this create in flight.
+        creating.setdefault(str(ask.key), []).insert(0, (p.row.id, now))
         return Resolution(None, "absent", intent)
+
+    def _lost(self, ask: _Ask) -> LeaseLost:
+        """The fenced intent write found the row taken over: this run lost its lease."""
+        return LeaseLost(f"run {self._ctx.run.id}: lease lost; entity {ask.p.row.id} not recorded")
 
     async def _review(self, p: Prepared, decision: MatchDecision, conn: asyncpg.Connection) -> None:
         """Several contacts could be this customer: nothing is written, a person decides."""
@@ -178,10 +240,11 @@ class CreateProtocol:
             )
         return found[0] if found else None
 
-    async def create(self, p: Prepared, intent: dict[str, Any]) -> str:
-        """POST once, its intent already committed. When the outcome is unknown the row is
-        left settling and CreateSettling raised. Never re-sent here: only a later lookup
-        decides."""
+    async def create(self, p: Prepared, intent: dict[str, Any]) -> dict[str, Any]:
+        """POST once, its intent already committed; returns the contact, which the caller
+        indexes with the row's outcome (Exporter._finish, remember=). When the outcome is
+        unknown the row is left settling and CreateSettling raised. Never re-sent here: only
+        a later lookup decides."""
         try:
             contact: dict[str, Any] = await self._fa.create_contact(p.payload)
         except OutcomeUnknown as exc:
@@ -193,8 +256,7 @@ class CreateProtocol:
             # Refused unprocessed (429, 4xx) or never sent: no contact can appear later.
             await self._write("entity_clear_intent", p.row)
             raise
-        await self._index.remember(contact)
-        return str(contact["url"])
+        return contact
 
     async def _settling(self, p: Prepared, intent: dict[str, Any], exc: ApiError) -> None:
         """Keep the intent and release the row until the create has certainly settled."""

@@ -55,6 +55,7 @@ from profiles.freeagent_contact_export.models import (
     payload_hash,
 )
 from profiles.freeagent_contact_export.outage import OutageDetector
+from profiles.freeagent_contact_export.outcomes import Outcome, OutcomeWriter
 from profiles.freeagent_contact_export.payload import build_contact_payload, email_key
 from profiles.freeagent_contact_export.prepared import (
     Prepared,
@@ -97,6 +98,7 @@ class Exporter:
         self._drifts: dict[int, dict[str, Any]] = {}
         self._stopped: EndpointError | None = None  #: set once a run-level error was seen
         self._outage = OutageDetector(ctx.settings.outage_after_failures)
+        self._outcomes = OutcomeWriter(ctx=ctx, index=index)
         #: The create settle protocol (create.py); `creates.settling` counts unsettled ones.
         self.creates = CreateProtocol(
             ctx=ctx, freeagent=freeagent, index=index, cfg=cfg, client_id=client_id,
@@ -226,8 +228,11 @@ class Exporter:
             await self._finish(p.row, EntityStatus.SKIPPED, error={"reason": reason})
             self._ctx.counts.skipped += 1
             return
-        url = await self.creates.create(p, intent)
-        await self._finish(p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload)
+        contact = await self.creates.create(p, intent)
+        url = str(contact["url"])
+        await self._finish(
+            p.row, EntityStatus.CREATED, url=url, hash_=p.hash, sent=p.payload, remember=contact
+        )
         self._ctx.counts.created += 1
         log.info("contact_created", entity_id=p.row.id, url=url)
 
@@ -263,9 +268,11 @@ class Exporter:
             intent = (await self.creates.decide(p, look=False, may_create=True)).intent
             if intent is None:  # another row is creating this person: wait for it
                 return
-            new_url = await self.creates.create(p, intent)
-            await self._finish(p.row, EntityStatus.CREATED, url=new_url, hash_=p.hash,
-                               sent=p.payload, replaced=url)  # fmt: skip
+            contact = await self.creates.create(p, intent)
+            await self._finish(
+                p.row, EntityStatus.CREATED, url=str(contact["url"]), hash_=p.hash,
+                sent=p.payload, replaced=url, remember=contact,
+            )  # fmt: skip
             self._ctx.counts.created += 1
             return
         sent = decision.action == "send"
@@ -329,8 +336,11 @@ class Exporter:
         hash_: str | None = None,
         error: dict[str, Any] | None = None,
         sent: Iterable[str] | None = None,
+        remember: dict[str, Any] | None = None,
         **meta: Any,
     ) -> None:
+        """Record the row's outcome (with other workers', outcomes.py); a contact just
+        created (remember) is indexed first."""
         meta = {k: v for k, v in meta.items() if v is not None}
         if row.id in self._adjusted:
             meta["adjusted"] = self._adjusted.pop(row.id)
@@ -339,7 +349,9 @@ class Exporter:
             if isinstance(sent, dict):  # a create: the next drift check compares with this
                 meta.setdefault("written", written_record(self._ctx.clock(), sent))
         entry = self._history_entry(status, **({"error": error} if error else {}))
-        await self._write("entity_finish", row, str(status), url, hash_, error, meta, entry)
+        await self._outcomes.write(
+            Outcome(row.id, str(status), url, hash_, error, meta, entry, remember)
+        )
 
     def _history_entry(self, status: EntityStatus, **extra: Any) -> dict[str, Any]:
         """One element of the row's attempt_history."""

@@ -80,11 +80,22 @@ class ContactIndex:
 
     async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
         """Index a contact we listed or just created."""
+        args = self._upsert_args(contact)
+        if args is not None:
+            await (conn or self._pool).execute(QUERIES["fa_contact_upsert"], *args)
+
+    async def remember_many(self, contacts: list[dict[str, Any]], conn: Db | None = None) -> None:
+        """Index contacts just created, in one pipelined round trip."""
+        rows = [args for c in contacts if (args := self._upsert_args(c)) is not None]
+        if rows:
+            await (conn or self._pool).executemany(QUERIES["fa_contact_upsert"], rows)
+
+    def _upsert_args(self, contact: dict[str, Any]) -> tuple[Any, ...] | None:
+        """fa_contact_upsert's arguments for a contact; None without a URL."""
         url = contact.get("url")
         if not isinstance(url, str):
-            return
-        await (conn or self._pool).execute(
-            QUERIES["fa_contact_upsert"],
+            return None
+        return (
             self._client_id,
             url,
             contact.get("email"),
@@ -154,3 +165,34 @@ async def identity_lock(
                 service="fa-sync",
             ) from exc
         yield conn
+
+
+@asynccontextmanager
+async def identity_locks(
+    pool: asyncpg.Pool,
+    keys: list[int],
+    client_id: int,
+    *,
+    wait_seconds: float = 60.0,
+    hold_seconds: float = 600.0,
+) -> AsyncIterator[tuple[asyncpg.Connection, list[asyncpg.Record]]]:
+    """identity_lock for several people at once (the exporter decides its workers' rows
+    together), with the same bounds, in one round trip: yields the connection and the rows
+    at this client whose create of one of these people is unsettled (id, identity,
+    intent_at; newest first), read after the locks were taken. Keys are locked in ascending
+    order, so two holders of overlapping sets never wait for each other in a cycle."""
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            creating = await conn.fetch(
+                QUERIES["identity_locks"],
+                keys,
+                f"{int(wait_seconds * 1000)}ms",
+                f"{int(hold_seconds * 1000)}ms",
+                client_id,
+            )
+        except asyncpg.LockNotAvailableError as exc:
+            raise TransientApiError(
+                f"another worker has held a contact's lock for over {wait_seconds:.0f} s",
+                service="fa-sync",
+            ) from exc
+        yield conn, creating

@@ -5,6 +5,7 @@ Called at explicit instants (fa_rate_acquire's p_now), so windows pass without w
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -69,6 +70,36 @@ async def test_priority_lane_context_selects_the_priority_grant(pool: asyncpg.Po
         assert await budget.try_acquire() > 0
     held = await pool.fetchval("SELECT priority_until FROM rate_budget WHERE budget_key = $1", KEY)
     assert held is not None
+
+
+async def test_a_lane_take_passes_an_ordinary_caller_sleeping_in_this_process(
+    pool: asyncpg.Pool,
+) -> None:
+    """take() in the lane neither queues behind an ordinary caller of the same process that
+    sleeps out a wait (holding the batching lock), nor stops at the backlog's limit: it
+    spends the lane's allowance of the headroom, one request."""
+    parked = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        assert seconds > 0
+        parked.set()
+        await asyncio.Event().wait()  # the ordinary caller stays asleep
+
+    room = Headroom(0.0, 1, 0, 1, 0, 0)  # backlog 1/min, lane 2/min
+    budget = RateBudget(pool, KEY, 2, 100, 60.0, 3600.0, headroom=room, sleep=sleep)
+    (await budget.take()).answered(True)
+    ordinary = asyncio.create_task(budget.take())
+    await parked.wait()
+    try:
+        with priority_lane():
+            (await asyncio.wait_for(budget.take(), 10)).answered(True)
+        assert not ordinary.done()
+        counted = await pool.fetch(
+            "SELECT n FROM rate_event WHERE budget_key = $1 ORDER BY id", KEY
+        )
+        assert [r["n"] for r in counted] == [1, 1]
+    finally:
+        ordinary.cancel()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,68 @@
+"""Outcome writes: a row's result (created, updated, linked...) recorded on the ledger.
+
+The workers' outcomes are written together (groupcommit.py): contacts just created are indexed
+first, then every row's outcome goes in one statement, fenced by the run like entity_finish. Each
+worker still awaits its own write, so a row's outcome is committed before its worker moves on
+(the next row of the same e-mail, say, sees it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.context import RunContext
+from daemon.db.queries import QUERIES
+from daemon.errors import LeaseLost
+from profiles.freeagent_contact_export.failures import UNSTORABLE
+from profiles.freeagent_contact_export.groupcommit import GroupCommit
+from profiles.freeagent_contact_export.resolve import ContactIndex
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One row's outcome, as entity_finish records it."""
+
+    entity_id: int
+    status: str
+    url: str | None
+    hash: str | None
+    error: dict[str, Any] | None
+    meta: dict[str, Any]
+    entry: dict[str, Any]  #: the attempt_history element
+    created: dict[str, Any] | None = None  #: a contact just created: indexed first
+
+
+class OutcomeWriter:
+    """Writes outcomes of one run, several at a time."""
+
+    def __init__(self, *, ctx: RunContext, index: ContactIndex) -> None:
+        self._ctx = ctx
+        self._index = index
+        self._group: GroupCommit[Outcome, None] = GroupCommit(self._write_all, alone=UNSTORABLE)
+
+    async def write(self, outcome: Outcome) -> None:
+        """Record one outcome; LeaseLost if another run took the row over."""
+        await self._group.submit(outcome)
+
+    async def _write_all(self, outcomes: list[Outcome]) -> list[Exception | None]:
+        created = [o.created for o in outcomes if o.created is not None]
+        await self._index.remember_many(created)
+        rows = [
+            {"id": o.entity_id, "status": o.status, "url": o.url, "hash": o.hash,
+             "error": o.error, "meta": o.meta, "entry": o.entry}
+            for o in outcomes
+        ]  # fmt: skip
+        run = self._ctx.run
+        done = {
+            r["id"]
+            for r in await self._ctx.pool.fetch(
+                QUERIES["entity_finish_many"], run.id, run.fence, rows
+            )
+        }
+        return [
+            None
+            if o.entity_id in done
+            else LeaseLost(f"run {run.id}: lease lost; entity {o.entity_id} not recorded")
+            for o in outcomes
+        ]
