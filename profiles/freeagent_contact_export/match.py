@@ -135,6 +135,13 @@ def decide(
     return replace(_by_email(me, mine, mode, peers, candidates), identity=mine.key)
 
 
+def _everyone(me: Party, peers: Sequence[Party], candidates: Sequence[Candidate]) -> list[Party]:
+    """Every row known to this decision. Another row's identity is judged among all of them,
+    itself and `me` included: a guest peer joins *its* account, which may be `me` (the peers
+    query leaves `me` out) or, for an owner in another profile, a row of that profile."""
+    return [me, *peers, *(o for c in candidates for o in c.owners)]
+
+
 def _by_email(
     me: Party,
     mine: Identity,
@@ -142,7 +149,8 @@ def _by_email(
     peers: Sequence[Party],
     candidates: Sequence[Candidate],
 ) -> MatchDecision:
-    keys = {p.row_id: identity_of(p, mode, peers).key for p in peers}
+    everyone = _everyone(me, peers, candidates)
+    keys = {p.row_id: identity_of(p, mode, everyone).key for p in peers}
     # A contact some row of another identity also uses (linked before `identity` changed)
     # is nobody's to share: it would pull a third person into a merged contact.
     mixed = {p.url for p in peers if p.url and keys[p.row_id] != mine.key}
@@ -157,7 +165,7 @@ def _by_email(
             "share", f"same {mode.value} identity as {owner.source_key}", owner.url,
             shared_with=owner.source_key,
         )  # fmt: skip
-    free = [c for c in candidates if _usable(c, mine, mode, peers)]
+    free = [c for c in candidates if _usable(c, mine, mode, everyone)]
     if len(free) == 1:
         reason = f"the one FreeAgent contact with e-mail {me.email}"
         return MatchDecision("link", reason, free[0].url)
@@ -167,9 +175,9 @@ def _by_email(
     return MatchDecision("create", f"no FreeAgent contact free to link with e-mail {me.email}")
 
 
-def _usable(c: Candidate, mine: Identity, mode: IdentityMode, peers: Sequence[Party]) -> bool:
+def _usable(c: Candidate, mine: Identity, mode: IdentityMode, everyone: Sequence[Party]) -> bool:
     """A contact nobody owns, or one owned by rows of this same identity (another profile)."""
-    return all(identity_of(o, mode, peers).key == mine.key for o in c.owners)
+    return all(identity_of(o, mode, everyone).key == mine.key for o in c.owners)
 
 
 def _without_email(me: Party, candidates: Sequence[Candidate], unmatched: str) -> MatchDecision:

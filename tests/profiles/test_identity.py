@@ -112,6 +112,18 @@ SIOBHAN_ON_TOMAS = replace(SIOBHAN, url="https://fa.test/v2/contacts/1")
 SIOBHAN_AGAIN = _party(4, 3, "Siobhán", "Murphy")
 
 
+ZOE = {"email": "zoe@example.co.uk"}
+#: One person, two profiles of one client: her account ("Zoë Ångström") and her guest order
+#: ("Zoe Angstrom", the name typed at checkout) in each.
+ZOE_ACCOUNT_P1 = _party(1, 1, "Zoë", "Ångström", url="https://fa.test/v2/contacts/1", **ZOE)
+ZOE_GUEST_P1 = _party(61, 1, "Zoe", "Angstrom", key="guest:zoe@example.co.uk",
+                      url="https://fa.test/v2/contacts/1", **ZOE)  # fmt: skip
+ZOE_ACCOUNT_P2 = _party(30, 1, "Zoë", "Ångström", profile_id=2, **ZOE)
+ZOE_GUEST_P2 = _party(62, 1, "Zoe", "Angstrom", key="guest:zoe@example.co.uk", profile_id=2,
+                      **ZOE)  # fmt: skip
+ZOE_GUEST_P2_OWNS = replace(ZOE_GUEST_P2, url="https://fa.test/v2/contacts/31")
+
+
 @pytest.mark.parametrize(
     ("me", "mode", "peers", "candidates", "unmatched", "action", "url"),
     [
@@ -136,6 +148,15 @@ SIOBHAN_AGAIN = _party(4, 3, "Siobhán", "Murphy")
          (_contact(1, OWNED_TOMAS, SIOBHAN_ON_TOMAS),), "create", "create", None),
         # a contact used by the same identity in another profile of the client: linked
         (TOMAS, ACCOUNT, (), (_contact(1, OTHER_PROFILE_TOMAS),), "create", "link", 1),
+        # a guest whose order names differ from the account's ("Zoe Angstrom" / "Zoë
+        # Ångström") joins the account: it shares the contact the account row of its own
+        # profile owns (the peers query leaves `me` out, so the guest's account is `me`)
+        (ZOE_ACCOUNT_P2, ACCOUNT, (ZOE_GUEST_P2_OWNS,), (_contact(31, ZOE_GUEST_P2_OWNS),),
+         "create", "share", 31),
+        # ... and while its account has no contact yet, it links the contact another profile's
+        # account and guest rows (one person there too) own, instead of creating a third
+        (ZOE_GUEST_P2, ACCOUNT, (ZOE_ACCOUNT_P2,), (_contact(1, ZOE_ACCOUNT_P1, ZOE_GUEST_P1),),
+         "create", "link", 1),
         # no e-mail: never linked by name; unmatched=create creates
         (NO_MAIL_A, ACCOUNT, (), (_contact(3),), "create", "create", None),
         # no e-mail and unmatched=review: a same-name contact nobody links waits for a person

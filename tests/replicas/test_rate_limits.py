@@ -146,4 +146,5 @@ def test_every_record_succeeds_after_a_429_storm(budgeted: Budgeted) -> None:
     assert budgeted.storm.count_429 >= STORM
     assert budgeted.storm.failed_rows == 0
     assert budgeted.storm.final.problems == []
+    assert budgeted.quiet.final.duplicates == {}
     assert budgeted.storm.final.duplicates == {}
