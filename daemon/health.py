@@ -137,20 +137,11 @@ class HealthServer:
 
     async def start(self, address: str, port: int) -> int:
         """Listen on address:port (port 0: any free one); returns the bound port."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, address, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError(
-                f"health/metrics server: cannot listen on {address}:{port} ({exc.strerror}); "
-                "set FA_SYNC_METRICS_ADDRESS / FA_SYNC_METRICS_PORT, or FA_SYNC_METRICS_PORT=0 "
-                "to disable it"
-            ) from exc
-        self._runner = runner
-        bound = int(runner.addresses[0][1]) if runner.addresses else port
+        self._runner, bound = await listen(
+            self.app(), address, port, name="health/metrics server",
+            fix="set FA_SYNC_METRICS_ADDRESS / FA_SYNC_METRICS_PORT, or FA_SYNC_METRICS_PORT=0 "
+            "to disable it",
+        )  # fmt: skip
         log.info("health_listening", address=address, port=bound)
         return bound
 
@@ -158,3 +149,20 @@ class HealthServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def listen(
+    app: web.Application, address: str, port: int, *, name: str, fix: str
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on this loop at address:port (0: any free port): (runner, bound port).
+    A port that cannot be bound is a ConfigError naming the server and what to change."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, address, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"{name}: cannot listen on {address}:{port} ({exc.strerror}); {fix}"
+        ) from exc
+    return runner, int(runner.addresses[0][1]) if runner.addresses else port

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from daemon.db.queries import QUERIES
 from daemon.errors import ConfigError, FaSyncError
+from daemon.health import listen
 from daemon.logs import get_logger
 from daemon.secretbox import SecretBox
 
@@ -200,19 +201,10 @@ class WebhookServer:
 
     async def start(self, address: str, port: int) -> int:
         """Listen on address:port (port 0: any free one); returns the bound port."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, address, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError(
-                f"webhook server: cannot listen on {address}:{port} ({exc.strerror}); "
-                "set FA_SYNC_WEBHOOK_LISTEN=host:port, or unset it to disable the endpoint"
-            ) from exc
-        self._runner = runner
-        bound = int(runner.addresses[0][1]) if runner.addresses else port
+        self._runner, bound = await listen(
+            self.app(), address, port, name="webhook server",
+            fix="set FA_SYNC_WEBHOOK_LISTEN=host:port, or unset it to disable the endpoint",
+        )  # fmt: skip
         log.info("webhook_listening", address=address, port=bound)
         return bound
 
