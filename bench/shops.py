@@ -32,7 +32,8 @@ CUSTOMERS = 8  #: customers in the shared store: each profile's first sync
 CHANGED = 3  #: customers saved before every steady-state fire
 EXHAUSTED = "no database connection free"
 #: Real FreeAgent limits per user; the per-IP limit is lifted (every shop calls from here).
-FREEAGENT = {"per_ip_per_minute": UNLIMITED_IP}
+#: Each user is a company of its own, as each shop's accounts are.
+FREEAGENT = {"per_ip_per_minute": UNLIMITED_IP, "company_per_user": True}
 DAEMON = {"resync_seconds": 30, "record_retry_base_seconds": 0, "log_level": "INFO"}
 
 

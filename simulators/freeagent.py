@@ -242,10 +242,20 @@ async def _contact_attributes(request: web.Request) -> Any:
     return body["contact"]
 
 
+def _user(request: web.Request, state: FreeAgentState) -> int:
+    """The authorising user of an API request (the gate has accepted its token)."""
+    return state.authenticate(_bearer(request))
+
+
+def _visible(request: web.Request, state: FreeAgentState) -> dict[int, dict[str, Any]]:
+    """The contacts of the requesting user's company (all of them: one company by default)."""
+    return state.visible_to(_user(request, state)) if state.company_per_user else state.contacts
+
+
 def _contact_id(request: web.Request, state: FreeAgentState) -> int:
     """The id in the path, if such a contact exists; 404 otherwise."""
     contact_id = int(request.match_info["id"])
-    if contact_id not in state.contacts:
+    if contact_id not in _visible(request, state):
         raise web.HTTPNotFound(
             text='{"errors":{"error":{"message":"Resource not found"}}}',
             content_type="application/json",
@@ -275,8 +285,9 @@ async def list_contacts(request: web.Request) -> web.Response:
     state = request.app[FREEAGENT_STATE]
     query = ListQuery.parse(request.query)
     ids = select_contacts(
-        state.contacts, state.invoiced, query, all_includes_hidden=state.all_includes_hidden
-    )
+        _visible(request, state), state.invoiced, query,
+        all_includes_hidden=state.all_includes_hidden,
+    )  # fmt: skip
     origin = _origin(request)
     contacts = [state.render(contact_id, origin) for contact_id in query.page_of(ids)]
     link = _link_header(request.url, query, len(ids), endless=state.faults.endless_pages)
@@ -293,6 +304,8 @@ async def create_contact(request: web.Request) -> web.Response:
     state = request.app[FREEAGENT_STATE]
     attributes = await _contact_attributes(request)
     contact_id = await _commit(state, attributes)
+    if contact_id is not None and state.company_per_user:
+        state.contact_user[contact_id] = _user(request, state)
     if contact_id is None:
         return state.faults.gateway_timeout()
     contact = state.render(contact_id, _origin(request))

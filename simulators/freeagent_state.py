@@ -167,6 +167,9 @@ class FreeAgentState:
     #: A second limit, per client IP address across users (reference addendum): 1,000 a minute.
     per_ip_per_minute: int = 1000
     permission_level: int = 8  #: the authorising user's level (0-8); < 3 hides contact details
+    #: Each authorising user is a company of its own: contacts created through one user's
+    #: tokens are invisible to the others (benchmarks of many shops). Off: one company.
+    company_per_user: bool = False
     seed: int = 0  #: seeds fault injection so a failing run can be replayed
     #: origin for URLs built outside a request (add_contact, contacts_list); learned from
     #: the first request when unset, so set it when seeding before any request
@@ -184,6 +187,7 @@ class FreeAgentState:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.invoiced: set[int] = set()  #: contacts that have invoices, so cannot be deleted
+        self.contact_user: dict[int, int] = {}  #: company_per_user: contact id -> its user
         self._epoch = self.clock()
         self._next_id = 1
         self._pending_429: list[int] = []  #: Retry-After of each injected 429 still to send
@@ -191,6 +195,12 @@ class FreeAgentState:
         self._codes: dict[str, _AuthCode] = {}
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
+
+    def visible_to(self, user: int | None) -> dict[int, dict[str, Any]]:
+        """The contacts this user's company holds (every contact unless company_per_user)."""
+        if not self.company_per_user:
+            return self.contacts
+        return {i: c for i, c in self.contacts.items() if self.contact_user.get(i) == user}
 
     # -- test and demo helpers --------------------------------------------------------
 

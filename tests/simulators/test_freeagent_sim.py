@@ -662,3 +662,23 @@ async def test_delete_refusal_status_is_a_switch(
     path = URL(state.add_contact({"organisation_name": "Acme"}, has_invoices=True)).path
     assert (await client.delete(path, headers=auth)).status == status
     assert (await client.get(path, headers=auth)).status == 200
+
+
+@pytest.mark.parametrize("per_user", [False, True])
+async def test_company_per_user_keeps_each_users_contacts_apart(
+    client: Client, auth: dict[str, str], state: FreeAgentState, per_user: bool
+) -> None:
+    """company_per_user (many-shops benchmarks): another user neither lists nor reads the first
+    user's contacts; off, every user sees one company's contacts."""
+    state.company_per_user = per_user
+    state.clients["other-client"] = "other-secret"
+    other = {"Authorization": f"Bearer {state.issue_tokens('other-client')[0]}",
+             "Accept": "application/json"}  # fmt: skip
+    created = await create(client, auth, organisation_name="Acme")
+    assert created.status == 201
+    path = URL(created.headers["Location"]).path
+    listed = await (await client.get("/v2/contacts", headers=other)).json()
+    assert len(listed["contacts"]) == (0 if per_user else 1)
+    assert (await client.get(path, headers=other)).status == (404 if per_user else 200)
+    assert (await client.get(path, headers=auth)).status == 200
+    assert len((await (await client.get("/v2/contacts", headers=auth)).json())["contacts"]) == 1
