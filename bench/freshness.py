@@ -29,6 +29,7 @@ import aiohttp
 # ruff: noqa: T201  (a benchmark prints its figures)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.simserver import magento_store
 from daemon.clients.transport import Transport
 from daemon.db.pool import create_pool, migrate, recreate_database
 from daemon.db.queries import QUERIES
@@ -41,7 +42,6 @@ from daemon.secretbox import SecretBox
 from daemon.settings import Settings
 from daemon.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookServer, sign
 from simulators.freeagent import FreeAgentState
-from simulators.magento import MagentoState
 from simulators.stack import Stack, register, simulators
 
 try:
@@ -93,22 +93,6 @@ def _server_dsn() -> tuple[str, Any]:
     return start_embedded(ROOT / ".fa-sync" / "bench-pgdata")
 
 
-def _store(customers: int, template: int = 300) -> MagentoState:
-    """A store of `customers` built in linear time: the seed's first `template` customers (the
-    awkward ones first), then copies under new ids and e-mails (the seed's uniqueness check is
-    quadratic; bench/simserver.py on the bench branch does the same)."""
-    state = MagentoState.seeded(customers=min(customers, template), guest_orders=0)
-    originals = list(state.customers.values())
-    for n in range(customers - len(originals)):
-        copy = json.loads(json.dumps(originals[n % len(originals)]))
-        copy["id"] = state.next_id("customer")
-        copy["email"] = f"c{copy['id']}.{copy.get('email') or 'x@example.com'}"
-        for address in copy.get("addresses", []):
-            address["customer_id"] = copy["id"]
-        state.customers[copy["id"]] = copy
-    return state
-
-
 @dataclass
 class Freshness:
     seconds: list[float]  #: per delivery, sent -> exported
@@ -126,7 +110,7 @@ async def run(customers: int, events: int, spacing: float) -> Freshness:
     try:
         await migrate(pool)
         fa = FreeAgentState(minute_window=MINUTE, hour_window=HOUR, per_ip_per_minute=10**9)
-        mg = _store(customers)
+        mg = magento_store(customers, guest_orders=0)
         async with aiohttp.ClientSession() as session, simulators(freeagent=fa, magento=mg) as st:
             return await _measure(settings, dsn, pool, session, st, events, spacing)
     finally:

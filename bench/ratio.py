@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from bench.bare import Endpoints, bare_export
 from bench.fasync import Export, bench_settings, export
-from bench.stack import OFF_HOUR, OFF_MINUTE, limits_off, register, scratch_database, sims
+from bench.stack import OFF_HOUR, OFF_MINUTE, limits_off, register_one, scratch_database, sims
 from bench.table import Row, ratio
-from daemon.db.pool import create_pool
 
 QUICK = 500
 
@@ -40,11 +39,7 @@ async def fa_sync_off(customers: int, name: str) -> Export:
 async def _fa_sync_off(customers: int, name: str) -> Export:
     dsn = await scratch_database(name)
     async with sims(customers=customers, freeagent=limits_off()) as stack:
-        pool = await create_pool(dsn, max_size=2)
-        try:
-            [profile_id] = await register(pool, stack)
-        finally:
-            await pool.close()
+        profile_id = await register_one(dsn, stack)
         return await export(dsn, stack, profile_id, bench_settings(**off_settings()))
 
 

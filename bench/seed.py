@@ -15,9 +15,8 @@ from bench.bare import Endpoints
 from bench.fasync import bench_settings, export
 from bench.ratio import QUICK, fa_sync_off
 from bench.seedstyle import seed_export
-from bench.stack import limits_off, register, scratch_database, sims
+from bench.stack import limits_off, register_one, scratch_database, sims
 from bench.table import Row, ratio
-from daemon.db.pool import create_pool
 
 
 async def seed_run(customers: int, freeagent: dict[str, object], **kwargs: float):  # type: ignore[no-untyped-def]
@@ -45,11 +44,7 @@ async def measure(quick: bool) -> list[Row]:
     backlog = limit.PER_MINUTE * windows
     dsn = await scratch_database("seed_limit")
     async with sims(customers=backlog, freeagent=limit.simulator()) as stack:
-        pool = await create_pool(dsn, max_size=2)
-        try:
-            [profile_id] = await register(pool, stack)
-        finally:
-            await pool.close()
+        profile_id = await register_one(dsn, stack)
         started = time.perf_counter()
         at = await export(dsn, stack, profile_id, bench_settings(**limit.fa_sync()))
         spent = time.perf_counter() - started

@@ -171,3 +171,13 @@ async def register(
 
 
 SECRET_KEY = TEST_SECRET_KEY
+
+
+async def register_one(dsn: str, stack: Sims) -> int:
+    """One bench profile on the scratch database `dsn` (a short-lived pool); its id."""
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        [profile_id] = await register(pool, stack)
+    finally:
+        await pool.close()
+    return profile_id

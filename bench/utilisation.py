@@ -11,9 +11,8 @@ import statistics
 
 from bench import limit
 from bench.fasync import bench_settings, export
-from bench.stack import register, scratch_database, sims
+from bench.stack import register_one, scratch_database, sims
 from bench.table import Row, ratio
-from daemon.db.pool import create_pool
 
 
 async def measure(quick: bool) -> list[Row]:
@@ -21,11 +20,7 @@ async def measure(quick: bool) -> list[Row]:
     backlog = limit.PER_MINUTE * windows + limit.PER_MINUTE // 2
     dsn = await scratch_database("utilisation")
     async with sims(customers=backlog, freeagent=limit.simulator()) as stack:
-        pool = await create_pool(dsn, max_size=2)
-        try:
-            [profile_id] = await register(pool, stack)
-        finally:
-            await pool.close()
+        profile_id = await register_one(dsn, stack)
         run = await export(dsn, stack, profile_id, bench_settings(**limit.fa_sync()))
     fa = run.freeagent
     counts = [w["count"] for w in fa["window_counts"]]
