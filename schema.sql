@@ -416,6 +416,23 @@ ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
 ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS done_at timestamptz;
 CREATE INDEX IF NOT EXISTS rate_event_id ON rate_event (id);
 
+-- When one more request fits in a full window: the moment enough of the requests counted in
+-- it (p_excess + 1 of them, oldest release first) have stopped counting. NULL when the window
+-- is not full (p_excess < 0). A grant stops counting at done_at + window when answered, else
+-- at + p_lat + window (see fa_rate_take).
+CREATE OR REPLACE FUNCTION fa_rate_free_at(
+    p_key text, p_window interval, p_excess integer, p_horizon timestamptz, p_lat interval,
+    p_now timestamptz
+) RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT f FROM (
+        SELECT coalesce(done_at, at + p_lat) + p_window AS f,
+               sum(n) OVER (ORDER BY coalesce(done_at, at + p_lat), id) AS upto
+          FROM rate_event
+         WHERE budget_key = p_key AND at > p_horizon
+           AND coalesce(done_at, at + p_lat) > p_now - p_window) w
+     WHERE p_excess >= 0 AND upto >= p_excess + 1 ORDER BY upto LIMIT 1
+$$;
+
 -- Grant up to p_want requests at once (as many as both windows allow), after recording the
 -- answers of earlier grants (p_done ids answered by p_done_at). A grant counts in a window
 -- while FreeAgent may still receive one of its requests inside it: until done_at + window when
@@ -477,25 +494,10 @@ BEGIN
         v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
         IF v_take <= 0 THEN
             -- Wait until enough counted requests have left each full window for one more.
-            v_free := p_now;
-            IF v_minute >= p_per_minute THEN
-                SELECT greatest(v_free, f) INTO v_free FROM (
-                    SELECT coalesce(done_at, at + v_lat) + v_mw AS f,
-                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
-                      FROM rate_event
-                     WHERE budget_key = p_key AND at > v_horizon
-                       AND coalesce(done_at, at + v_lat) > p_now - v_mw) m
-                 WHERE upto >= v_minute - p_per_minute + 1 ORDER BY upto LIMIT 1;
-            END IF;
-            IF v_hour >= p_per_hour THEN
-                SELECT greatest(v_free, f) INTO v_free FROM (
-                    SELECT coalesce(done_at, at + v_lat) + v_hw AS f,
-                           sum(n) OVER (ORDER BY coalesce(done_at, at + v_lat), id) AS upto
-                      FROM rate_event
-                     WHERE budget_key = p_key AND at > v_horizon
-                       AND coalesce(done_at, at + v_lat) > p_now - v_hw) h
-                 WHERE upto >= v_hour - p_per_hour + 1 ORDER BY upto LIMIT 1;
-            END IF;
+            v_free := greatest(
+                p_now,
+                fa_rate_free_at(p_key, v_mw, v_minute - p_per_minute, v_horizon, v_lat, p_now),
+                fa_rate_free_at(p_key, v_hw, v_hour - p_per_hour, v_horizon, v_lat, p_now));
             v_wait := greatest(0.01, extract(epoch FROM v_free - p_now));
         END IF;
     END IF;
