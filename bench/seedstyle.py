@@ -21,6 +21,7 @@ The other yardstick of bench/seed.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -76,16 +77,20 @@ class _Answer:
 
 @dataclass
 class _Seed:
-    """One sequential export: counters, the 429 wait and the deadline."""
+    """One sequential export: counters, the 429 wait, the deadline and the stop event."""
 
     session: aiohttp.ClientSession
     ends: Endpoints
     retry_scale: float
     deadline: float | None
+    stop: asyncio.Event
     started: float = field(default_factory=time.perf_counter)
     result: SeedResult = field(default_factory=SeedResult)
 
     def _left(self) -> float:
+        """Seconds left; _OutOfTime once the deadline has passed or stop is set."""
+        if self.stop.is_set():
+            raise _OutOfTime
         if self.deadline is None:
             return float("inf")
         left = self.deadline - (time.perf_counter() - self.started)
@@ -107,7 +112,8 @@ class _Seed:
                 wait = float(r.headers.get("Retry-After", "1")) * self.retry_scale
             if wait >= self._left():
                 raise _OutOfTime
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait)
 
     async def lookup(self, email: str) -> str | None:
         """The URL of a contact with this e-mail, listing every page until one matches."""
@@ -135,12 +141,16 @@ class _Seed:
 
 
 async def seed_export(
-    ends: Endpoints, *, retry_scale: float = 1.0, deadline: float | None = None
+    ends: Endpoints,
+    *,
+    retry_scale: float = 1.0,
+    deadline: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SeedResult:
-    """Export until done or until `deadline` seconds have passed (the customer in hand when
-    time runs out is not counted)."""
+    """Export until done, until `deadline` seconds have passed or until `stop` is set (the
+    customer in hand then is not counted)."""
     async with aiohttp.ClientSession() as session:
-        seed = _Seed(session, ends, retry_scale, deadline)
+        seed = _Seed(session, ends, retry_scale, deadline, stop or asyncio.Event())
         try:
             async for customer in customers(session, ends):
                 await seed.export_one(customer)

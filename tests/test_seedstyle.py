@@ -3,6 +3,7 @@ filter), against in-process simulators."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -68,6 +69,15 @@ async def test_the_deadline_stops_the_export(stack: Stack) -> None:
     """Out of time, the customer in hand is not counted and the result says so."""
     result = await seed_export(endpoints(stack), deadline=0)
     assert not result.finished and result.exported == 0 and result.requests == 0
+
+
+async def test_stop_ends_a_429_wait(stack: Stack) -> None:
+    """Setting stop ends the export at once, even in the middle of an hour's Retry-After."""
+    stack.freeagent.inject_429(1, retry_after=3600)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    result = await asyncio.wait_for(seed_export(endpoints(stack), stop=stop), 10)
+    assert (result.throttled, result.exported, result.finished) == (1, 0, False)
 
 
 @pytest.mark.parametrize(
