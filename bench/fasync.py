@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.cpu import Cpu, measured
 from bench.stack import Sims
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions
@@ -38,6 +39,7 @@ class Export:
     seconds: float
     queries: int  #: PostgreSQL statements sent during the export
     prepares: int  #: of those, statements prepared first (one more round trip each)
+    cpu: Cpu  #: during the export: this process's and the machine's
     freeagent: dict[str, Any]  #: the simulator's stats afterwards
 
     @property
@@ -98,7 +100,10 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
             )
             runner = Runner(pool=pool, settings=settings, resources=factory)
             started = time.perf_counter()
-            outcome = await runner.fire(profile_id, trigger=RunTrigger.CLI, options=RunOptions())
+            with measured() as cpu:
+                outcome = await runner.fire(
+                    profile_id, trigger=RunTrigger.CLI, options=RunOptions()
+                )
             seconds = time.perf_counter() - started
     finally:
         asyncpg.Connection._get_statement = lookup  # type: ignore[method-assign]
@@ -111,5 +116,6 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
         seconds=seconds,
         queries=queries,
         prepares=prepares,
+        cpu=cpu,
         freeagent=(await stack.stats())["freeagent"],
     )
