@@ -1,7 +1,7 @@
 """Outcome writes: a row's result (created, updated, linked...) recorded on the ledger.
 
 The workers' outcomes are written together (groupcommit.py): contacts just created are indexed
-first, then every row's outcome goes in one statement, fenced by the run like entity_finish. Each
+and every row's outcome recorded in one statement, fenced by the run like entity_finish. Each
 worker still awaits its own write, so a row's outcome is committed before its worker moves on
 (the next row of the same e-mail, say, sees it).
 """
@@ -46,20 +46,23 @@ class OutcomeWriter:
         await self._group.submit(outcome)
 
     async def _write_all(self, outcomes: list[Outcome]) -> list[Exception | None]:
-        created = [o.created for o in outcomes if o.created is not None]
-        await self._index.remember_many(created)
+        created = self._index.index_rows([o.created for o in outcomes if o.created is not None])
         rows = [
             {"id": o.entity_id, "status": o.status, "url": o.url, "hash": o.hash,
              "error": o.error, "meta": o.meta, "entry": o.entry}
             for o in outcomes
         ]  # fmt: skip
         run = self._ctx.run
-        done = {
-            r["id"]
-            for r in await self._ctx.pool.fetch(
+        if created:  # contacts just created are indexed in the same statement
+            records = await self._ctx.pool.fetch(
+                QUERIES["entity_finish_indexing_many"], run.id, run.fence, rows,
+                self._index.client_id, created,
+            )  # fmt: skip
+        else:
+            records = await self._ctx.pool.fetch(
                 QUERIES["entity_finish_many"], run.id, run.fence, rows
             )
-        }
+        done = {r["id"] for r in records}
         return [
             None
             if o.entity_id in done
