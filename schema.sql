@@ -535,9 +535,9 @@ BEGIN
             -- Wait until enough counted requests have left each full window for one more.
             v_wait := extract(epoch FROM greatest(v_now,
                 fa_rate_free_at(p_key, v_mw, v_minute - p_per_minute, v_now - v_hw - v_span,
-                                v_lat, v_now),
+                                v_lat, v_now, p_egress => false),
                 fa_rate_free_at(p_key, v_hw, v_hour - p_per_hour, v_now - v_hw - v_span,
-                                v_lat, v_now)) - v_now);
+                                v_lat, v_now, p_egress => false)) - v_now);
             v_wait := greatest(0.01, v_wait);
         ELSIF p_egress IS NOT NULL THEN
             INSERT INTO rate_budget (budget_key) VALUES (p_egress) ON CONFLICT DO NOTHING;
@@ -550,7 +550,8 @@ BEGIN
             IF v_blocked > v_now THEN
                 v_wait := extract(epoch FROM v_blocked - v_now);
             ELSIF v_priority > v_now AND NOT p_priority THEN
-                RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_priority - v_now))::float8,
+                RETURN QUERY SELECT 0,
+                                    greatest(0.01, extract(epoch FROM v_priority - v_now))::float8,
                                     NULL::bigint, NULL::timestamptz;
                 RETURN;
             ELSE
@@ -563,7 +564,8 @@ BEGIN
                     v_full := true;
                     v_wait := greatest(0.01, extract(epoch FROM greatest(v_now,
                         fa_rate_free_at(p_egress, v_mw, v_minute - p_egress_per_minute,
-                                        v_now - v_mw - v_span, v_lat, v_now, true)) - v_now));
+                                        v_now - v_mw - v_span, v_lat, v_now,
+                                        p_egress => true)) - v_now));
                 END IF;
             END IF;
         END IF;
