@@ -669,6 +669,9 @@ RETURNING c.id;
 
 -- name: entity_finish_many
 -- entity_finish for several rows ($3: [{id, status, url, hash, error, meta, entry}]).
+-- Committed without waiting for the WAL flush (see OUTCOME COMMITS in outcomes.py): run it
+-- as a statement of its own, never inside a transaction that writes a create intent.
+WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 UPDATE contact_entity c
    SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
        payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
@@ -680,6 +683,7 @@ UPDATE contact_entity c
   FROM jsonb_to_recordset($3::jsonb)
        AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
  WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM relaxed)
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
@@ -688,7 +692,9 @@ RETURNING c.id;
 -- entity_finish_many ($1 run, $2 fence, $3 outcomes) that first indexes contacts just created
 -- ($4 client, $5: [{url, email, organisation_name, first_name, last_name, status, data,
 -- fa_updated_at}], one per url), as fa_contact_upsert does: one round trip for both.
-WITH indexed AS (
+-- Committed like entity_finish_many, without waiting for the WAL flush.
+WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+indexed AS (
     INSERT INTO freeagent_contact (client_id, url, email, organisation_name, first_name,
                                    last_name, status, data, fa_updated_at, seen_at)
     SELECT $4, n.url, n.email, n.organisation_name, n.first_name, n.last_name, n.status,
@@ -713,6 +719,7 @@ UPDATE contact_entity c
   FROM jsonb_to_recordset($3::jsonb)
        AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
  WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM relaxed)
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;

@@ -4,6 +4,16 @@ The workers' outcomes are written together (groupcommit.py): contacts just creat
 and every row's outcome recorded in one statement, fenced by the run like entity_finish. Each
 worker still awaits its own write, so a row's outcome is committed before its worker moves on
 (the next row of the same e-mail, say, sees it).
+
+OUTCOME COMMITS. These statements commit without waiting for the WAL flush (PostgreSQL's
+asynchronous commit, set for that one statement): a flush costs 1-2 ms on a common disk, and
+waiting for it made the outcome writes the export's slowest step. Nothing is risked. Only a
+PostgreSQL crash loses an unflushed commit, and then it loses every commit after it too (the
+WAL is a prefix), so the ledger is as it was at some earlier moment: exactly what a crash of
+fa-sync at that moment leaves, which the export already recovers from. A created row lost this
+way is back to `creating` with its intent (committed with a flush before the POST) and is
+adopted by the settle lookup; a lost update, link or failure is simply done again. Create
+intents keep waiting for the flush: they must be durable before FreeAgent sees the POST.
 """
 
 from __future__ import annotations

@@ -247,3 +247,21 @@ async def test_statement_cache_setting_decides_prepares(database_dsn: str, cache
     with monkeypatch.context() as m:
         m.setenv("FA_SYNC_DB_STATEMENT_CACHE", str(cache))
         assert Settings.load(_env_file=None).db_statement_cache == cache
+
+
+@pytest.mark.parametrize("query", ["entity_finish_many", "entity_finish_indexing_many"])
+async def test_outcome_commits_relax_only_their_own_statement(
+    pool: asyncpg.Pool, query: str
+) -> None:
+    """Outcome writes commit without waiting for the WAL flush; the pooled connection goes
+    back to flushed commits at once, so the create intent written next on it is durable."""
+    args: list[Any] = [0, 0, []] + ([1, []] if query.endswith("indexing_many") else [])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        await conn.fetch(QUERIES[query], *args)
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        async with conn.transaction():
+            await conn.fetch(QUERIES[query], *args)
+            # inside a transaction it would relax that transaction's commit: never do that
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    assert "set_config('synchronous_commit', 'off', true)" in QUERIES[query]
