@@ -392,8 +392,10 @@ END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
--- and profile. A log of grants, not fixed windows: our windows cannot be aligned with
--- FreeAgent's; each grant counts until no request of it can share a window with a new one.
+-- and profile, and one per egress (the address requests leave from: FreeAgent also limits
+-- requests per IP address, across users). A log of grants, not fixed windows: our windows
+-- cannot be aligned with FreeAgent's; each grant counts until no request of it can share a
+-- window with a new one.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS rate_budget (
@@ -402,6 +404,10 @@ CREATE TABLE IF NOT EXISTS rate_budget (
 );
 -- Priority lane: while a priority request waits for a grant, ordinary ones yield until then.
 ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS priority_until timestamptz;
+-- Egress rows: the user whose 429 came last and the end of its Retry-After. A 429 of another
+-- user before then pauses the whole egress (fa_rate_block).
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS refused_key text;
+ALTER TABLE rate_budget ADD COLUMN IF NOT EXISTS refused_until timestamptz;
 
 CREATE TABLE IF NOT EXISTS rate_event (
     budget_key  text NOT NULL,
@@ -415,107 +421,203 @@ ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS id bigserial;
 ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
 ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS done_at timestamptz;
 CREATE INDEX IF NOT EXISTS rate_event_id ON rate_event (id);
+-- The egress the grant also counts against (NULL: none); same rule, minute window only.
+ALTER TABLE rate_event ADD COLUMN IF NOT EXISTS egress_key text;
+CREATE INDEX IF NOT EXISTS rate_event_egress_at ON rate_event (egress_key, at)
+    WHERE egress_key IS NOT NULL;
 
 -- When one more request fits in a full window: the moment enough of the requests counted in
 -- it (p_excess + 1 of them, oldest release first) have stopped counting. NULL when the window
 -- is not full (p_excess < 0). A grant stops counting at done_at + window when answered, else
--- at + p_lat + window (see fa_rate_take).
+-- at + p_lat + window (see fa_rate_take). p_egress: p_key is an egress key, not a user's.
+DROP FUNCTION IF EXISTS fa_rate_free_at(
+    text, interval, integer, timestamptz, interval, timestamptz);
 CREATE OR REPLACE FUNCTION fa_rate_free_at(
     p_key text, p_window interval, p_excess integer, p_horizon timestamptz, p_lat interval,
-    p_now timestamptz
-) RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT f FROM (
-        SELECT coalesce(done_at, at + p_lat) + p_window AS f,
-               sum(n) OVER (ORDER BY coalesce(done_at, at + p_lat), id) AS upto
-          FROM rate_event
-         WHERE budget_key = p_key AND at > p_horizon
-           AND coalesce(done_at, at + p_lat) > p_now - p_window) w
-     WHERE p_excess >= 0 AND upto >= p_excess + 1 ORDER BY upto LIMIT 1
-$$;
+    p_now timestamptz, p_egress boolean DEFAULT false
+) RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: each call is planned for its own key, so the one branch that runs
+    -- reads its index (an egress key matches every row of the table, to a generic plan).
+    RETURN (
+        SELECT f FROM (
+            SELECT coalesce(done_at, at + p_lat) + p_window AS f,
+                   sum(n) OVER (ORDER BY coalesce(done_at, at + p_lat), id) AS upto
+              FROM (SELECT id, n, at, done_at FROM rate_event
+                     WHERE NOT p_egress AND budget_key = p_key AND at > p_horizon
+                    UNION ALL
+                    SELECT id, n, at, done_at FROM rate_event
+                     WHERE p_egress AND egress_key = p_key AND at > p_horizon) e
+             WHERE coalesce(done_at, at + p_lat) > p_now - p_window) w
+         WHERE p_excess >= 0 AND upto >= p_excess + 1 ORDER BY upto LIMIT 1);
+END $$;
 
--- Grant up to p_want requests at once (as many as both windows allow), after recording the
--- answers of earlier grants (p_done ids answered by p_done_at). A grant counts in a window
--- while FreeAgent may still receive one of its requests inside it: until done_at + window when
--- answered, else until at + p_latency + window (ratelimit.py explains why that is exact).
+-- Grant up to p_want requests at once (as many as both of the user's windows and the egress's
+-- minute allow), after recording the answers of earlier grants (p_done ids answered by
+-- p_done_at). A grant counts in a window while FreeAgent may still receive one of its requests
+-- inside it: until done_at + window when answered, else until at + p_latency + window
+-- (ratelimit.py explains why that is exact). p_egress (NULL: none): the key of the address the
+-- requests leave from, shared by every user sending from it, p_egress_per_minute its limit.
+-- Rows are locked user first, then egress; holding the egress row this call waits for
+-- nothing more, so calls of many users on one egress cannot deadlock.
 -- Priority lane (p_priority, Magento events): while a priority call waits for a grant it holds
--- every ordinary caller of the user back until a little after its own turn (priority_until),
--- so the next free request is its; a granted priority call lifts the hold, and the hold lapses
--- on its own if the waiter goes away. p_now: the instant to grant at; NULL (production) means
--- the moment the row lock is obtained, not when the call began waiting for it.
+-- every ordinary caller of the user (and of the egress, when the egress is what it waits
+-- for) back until a little after its own turn (priority_until), so the next free request is
+-- its; a granted priority call lifts the hold, and the hold lapses on its own if the waiter
+-- goes away. p_now: the instant to grant at; NULL (production) means the moment the row locks
+-- are obtained, not when the call began waiting for them.
 -- Returns (granted, wait, id, at): granted = 0 means wait `wait` seconds.
 DROP FUNCTION IF EXISTS fa_rate_take(
     text, integer, integer, integer, double precision, double precision, double precision,
     double precision, bigint[], timestamptz[], timestamptz);
+DROP FUNCTION IF EXISTS fa_rate_take(
+    text, integer, integer, integer, double precision, double precision, double precision,
+    double precision, bigint[], timestamptz[], boolean, timestamptz);
 CREATE OR REPLACE FUNCTION fa_rate_take(
     p_key text, p_want integer, p_per_minute integer, p_per_hour integer,
     p_minute_window double precision, p_hour_window double precision,
     p_latency double precision, p_flight double precision,
     p_done bigint[] DEFAULT NULL, p_done_at timestamptz[] DEFAULT NULL,
-    p_priority boolean DEFAULT false, p_now timestamptz DEFAULT NULL
+    p_priority boolean DEFAULT false, p_egress text DEFAULT NULL,
+    p_egress_per_minute integer DEFAULT NULL, p_now timestamptz DEFAULT NULL
 ) RETURNS TABLE (granted integer, wait double precision, grant_id bigint, granted_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_mw       interval := make_interval(secs => p_minute_window);
-    v_hw       interval := make_interval(secs => p_hour_window);
-    v_lat      interval := make_interval(secs => p_latency);
-    v_horizon  timestamptz;
-    v_blocked  timestamptz;
-    v_priority timestamptz;
-    v_minute   integer;
-    v_hour     integer;
-    v_take     integer;
-    v_free     timestamptz;
-    v_wait     double precision;
-    v_id       bigint;
+    v_mw        interval := make_interval(secs => p_minute_window);
+    v_hw        interval := make_interval(secs => p_hour_window);
+    v_lat       interval := make_interval(secs => p_latency);
+    v_span      interval := make_interval(secs => greatest(p_flight, p_latency));
+    v_now       timestamptz;
+    v_blocked   timestamptz;
+    v_priority  timestamptz;
+    v_minute    integer;
+    v_hour      integer;
+    v_take      integer;
+    v_wait      double precision;
+    v_egress    boolean := false;  -- the egress row is locked by this call
+    v_full      boolean := false;  -- it is the egress's minute that has no room
+    v_id        bigint;
 BEGIN
     INSERT INTO rate_budget (budget_key) VALUES (p_key) ON CONFLICT DO NOTHING;
     -- The row lock serialises every sender of this user, across processes.
     SELECT blocked_until, priority_until INTO v_blocked, v_priority
       FROM rate_budget WHERE budget_key = p_key FOR UPDATE;
-    p_now := coalesce(p_now, clock_timestamp());
-    v_horizon := p_now - make_interval(secs => p_hour_window + greatest(p_flight, p_latency));
+    v_now := coalesce(p_now, clock_timestamp());
+    -- Writes to the user's own rows come before the egress row is locked (no lock waits then).
     IF p_done IS NOT NULL THEN
         UPDATE rate_event e SET done_at = least(d.done_at, e.at + make_interval(secs => p_flight))
           FROM unnest(p_done, p_done_at) AS d(id, done_at)
          WHERE e.id = d.id AND e.budget_key = p_key AND e.done_at IS NULL;
     END IF;
-    IF v_blocked > p_now THEN
-        v_wait := extract(epoch FROM v_blocked - p_now);
-    ELSIF v_priority > p_now AND NOT p_priority THEN
+    IF random() < 0.02 THEN
+        -- Rows past the hour's horizon count for nobody. The egress's part also takes those of
+        -- users that went quiet (nothing else would); SKIP LOCKED: two sweeps never wait on
+        -- each other's rows.
+        DELETE FROM rate_event WHERE id IN (
+            SELECT id FROM rate_event
+             WHERE (budget_key = p_key OR egress_key = p_egress) AND at <= v_now - v_hw - v_span
+               FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF v_blocked > v_now THEN
+        v_wait := extract(epoch FROM v_blocked - v_now);
+    ELSIF v_priority > v_now AND NOT p_priority THEN
         -- A priority request waits: ordinary senders yield until a little after its turn.
-        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_priority - p_now))::float8,
+        RETURN QUERY SELECT 0, greatest(0.01, extract(epoch FROM v_priority - v_now))::float8,
                             NULL::bigint, NULL::timestamptz;
         RETURN;
     ELSE
-        SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_mw), 0),
-               coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > p_now - v_hw), 0)
+        SELECT coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > v_now - v_mw), 0),
+               coalesce(sum(n) FILTER (WHERE coalesce(done_at, at + v_lat) > v_now - v_hw), 0)
           INTO v_minute, v_hour
-          FROM rate_event WHERE budget_key = p_key AND at > v_horizon;
+          FROM rate_event WHERE budget_key = p_key AND at > v_now - v_hw - v_span;
         v_take := least(p_want, p_per_minute - v_minute, p_per_hour - v_hour);
         IF v_take <= 0 THEN
             -- Wait until enough counted requests have left each full window for one more.
-            v_free := greatest(
-                p_now,
-                fa_rate_free_at(p_key, v_mw, v_minute - p_per_minute, v_horizon, v_lat, p_now),
-                fa_rate_free_at(p_key, v_hw, v_hour - p_per_hour, v_horizon, v_lat, p_now));
-            v_wait := greatest(0.01, extract(epoch FROM v_free - p_now));
+            v_wait := extract(epoch FROM greatest(v_now,
+                fa_rate_free_at(p_key, v_mw, v_minute - p_per_minute, v_now - v_hw - v_span,
+                                v_lat, v_now, p_egress => false),
+                fa_rate_free_at(p_key, v_hw, v_hour - p_per_hour, v_now - v_hw - v_span,
+                                v_lat, v_now, p_egress => false)) - v_now);
+            v_wait := greatest(0.01, v_wait);
+        ELSIF p_egress IS NOT NULL THEN
+            INSERT INTO rate_budget (budget_key) VALUES (p_egress) ON CONFLICT DO NOTHING;
+            -- Serialises every sender of every user leaving from this address.
+            SELECT blocked_until, priority_until INTO v_blocked, v_priority
+              FROM rate_budget WHERE budget_key = p_egress FOR UPDATE;
+            v_egress := true;
+            -- Granted now, not when the user's count was taken: that count only shrinks.
+            v_now := coalesce(p_now, clock_timestamp());
+            IF v_blocked > v_now THEN
+                v_wait := extract(epoch FROM v_blocked - v_now);
+            ELSIF v_priority > v_now AND NOT p_priority THEN
+                RETURN QUERY SELECT 0,
+                                    greatest(0.01, extract(epoch FROM v_priority - v_now))::float8,
+                                    NULL::bigint, NULL::timestamptz;
+                RETURN;
+            ELSE
+                SELECT coalesce(sum(n), 0) INTO v_minute
+                  FROM rate_event
+                 WHERE egress_key = p_egress AND at > v_now - v_mw - v_span
+                   AND coalesce(done_at, at + v_lat) > v_now - v_mw;
+                v_take := least(v_take, p_egress_per_minute - v_minute);
+                IF v_take <= 0 THEN
+                    v_full := true;
+                    v_wait := greatest(0.01, extract(epoch FROM greatest(v_now,
+                        fa_rate_free_at(p_egress, v_mw, v_minute - p_egress_per_minute,
+                                        v_now - v_mw - v_span, v_lat, v_now,
+                                        p_egress => true)) - v_now));
+                END IF;
+            END IF;
         END IF;
     END IF;
     IF p_priority THEN
         UPDATE rate_budget
            SET priority_until = CASE WHEN v_wait > 0
-                                     THEN p_now + make_interval(secs => v_wait + 1) END
+                                     THEN v_now + make_interval(secs => v_wait + 1) END
          WHERE budget_key = p_key;
+        IF v_full OR (v_egress AND v_wait IS NULL) THEN
+            UPDATE rate_budget
+               SET priority_until = CASE WHEN v_full
+                                         THEN v_now + make_interval(secs => v_wait + 1) END
+             WHERE budget_key = p_egress;
+        END IF;
     END IF;
     IF v_wait > 0 THEN
         RETURN QUERY SELECT 0, v_wait, NULL::bigint, NULL::timestamptz;
         RETURN;
     END IF;
-    INSERT INTO rate_event (budget_key, at, n) VALUES (p_key, p_now, v_take) RETURNING id INTO v_id;
-    IF random() < 0.02 THEN
-        DELETE FROM rate_event WHERE budget_key = p_key AND at <= v_horizon;
+    INSERT INTO rate_event (budget_key, egress_key, at, n)
+    VALUES (p_key, p_egress, v_now, v_take) RETURNING id INTO v_id;
+    RETURN QUERY SELECT v_take, 0.0::float8, v_id, v_now;
+END $$;
+
+-- A 429 for p_key: every sender of the user waits p_seconds. With p_egress, the egress row
+-- remembers the user and the end of its wait; a 429 of another user before then pauses every
+-- sender of the egress as well (two users refused at once: the address's limit, not a user's,
+-- is the likely cause; ratelimit.py says why). Returns whether the egress was paused.
+CREATE OR REPLACE FUNCTION fa_rate_block(
+    p_key text, p_seconds double precision, p_egress text DEFAULT NULL
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_now    timestamptz := clock_timestamp();
+    v_until  timestamptz := clock_timestamp() + make_interval(secs => p_seconds);
+    v_pause  boolean;
+BEGIN
+    INSERT INTO rate_budget (budget_key, blocked_until) VALUES (p_key, v_until)
+    ON CONFLICT (budget_key) DO UPDATE
+       SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+    IF p_egress IS NULL THEN
+        RETURN false;
     END IF;
-    RETURN QUERY SELECT v_take, 0.0::float8, v_id, p_now;
+    INSERT INTO rate_budget (budget_key) VALUES (p_egress) ON CONFLICT DO NOTHING;
+    SELECT coalesce(refused_until > v_now AND refused_key <> p_key, false) INTO v_pause
+      FROM rate_budget WHERE budget_key = p_egress FOR UPDATE;
+    UPDATE rate_budget
+       SET refused_key = p_key, refused_until = v_until,
+           blocked_until = CASE WHEN v_pause THEN greatest(blocked_until, v_until)
+                                ELSE blocked_until END
+     WHERE budget_key = p_egress;
+    RETURN v_pause;
 END $$;
 
 -- One request, never answered, counted for exactly the windows given (callers add their
@@ -526,7 +628,7 @@ CREATE OR REPLACE FUNCTION fa_rate_acquire(
     p_now timestamptz DEFAULT NULL
 ) RETURNS double precision LANGUAGE sql AS $$
     SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
-                                  p_hour_window, 0, 0, NULL, NULL, false, p_now);
+                                  p_hour_window, 0, 0, p_now => p_now);
 $$;
 
 -- fa_rate_acquire in the priority lane.
@@ -536,7 +638,7 @@ CREATE OR REPLACE FUNCTION fa_rate_acquire_priority(
     p_now timestamptz DEFAULT NULL
 ) RETURNS double precision LANGUAGE sql AS $$
     SELECT wait FROM fa_rate_take(p_key, 1, p_per_minute, p_per_hour, p_minute_window,
-                                  p_hour_window, 0, 0, NULL, NULL, true, p_now);
+                                  p_hour_window, 0, 0, p_priority => true, p_now => p_now);
 $$;
 
 -- ---------------------------------------------------------------------------------------------

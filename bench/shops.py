@@ -34,7 +34,10 @@ EXHAUSTED = "no database connection free"
 #: Real FreeAgent limits per user; the per-IP limit is lifted (every shop calls from here).
 #: Each user is a company of its own, as each shop's accounts are.
 FREEAGENT = {"per_ip_per_minute": UNLIMITED_IP, "company_per_user": True}
-DAEMON = {"resync_seconds": 30, "record_retry_base_seconds": 0, "log_level": "INFO"}
+#: fa-sync is told the same: no per-address budget (the measure is the daemon's cost, not
+#: FreeAgent's per-IP cap, which 500 busy shops on one address would reach).
+DAEMON = {"resync_seconds": 30, "record_retry_base_seconds": 0, "log_level": "INFO",
+          "rate_egress_per_minute": 0}  # fmt: skip
 
 
 @dataclass

@@ -9,7 +9,7 @@ import asyncpg
 from daemon.clients.freeagent import FreeAgentClient
 from daemon.clients.magento import MagentoClient
 from daemon.clients.oauth import TokenStore, exchange_code, record_identity
-from daemon.clients.ratelimit import Headroom, RateBudget, provisional_key
+from daemon.clients.ratelimit import Egress, Headroom, RateBudget, egress_key, provisional_key
 from daemon.clients.requestlog import RequestLog
 from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
@@ -45,6 +45,19 @@ class ClientFactory:
             )
         return self._tokens[client_id]
 
+    def egress(self) -> Egress | None:
+        """The budget of the address this process sends from, which every user's grants also
+        draw from (FreeAgent's per-IP limit); None when the settings turn it off."""
+        s = self._settings
+        if s.rate_egress_per_minute == 0:
+            return None
+        return Egress(
+            egress_key(s.rate_egress_key),
+            s.rate_egress_per_minute,
+            s.rate_egress_headroom_per_minute,
+            s.rate_priority_per_minute,
+        )
+
     def budget(self, row: FreeAgentClientRow, *, key: str | None = None) -> RateBudget:
         """The one request budget of the row's user, shared with its token store.
 
@@ -68,6 +81,7 @@ class ClientFactory:
                 s.rate_priority_reserve_per_hour,
             ),
             http_timeout=s.http_timeout,
+            egress=self.egress(),
         )
         self.tokens(row.id).budget = budget
         return budget

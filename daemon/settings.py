@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     rate_priority_per_hour: int = Field(default=10, ge=0, le=100_000)
     #: Requests per hour the backlog leaves to the priority lane (0: none kept back).
     rate_priority_reserve_per_hour: int = Field(default=60, ge=0, le=100_000)
+    #: FreeAgent's second limit, per IP address across users: requests per minute window
+    #: every FreeAgent user sending from one address shares (0: no egress budget).
+    rate_egress_per_minute: int = Field(default=1000, ge=0, le=1_000_000)
+    #: Requests per minute window left unused below it (the priority lane may spend
+    #: rate_priority_per_minute of them).
+    rate_egress_headroom_per_minute: int = Field(default=10, ge=0, le=1_000_000)
+    #: Names the address this replica's requests leave from. Replicas with the same name share
+    #: one egress budget: the default gives every replica on the database one (they may sit
+    #: behind one NAT); replicas with public addresses of their own set one each (the hostname).
+    rate_egress_key: str = Field(default="shared", min_length=1, max_length=200)
     #: Consecutive run-level failures back a profile off exponentially from this base.
     breaker_base_seconds: float = Field(default=60.0, ge=0, le=86400)
     #: Longest breaker back-off (seconds).

@@ -83,23 +83,25 @@ async def register(
     schedule: str = "*/15 * * * *",
     settings: dict[str, Any] | None = None,
     enabled: bool = True,
+    app: str = DEMO_CLIENT_ID,
     **limits: int,
 ) -> Stack:
     """Insert a FreeAgent client (authorised), a Magento connection and a profile using them;
-    secrets sealed with the box, as the CLI stores them."""
+    secrets sealed with the box, as the CLI stores them. app: the simulator's client id the
+    tokens are issued to (each app is a FreeAgent user of its own); it must be registered."""
     client = await pool.fetchrow(
         QUERIES["client_insert"],
         f"{profile}-freeagent",
         "custom",
         stack.freeagent_url,
-        DEMO_CLIENT_ID,
-        secrets.seal(DEMO_CLIENT_SECRET),
+        app,
+        secrets.seal(stack.freeagent.clients[app]),
         "urn:ietf:wg:oauth:2.0:oob",
         limits.get("per_minute", 120),
         limits.get("per_hour", 3600),
         False,
     )
-    access, refresh = stack.freeagent.issue_tokens(DEMO_CLIENT_ID)
+    access, refresh = stack.freeagent.issue_tokens(app)
     now = datetime.now(UTC)
     await pool.execute(
         QUERIES["client_save_tokens"],

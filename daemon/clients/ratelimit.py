@@ -1,15 +1,24 @@
 """The FreeAgent request budget, shared through PostgreSQL by every replica and profile.
 
 FreeAgent counts requests per authorising user (120/min, 3600/h; token refreshes also
-15/min). Several profiles, several daemon replicas and `fa-sync client authorize` may act
-for one user; a per-process limiter would let each of them spend the whole budget. So the
-count lives in the database (`fa_rate_take`, a log of grants under a row lock) and a 429
+15/min) and, across users, per IP address (1,000/min). Several profiles, several daemon
+replicas and `fa-sync client authorize` may act for one user, and hundreds of shops may send
+from one address; a per-process limiter would let each of them spend the whole budget. So the
+count lives in the database (`fa_rate_take`, a log of grants under row locks) and a 429
 blocks the key for everyone (`rate_block`).
 
 One key per user. The key is `user:<users/me url>` once the client row knows whom its tokens
 act for. Before that (the code exchange and the first users/me of `client authorize`) the
 requests are counted under the provisional key `client:<id>`; `adopt_user()` then moves those
 events into the user's key, so every request ever sent for the user sits in one log.
+
+One more key per address: the egress. `egress:<name>` (settings rate_egress_key) stands for the
+address the requests leave from; every grant of every user sending from it is counted under
+its user's key and under the egress (one rate_event row carries both), and a grant must fit
+both. The default name is one for every replica on the database (replicas behind one NAT share
+an address, so this is the harsher assumption); replicas with public addresses of their own
+each set a name of their own. Token refreshes count on the egress once, through the user's
+grant (the `|refresh` sibling key does not carry it).
 
 When a grant stops counting: FreeAgent counts at *receipt* in fixed windows [k*W, (k+1)*W)
 whose alignment we do not know; we count at *grant*. A request granted at g is received at some
@@ -26,20 +35,48 @@ counted until:
                               network; for a request whose answer never came or is still out)
 
 and at most L = limit - rate_headroom grants count at any time, per window length (minute and
-hour alike). This holds whatever the alignment of FreeAgent's windows, with any number of
-replicas (one log, one row lock), and uses each window almost fully: a request is released one
-round trip after its window, not D after. Retry-After and the Date header do not tell the
-alignment well enough to lean on (whole seconds; FreeAgent sends no X-RateLimit-* headers), and
-need no trust here. The headroom (2/min, 20/h) covers senders we do not see (another app using
-the same user's token) and a request received more than D after its grant with no answer.
+hour alike). This holds whatever the alignment of FreeAgent's windows (a sliding window too),
+with any number of replicas (one log, one row lock), and uses each window almost fully: a
+request is released one round trip after its window, not D after. Retry-After and the Date
+header do not tell the alignment well enough to lean on (whole seconds; FreeAgent sends no
+X-RateLimit-* headers), and need no trust here. The headroom (2/min, 20/h) covers senders we do
+not see (another app using the same user's token) and a request received more than D after its
+grant with no answer; the egress's (10/min) covers other programs on the address.
 
-Grants in batches: one `fa_rate_take` call grants up to k requests at once (as many as both
-windows allow, never more) and records the answers of earlier grants, so a busy export pays
-about one database round trip per k requests. Granted requests wait in the process's stock for
-at most STOCK_SECONDS; k grows while the stock is used up and shrinks when grants expire unused
-(an unused grant still counts until its window ends, so waste is kept small). A batch is
-answered when all its requests are: its latest answer counts for all of them. A 429 empties the
-stock at once; a 429 another replica received stops this one's stock within STOCK_SECONDS.
+The egress is the same proof with a log and lock of its own: L_e = rate_egress_per_minute -
+rate_egress_headroom_per_minute, minute window only. `fa_rate_take` locks the user's row, then
+the egress's (always in that order; holding the egress row it waits for nothing more, so calls
+of many users cannot deadlock) and grants k only if the user's counts plus k stay within L and
+the egress's count plus k within L_e. The egress is counted at the grant's instant, after both
+locks; the user's count, taken a moment before, can only have shrunk since (nobody grants or
+records answers for the user while its row is locked, and a count loses rows as time passes).
+Answers other users record meanwhile only trade one upper bound of a receipt for another. Every
+request leaving the address is granted under its egress key, so no window of the address
+receives more than L_e of ours. Like a user's key, an egress key needs every sender on it to
+use the same windows, D and HTTP timeout (its count reads rows of the last window + `flight`).
+
+A 429 always pauses the user's key for Retry-After (the header: the transport never reads the
+body, which names whichever limit was hit). Whether it pauses the egress too: which limit
+refused the request is unknown, and both mistakes cost. Pausing the egress for one user's 429
+(another app spending that user's budget) stops every shop on the address, again each time that
+user is refused; not pausing it when the address is full lets every other user send into a
+window FreeAgent refuses. How full our egress count was tells little: it never passes L_e, so
+an address 429 means senders we do not see filled the window, and a rule on the count would
+blame the address for any user's 429 whenever many shops are busy. What an address 429 does
+show is that FreeAgent refuses *every* user of the address until its window ends. So the egress
+row remembers the last refused user and the end of its Retry-After (`fa_rate_block`); a 429 of
+another user before then pauses the egress for its own Retry-After. One user refused again and
+again never stops the others; a full address costs one 429 more than knowing the limit would,
+besides those already in flight. A 429 of the token endpoint pauses the refresh key only.
+
+Grants in batches: one `fa_rate_take` call grants up to k requests at once (as many as the
+user's windows and the egress allow, never more) and records the answers of earlier grants, so
+a busy export pays about one database round trip per k requests. Granted requests wait in the
+process's stock for at most STOCK_SECONDS; k grows while the stock is used up and shrinks when
+grants expire unused (an unused grant still counts until its window ends, so waste is kept
+small). A batch is answered when all its requests are: its latest answer counts for all of
+them. A 429 empties the stock at once; a 429 another replica received stops this one's stock
+within STOCK_SECONDS.
 
 Priority lane. A customer saved in Magento and announced by an event must not wait behind a
 first sync's backlog. Requests sent inside `priority_lane()` (a context variable, so the
@@ -53,11 +90,14 @@ FreeAgent client and transport need no new argument) differ in three ways:
   stock holds a fresh grant (already counted, so taking it costs nobody anything); while it
   waits for a grant, every ordinary call for the same user is told to wait until a little
   after its turn, and the batches already stocked run out within STOCK_SECONDS.
+On the egress the lane may spend rate_priority_per_minute of its headroom, and a lane call
+waiting because the egress is full holds back the ordinary callers of every user on it (one
+waiting for its own user's limit holds back nobody else).
 The proof above still holds with two limits: a grant is made only if the requests counted
 with it stay within the caller's L, and both L (backlog: limit - headroom - reserve; lane:
 limit - headroom + its allowance) are at most the configured limit, so at most the larger,
-L_lane, count at any time. What the lane may not spend (1/min, 10/h) is the headroom left
-for unseen senders and late receipts.
+L_lane, count at any time; likewise on the egress. What the lane may not spend (1/min, 10/h)
+is the headroom left for unseen senders and late receipts.
 """
 
 from __future__ import annotations
@@ -75,6 +115,9 @@ import asyncpg
 
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
+from daemon.logs import get_logger
+
+log = get_logger(__name__)
 
 #: Longest pause a 429 may put on a budget (FreeAgent's longest window is an hour).
 MAX_BLOCK_SECONDS = 3600.0
@@ -132,6 +175,32 @@ class Headroom:
 NO_HEADROOM = Headroom(0.0, 0, 0)
 
 
+@dataclass(frozen=True)
+class Egress:
+    """The budget shared by every user whose requests leave from one address (FreeAgent's
+    per-IP limit; settings rate_egress_*). Minute window only: the limit has no hour."""
+
+    key: str  #: `egress:<name>`: every replica sending from the address must use the same
+    per_minute: int  #: the address's limit as configured (FreeAgent: 1,000)
+    headroom: int = 0  #: requests per minute window left unused
+    priority: int = 0  #: of that headroom, what the priority lane may spend
+
+    @property
+    def backlog_limit(self) -> int:
+        """Requests per minute window ordinary requests may have counted."""
+        return max(1, self.per_minute - self.headroom)
+
+    @property
+    def priority_limit(self) -> int:
+        """The lane's: a little of the headroom, never beyond the configured limit."""
+        return min(self.per_minute, self.backlog_limit + self.priority)
+
+
+def egress_key(name: str) -> str:
+    """The budget key of one egress (an address, or every replica when they share one)."""
+    return f"egress:{name}"
+
+
 def provisional_key(client_id: int) -> str:
     """The budget key of a client whose user is not known yet."""
     return f"client:{client_id}"
@@ -185,6 +254,7 @@ class RateBudget:
         sleep: Sleep = asyncio.sleep,
         http_timeout: float = 30.0,
         clock: Clock = time.monotonic,
+        egress: Egress | None = None,
     ) -> None:
         self.pool = pool
         self.key = key  #: `user:<url>`, or `client:<id>` until the user is known
@@ -194,6 +264,8 @@ class RateBudget:
         self.hour_window = hour_window
         #: ClientFactory passes the settings' headroom; none when built bare (unit tests)
         self.headroom = headroom if headroom is not None else NO_HEADROOM
+        #: The address's budget every grant also counts against (None: not governed)
+        self.egress = egress
         self._sleep = sleep
         self._clock = clock
         self._http_timeout = http_timeout
@@ -233,7 +305,8 @@ class RateBudget:
         )
 
     def refreshes(self) -> RateBudget:
-        """The sibling budget of token refreshes (15/min per user), under the same rules."""
+        """The sibling budget of token refreshes (15/min per user), under the same rules.
+        Without the egress: the refresh is counted there once, by the user's own grant."""
         return RateBudget(
             self.pool,
             self.key + REFRESH_SUFFIX,
@@ -251,6 +324,10 @@ class RateBudget:
         """One fa_rate_take: record answers, ask for `want` (in the priority lane or not);
         (granted, wait, batch)."""
         per_minute, per_hour = self.priority_limits if priority else self.backlog_limits
+        egress = self.egress
+        egress_limit = None
+        if egress is not None:
+            egress_limit = egress.priority_limit if priority else egress.backlog_limit
         done, self._done = self._done, []
         ids = [i for i, _ in done] or None
         times = [t for _, t in done] or None
@@ -260,6 +337,7 @@ class RateBudget:
                 QUERIES["rate_take"], self.key, want, per_minute, per_hour,
                 float(self.minute_window), float(self.hour_window),
                 float(self.headroom.latency), float(self.flight), ids, times, priority,
+                egress.key if egress is not None else None, egress_limit,
             )  # fmt: skip
         granted = int(row["granted"])
         if not granted:
@@ -358,11 +436,15 @@ class RateBudget:
         await self.acquire()
 
     async def block(self, seconds: float) -> None:
-        """FreeAgent answered 429: pause every sender of this user for Retry-After seconds."""
+        """FreeAgent answered 429: pause every sender of this user for Retry-After seconds,
+        and of the egress too when another user of it was refused in the meantime."""
         self._drop_stock()  # FreeAgent said stop: nothing granted earlier goes out now
+        egress = self.egress.key if self.egress is not None else None
         async with translated(f"rate budget {self.key}"):
             pause = min(max(0.0, float(seconds)), MAX_BLOCK_SECONDS)
-            await self.pool.execute(QUERIES["rate_block"], self.key, pause)
+            paused = await self.pool.fetchval(QUERIES["rate_block"], self.key, pause, egress)
+        if paused:
+            log.warning("rate_egress_paused", egress=egress, seconds=pause, key=self.key)
 
     async def adopt_user(self, user_url: str) -> None:
         """The tokens turned out to act for user_url: count under that user's key from now on.

@@ -130,17 +130,15 @@ SELECT fa_rate_acquire_priority($1, $2, $3, $4, $5);
 
 -- name: rate_take
 -- Record answered grants ($9 ids answered at $10), then take up to $2 requests from a user's
--- shared budget, in the priority lane when $11: (granted, wait, grant_id, granted_at);
--- granted 0 = wait `wait` seconds.
+-- shared budget and from the egress $12 (limit $13 a minute; NULL: none), in the priority
+-- lane when $11: (granted, wait, grant_id, granted_at); granted 0 = wait `wait` seconds.
 SELECT * FROM fa_rate_take($1, $2, $3, $4, $5, $6, $7, $8, $9::bigint[], $10::timestamptz[],
-                           $11::boolean);
+                           $11::boolean, $12::text, $13::integer);
 
 -- name: rate_block
--- A 429 pauses every sender of this user until Retry-After has passed.
-INSERT INTO rate_budget (budget_key, blocked_until)
-VALUES ($1, clock_timestamp() + make_interval(secs => $2))
-ON CONFLICT (budget_key) DO UPDATE
-   SET blocked_until = greatest(rate_budget.blocked_until, EXCLUDED.blocked_until);
+-- A 429 pauses every sender of this user until Retry-After ($2 s) has passed, and every sender
+-- of the egress $3 when another user was refused within its own Retry-After: egress paused?
+SELECT fa_rate_block($1, $2, $3::text);
 
 -- name: rate_budget_merge
 -- Requests counted under a provisional key ($1, `client:<id>`) belong to the user's key ($2).
