@@ -28,6 +28,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _init_caching_connection(conn: asyncpg.Connection) -> None:
+    """A connection that keeps prepared statements plans each execution for its arguments.
+
+    After five executions PostgreSQL may switch a prepared statement to one generic plan, costed
+    with the statistics of that moment: prepared while the ledger was nearly empty, the match
+    read kept a plan that scans every contact of the client, 10x slower at 10,000 customers.
+    A custom plan per execution costs PostgreSQL a little CPU and no round trip, which is what
+    the statement cache saves."""
+    await _init_connection(conn)
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
+
+
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     """Nothing beyond asyncpg's own release step (which rolls back an open transaction).
 
@@ -88,7 +100,7 @@ async def create_pool(
         max_size=max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
-        init=_init_connection,
+        init=_init_caching_connection if statement_cache else _init_connection,
         reset=_reset_connection,
         loop=None,
         connection_class=asyncpg.Connection,
