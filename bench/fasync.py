@@ -2,7 +2,9 @@
 records, seconds, FreeAgent requests and PostgreSQL round trips.
 
 Round trips: every pooled connection gets an asyncpg query logger (Connection.add_query_logger),
-which is called once per statement sent: fetch, execute, executemany (one call per batch).
+which is called once per statement sent: fetch, execute, executemany (one call per batch). A
+statement not yet in the connection's statement cache (FA_SYNC_DB_STATEMENT_CACHE) costs one
+more round trip, its prepare: those are counted where asyncpg looks the statement up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.cpu import Cpu, measured
 from bench.stack import Sims
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions
@@ -35,6 +38,8 @@ class Export:
     created: int
     seconds: float
     queries: int  #: PostgreSQL statements sent during the export
+    prepares: int  #: of those, statements prepared first (one more round trip each)
+    cpu: Cpu  #: during the export: this process's and the machine's
     freeagent: dict[str, Any]  #: the simulator's stats afterwards
 
     @property
@@ -68,10 +73,23 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
         await original(conn)
         conn.add_query_logger(count)
 
-    pool = await create_pool(dsn, min_size=0, max_size=settings.pool_size())
+    pool = await create_pool(
+        dsn, min_size=0, max_size=settings.pool_size(), statement_cache=settings.db_statement_cache
+    )
     original = pool._init
     pool._init = init
     await stack.reset()
+    prepares = 0
+    lookup = asyncpg.Connection._get_statement
+
+    async def counted(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal prepares
+        cached = {id(s) for s in self._stmt_cache.iter_statements()}
+        statement = await lookup(self, query, *args, **kwargs)
+        prepares += id(statement) not in cached  # not from the cache: it was prepared
+        return statement
+
+    asyncpg.Connection._get_statement = counted  # type: ignore[method-assign]
     try:
         async with aiohttp.ClientSession() as session:
             factory = ClientFactory(
@@ -82,9 +100,13 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
             )
             runner = Runner(pool=pool, settings=settings, resources=factory)
             started = time.perf_counter()
-            outcome = await runner.fire(profile_id, trigger=RunTrigger.CLI, options=RunOptions())
+            with measured() as cpu:
+                outcome = await runner.fire(
+                    profile_id, trigger=RunTrigger.CLI, options=RunOptions()
+                )
             seconds = time.perf_counter() - started
     finally:
+        asyncpg.Connection._get_statement = lookup  # type: ignore[method-assign]
         await pool.close()
     counts = outcome.counts
     return Export(
@@ -93,5 +115,7 @@ async def export(dsn: str, stack: Sims, profile_id: int, settings: Settings) -> 
         created=counts.created,
         seconds=seconds,
         queries=queries,
+        prepares=prepares,
+        cpu=cpu,
         freeagent=(await stack.stats())["freeagent"],
     )

@@ -24,7 +24,7 @@ from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions, RunSlots
 from daemon.db.embedded import start_embedded
-from daemon.db.pool import create_pool, migrate
+from daemon.db.pool import DEFAULT_STATEMENT_CACHE, create_pool, migrate
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, RunTrigger
 from daemon.errors import DatabaseError
@@ -84,7 +84,12 @@ async def open_services(
     # time for one short statement, never while waiting for anything else.
     size = settings.pool_size()
     dsn, server = await database_server(settings)
-    pool = await connect_with_retry(dsn, max_size=size, acquire_timeout=settings.db_acquire_timeout)
+    pool = await connect_with_retry(
+        dsn,
+        max_size=size,
+        acquire_timeout=settings.db_acquire_timeout,
+        statement_cache=settings.db_statement_cache,
+    )
     try:
         box = box_for(settings, embedded=server is not None)
         if migrate_schema:
@@ -112,13 +117,22 @@ async def database_server(settings: Settings) -> tuple[str, Any]:
 
 
 async def connect_with_retry(
-    dsn: str, attempts: int = 30, max_size: int = 10, acquire_timeout: float = 30.0
+    dsn: str,
+    attempts: int = 30,
+    max_size: int = 10,
+    acquire_timeout: float = 30.0,
+    statement_cache: int = DEFAULT_STATEMENT_CACHE,
 ) -> asyncpg.Pool:
     """A pool, waiting for PostgreSQL to accept connections (it may be starting too)."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            return await create_pool(dsn, max_size=max_size, acquire_timeout=acquire_timeout)
+            return await create_pool(
+                dsn,
+                max_size=max_size,
+                acquire_timeout=acquire_timeout,
+                statement_cache=statement_cache,
+            )
         except DatabaseError:
             if attempt == attempts:
                 raise

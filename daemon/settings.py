@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemon.clients.requestlog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from daemon.db.pool import DEFAULT_STATEMENT_CACHE
 from daemon.errors import ConfigError
 
 #: Connections kept for the process itself (profile reloads, housekeeping, token refreshes).
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
     db_pool_size: int | None = Field(default=None, ge=1, le=10_000)
     #: Longest wait for a free pooled connection before a DatabaseError (seconds).
     db_acquire_timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Prepared statements kept per pooled connection, so a repeated statement is one round
+    #: trip instead of two (prepare, then execute). 0 behind PgBouncer in transaction mode
+    #: unless it tracks prepared statements (PgBouncer 1.21+ with max_prepared_statements).
+    db_statement_cache: int = Field(default=DEFAULT_STATEMENT_CACHE, ge=0, le=10_000)
     #: A create whose outcome is unknown (timeout, 5xx) is looked up again only after this
     #: long, and never sooner than 10 HTTP timeouts: FreeAgent may still commit it.
     create_settle_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)

@@ -141,6 +141,11 @@ class FreeAgentState:
     minute_window: float = 60.0  #: "minute" window length, shortened in tests
     hour_window: float = 3600.0  #: "hour" window length, shortened in tests
     test_mode_per_minute: int = 5  #: minute limit when the request sends X-RateLimit-Test: true
+    #: Retry-After is the seconds left in the window times this, rounded up. Benchmarks that
+    #: shrink the windows N times set N: the header then says what the live API would say of
+    #: full-size windows, and a client scaling it back waits as long as a real one would
+    #: (whole seconds of a 3-second window would overshoot it by up to a third).
+    retry_after_scale: float = 1.0
     refresh_per_minute: int = 15  #: token refreshes per user per minute window
     #: The reference does not say whether token-endpoint requests count against the user's
     #: 120/min and 3600/h; the harsher reading is that they do.
@@ -344,7 +349,7 @@ class FreeAgentState:
         if window.used < limit:
             return None
         remaining = self._epoch + (window.index + 1) * length - self.clock()
-        return Throttle(limit, length, max(1, math.ceil(remaining)))
+        return Throttle(limit, length, max(1, math.ceil(remaining * self.retry_after_scale)))
 
     # -- OAuth --------------------------------------------------------------------------
 

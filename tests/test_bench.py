@@ -35,4 +35,5 @@ def test_quick_table_runs(pg_server_dsn: str) -> None:
     assert any(n.startswith("reload latency") for n in names), names
     for row in rows:
         assert row["figure"] not in ("", "-"), row
-        assert isinstance(row["ok"], bool), row
+        # a row with a target says whether it was met; others only inform (CPU per record)
+        assert isinstance(row["ok"], bool) or not row["target"], row

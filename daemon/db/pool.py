@@ -40,6 +40,9 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
     del conn
 
 
+#: Prepared statements kept per pooled connection (asyncpg's own default).
+DEFAULT_STATEMENT_CACHE = 100
+
 #: Longest wait for a pooled connection when the caller does not say (seconds).
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
 
@@ -71,10 +74,14 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+    statement_cache: int = DEFAULT_STATEMENT_CACHE,
 ) -> asyncpg.Pool:
-    """A pool whose connections speak JSON and whose acquires time out; statement cache off so
-    PgBouncer (transaction mode) works: prepared statements do not survive a server-connection
-    switch there."""
+    """A pool whose connections speak JSON and whose acquires time out.
+
+    `statement_cache`: prepared statements kept per connection (FA_SYNC_DB_STATEMENT_CACHE).
+    With 0 every parameterised statement costs two round trips (prepare, execute) but works
+    behind any PgBouncer in transaction mode, where a prepared statement does not survive a
+    server-connection switch unless PgBouncer (1.21+, max_prepared_statements) tracks it."""
     pool = BudgetedPool(
         dsn,
         min_size=min_size,
@@ -86,7 +93,7 @@ async def create_pool(
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
-        statement_cache_size=0,
+        statement_cache_size=statement_cache,
         command_timeout=60,
     )
     pool.acquire_timeout = acquire_timeout

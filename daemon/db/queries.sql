@@ -721,6 +721,9 @@ RETURNING c.id;
 
 -- name: entity_finish_many
 -- entity_finish for several rows ($3: [{id, status, url, hash, error, meta, entry}]).
+-- Committed without waiting for the WAL flush (see OUTCOME COMMITS in outcomes.py): run it
+-- as a statement of its own, never inside a transaction that writes a create intent.
+WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 UPDATE contact_entity c
    SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
        payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
@@ -732,6 +735,43 @@ UPDATE contact_entity c
   FROM jsonb_to_recordset($3::jsonb)
        AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
  WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM relaxed)
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
+-- name: entity_finish_indexing_many
+-- entity_finish_many ($1 run, $2 fence, $3 outcomes) that first indexes contacts just created
+-- ($4 client, $5: [{url, email, organisation_name, first_name, last_name, status, data,
+-- fa_updated_at}], one per url), as fa_contact_upsert does: one round trip for both.
+-- Committed like entity_finish_many, without waiting for the WAL flush.
+WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+indexed AS (
+    INSERT INTO freeagent_contact (client_id, url, email, organisation_name, first_name,
+                                   last_name, status, data, fa_updated_at, seen_at)
+    SELECT $4, n.url, n.email, n.organisation_name, n.first_name, n.last_name, n.status,
+           n.data, n.fa_updated_at, now()
+      FROM jsonb_to_recordset($5::jsonb)
+           AS n(url text, email text, organisation_name text, first_name text, last_name text,
+                status text, data jsonb, fa_updated_at timestamptz)
+    ON CONFLICT (client_id, url) DO UPDATE
+       SET email = EXCLUDED.email, organisation_name = EXCLUDED.organisation_name,
+           first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+           status = EXCLUDED.status, data = EXCLUDED.data,
+           fa_updated_at = EXCLUDED.fa_updated_at, seen_at = now()
+)
+UPDATE contact_entity c
+   SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
+       payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || m.meta,
+       attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
+       attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
+                       ELSE c.attempts END,
+       next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
+  FROM jsonb_to_recordset($3::jsonb)
+       AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
+ WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
+   AND EXISTS (SELECT 1 FROM relaxed)
    AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
@@ -874,9 +914,37 @@ RETURNING e.id, e.source_key, e.email;
 
 -- name: entity_same_email
 -- The profile's other ledger rows with this e-mail (identity: who a row shares a contact with).
+-- The one-row form of match_inputs_many's 'peer' rows (tests compare the two).
 SELECT * FROM contact_entity
  WHERE profile_id = $1 AND lower(email) = lower($2) AND id <> $3
  ORDER BY id;
+
+-- name: match_inputs_many
+-- What matching needs for several rows at once ($2 ids, $3 profiles, $4 e-mails of the ledger
+-- rows, $5 e-mails as sent; NULL: not looked up): 'peer' rows of the row's profile with its
+-- e-mail, 'contact' FreeAgent contacts of client $1 with the sent e-mail (c_* columns), and
+-- 'owner' rows (any profile of the client) that use one of those contacts. One round trip for
+-- a group of decisions (match.py: MatchInputs.gather_many); the caller orders each kind.
+WITH asked AS (
+    SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])
+                  AS a(asked, profile_id, row_email, sent_email)
+), found AS (
+    SELECT a.asked, f.url, f.email, f.status, f.data, f.fa_updated_at
+      FROM asked a JOIN freeagent_contact f
+        ON f.client_id = $1 AND lower(f.email) = lower(a.sent_email)
+)
+SELECT a.asked, 'peer' AS kind, e.*, NULL::text AS c_url, NULL::text AS c_email,
+       NULL::text AS c_status, NULL::jsonb AS c_data, NULL::timestamptz AS c_updated_at
+  FROM asked a JOIN contact_entity e
+    ON e.profile_id = a.profile_id AND lower(e.email) = lower(a.row_email) AND e.id <> a.asked
+UNION ALL
+SELECT f.asked, 'owner', e.*, f.url, NULL, NULL, NULL, NULL
+  FROM found f JOIN contact_entity e ON e.freeagent_url = f.url
+  JOIN profile p ON p.id = e.profile_id AND p.client_id = $1
+UNION ALL
+SELECT f.asked, 'contact', (NULL::contact_entity).*, f.url, f.email, f.status, f.data,
+       f.fa_updated_at
+  FROM found f;
 
 -- name: entity_url_owners
 -- Ledger rows (every profile of the client) that use these FreeAgent contacts.
@@ -971,7 +1039,8 @@ SELECT e.freeagent_url, min(e.id) AS id
  GROUP BY e.freeagent_url;
 
 -- name: fa_contact_by_email
--- FreeAgent contacts with this e-mail, oldest first (the one to link to).
+-- FreeAgent contacts with this e-mail, oldest first (the one to link to). The one-row form of
+-- match_inputs_many's 'contact' rows (tests compare the two).
 SELECT * FROM freeagent_contact
  WHERE client_id = $1 AND lower(email) = lower($2)
  ORDER BY fa_updated_at NULLS FIRST, url;

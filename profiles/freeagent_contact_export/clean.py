@@ -21,6 +21,7 @@ payload. Pure functions, no I/O.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections import Counter
 from typing import Any
@@ -33,6 +34,9 @@ _KEEP = frozenset("\t\n\r")
 MAX_NOTES = 20
 
 Note = dict[str, str]
+
+#: Every character _kind() objects to (Cc but tab, LF, CR; Cs): text without any is kept as is.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _kind(char: str) -> str | None:
@@ -51,6 +55,8 @@ def _kind(char: str) -> str | None:
 
 def clean_text(text: str) -> tuple[str, list[str]]:
     """``text`` without unstorable characters and cut to MAX_STORED_TEXT; what was changed."""
+    if len(text) <= MAX_STORED_TEXT and _UNSTORABLE.search(text) is None:
+        return text, []  # the common case, without a look at every character
     removed: Counter[str] = Counter()
     kept = []
     for char in text:

@@ -20,7 +20,7 @@ from daemon.logs import get_logger
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.groupcommit import GroupCommit
 from profiles.freeagent_contact_export.identity import identity_of, lock_key
-from profiles.freeagent_contact_export.match import MatchDecision, match_row, party_of
+from profiles.freeagent_contact_export.match import MatchDecision, match_rows, party_of
 from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_locks
 
 if TYPE_CHECKING:
@@ -114,9 +114,17 @@ class CreateProtocol:
             creating: dict[str, list[tuple[int, datetime]]] = {}
             for row in rows:
                 creating.setdefault(row["identity"], []).append((row["id"], row["intent_at"]))
+            # Every looking row's match inputs in one read, taken under the locks.
+            looking = [a for a in asks if a.look]
+            matched = dict(zip(
+                (a.p.row.id for a in looking),
+                await match_rows(conn, client_id=self._client_id, cfg=self._cfg,
+                                 asked=[(a.p.row, a.p.payload) for a in looking]),
+                strict=True,
+            ))  # fmt: skip
             for ask in asks:
                 try:
-                    results.append(await self._decide_locked(ask, creating, marks, conn))
+                    results.append(await self._decide_locked(ask, creating, marks, conn, matched))
                 except LeaseLost as exc:  # this row's defer found it taken over
                     results.append(exc)
             done = set()
@@ -142,6 +150,7 @@ class CreateProtocol:
         creating: dict[str, list[tuple[int, datetime]]],
         marks: dict[int, dict[str, Any]],
         conn: asyncpg.Connection,
+        matched: dict[int, MatchDecision],
     ) -> Resolution:
         """One row's decision, its lock held: the steps `decide` promises."""
         p = ask.p
@@ -151,9 +160,7 @@ class CreateProtocol:
             return Resolution(None, "waiting")
         decision = None
         if ask.look:
-            decision = await match_row(
-                conn, client_id=self._client_id, cfg=self._cfg, row=p.row, payload=p.payload
-            )
+            decision = matched[p.row.id]
             if decision.action == "share":
                 return Resolution(decision.url, "shared", shared_with=decision.shared_with)
             if decision.action == "link":

@@ -12,7 +12,8 @@ A row without a usable e-mail is never linked automatically: it is created, or w
 ``unmatched: review`` it waits for a person when a FreeAgent contact nobody owns has the same
 person or company name. A person's decision (`fa-sync match link/create`) wins over all this.
 
-`decide` is pure; `MatchInputs.gather` reads what it needs (the dry run uses both too).
+`decide` is pure; `MatchInputs.gather_many` reads what it needs for a group of rows in one
+statement (the dry run uses both too).
 """
 
 from __future__ import annotations
@@ -212,36 +213,90 @@ class MatchInputs:
     ) -> MatchInputs:
         """`by_name`: look for same-name contacts when the row has no e-mail (only
         `unmatched: review` uses them; the lookup scans the client's contacts)."""
-        me = party_of(row, payload)
-        peers: tuple[Party, ...] = ()
-        if me.email and row.email:
+        return (await cls.gather_many(db, client_id=client_id, asked=[(row, payload)],
+                                      by_name=by_name))[0]  # fmt: skip
+
+    @classmethod
+    async def gather_many(
+        cls,
+        db: Db,
+        *,
+        client_id: int,
+        asked: Sequence[tuple[ContactEntity, dict[str, Any]]],
+        by_name: bool = True,
+    ) -> list[MatchInputs]:
+        """`gather` for several rows: one statement for every row with an e-mail (a group
+        of decisions under one lock transaction costs one round trip, not three per row)."""
+        parties = [party_of(row, payload) for row, payload in asked]
+        emailed = [i for i, me in enumerate(parties) if me.email]
+        peers: dict[int, list[Party]] = {}
+        owners: dict[int, list[Party]] = {}
+        found: dict[int, list[Any]] = {}
+        if emailed:
             records = await db.fetch(
-                QUERIES["entity_same_email"], row.profile_id, row.email, row.id
-            )
-            peers = tuple(party_of(ContactEntity.from_row(r)) for r in records)
-        found: list[Any] = []
-        if me.email:
-            found = await db.fetch(QUERIES["fa_contact_by_email"], client_id, me.email)
-        elif by_name:
-            found = await db.fetch(
-                QUERIES["fa_contact_by_name"],
+                QUERIES["match_inputs_many"],
                 client_id,
-                (me.organisation_name or "").lower() or None,
-                (me.last_name or "").lower() or None,
+                [asked[i][0].id for i in emailed],
+                [asked[i][0].profile_id for i in emailed],
+                [asked[i][0].email for i in emailed],
+                [parties[i].email for i in emailed],
             )
-            found = [f for f in found if _same_name(me, f["data"] or {})]
-        owners = await _owners(db, client_id, [str(f["url"]) for f in found])
-        candidates = tuple(
-            Candidate(
-                url=str(f["url"]),
-                name=_contact_name(f["data"]),
-                email=f["email"],
-                status=f["status"],
-                owners=tuple(o for o in owners if o.url == f["url"] and o.row_id != row.id),
+            for r in records:
+                if r["kind"] == "contact":
+                    found.setdefault(r["asked"], []).append(
+                        {"url": r["c_url"], "email": r["c_email"], "status": r["c_status"],
+                         "data": r["c_data"], "fa_updated_at": r["c_updated_at"]}
+                    )  # fmt: skip
+                else:
+                    into = peers if r["kind"] == "peer" else owners
+                    into.setdefault(r["asked"], []).append(party_of(ContactEntity.from_row(r)))
+        result = []
+        for (row, _), me in zip(asked, parties, strict=True):
+            if not me.email:
+                result.append(await cls._gather_by_name(db, client_id, row, me, by_name))
+                continue
+            mine = sorted(peers.get(row.id, []), key=lambda p: p.row_id) if row.email else []
+            # fa_contact_by_email's order: fa_updated_at NULLS FIRST, then url
+            contacts = sorted(
+                found.get(row.id, []),
+                key=lambda f: (f["fa_updated_at"] is not None, f["fa_updated_at"] or 0, f["url"]),
             )
-            for f in found
+            used = sorted(owners.get(row.id, []), key=lambda p: p.row_id)
+            result.append(cls(me, tuple(mine), _candidates(contacts, used, row.id)))
+        return result
+
+    @classmethod
+    async def _gather_by_name(
+        cls, db: Db, client_id: int, row: ContactEntity, me: Party, by_name: bool
+    ) -> MatchInputs:
+        """A row without an e-mail: same-name contacts, when `by_name` asks for them."""
+        if not by_name:
+            return cls(me, (), ())
+        found = await db.fetch(
+            QUERIES["fa_contact_by_name"],
+            client_id,
+            (me.organisation_name or "").lower() or None,
+            (me.last_name or "").lower() or None,
         )
-        return cls(me, peers, candidates)
+        found = [f for f in found if _same_name(me, f["data"] or {})]
+        owners = await _owners(db, client_id, [str(f["url"]) for f in found])
+        return cls(me, (), _candidates(found, owners, row.id))
+
+
+def _candidates(
+    found: Sequence[Any], owners: Sequence[Party], row_id: int
+) -> tuple[Candidate, ...]:
+    """Contacts found, each with the rows (other than `row_id`) that use it."""
+    return tuple(
+        Candidate(
+            url=str(f["url"]),
+            name=_contact_name(f["data"]),
+            email=f["email"],
+            status=f["status"],
+            owners=tuple(o for o in owners if o.url == f["url"] and o.row_id != row_id),
+        )
+        for f in found
+    )
 
 
 async def _owners(db: Db, client_id: int, urls: list[str]) -> list[Party]:
@@ -260,9 +315,28 @@ async def match_row(
     payload: dict[str, Any],
 ) -> MatchDecision:
     """The matching decision for one unlinked row, as the export would take it."""
-    inputs = await MatchInputs.gather(
-        db, client_id=client_id, row=row, payload=payload, by_name=cfg.unmatched == "review"
+    return (await match_rows(db, client_id=client_id, cfg=cfg, asked=[(row, payload)]))[0]
+
+
+async def match_rows(
+    db: Db,
+    *,
+    client_id: int,
+    cfg: ContactExportSettings,
+    asked: Sequence[tuple[ContactEntity, dict[str, Any]]],
+) -> list[MatchDecision]:
+    """`match_row` for several rows, read in one round trip."""
+    gathered = await MatchInputs.gather_many(
+        db, client_id=client_id, asked=asked, by_name=cfg.unmatched == "review"
     )
+    return [decide_row(inputs, cfg, row) for inputs, (row, _) in zip(gathered, asked, strict=True)]
+
+
+def decide_row(
+    inputs: MatchInputs, cfg: ContactExportSettings, row: ContactEntity
+) -> MatchDecision:
+    """The decision for one row from what was gathered for it (a person's earlier
+    `match create` forces a create)."""
     review = row.metadata.get("review")
     forced = isinstance(review, dict) and review.get("decision") == "create"
     return decide(

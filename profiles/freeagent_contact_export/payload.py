@@ -74,6 +74,8 @@ def contact_email(value: object, notes: list[Note] | None = None) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    if value.isprintable():  # no Cc, Cf or Cs character: nothing to remove (the common case)
+        return value.strip() or None
     kept = "".join(char for char in value if _visible(char) and not _control(char))
     if len(kept) != len(value) and notes is not None:
         n = len(value) - len(kept)
@@ -115,7 +117,7 @@ def _clean(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    kept = "".join(filter(_visible, value))
+    kept = value if value.isprintable() else "".join(filter(_visible, value))
     text = " ".join(unicodedata.normalize("NFC", kept).split())
     return text if any(char.isalnum() for char in text) else None
 

@@ -93,11 +93,25 @@ class ContactIndex:
         if args is not None:
             await (conn or self._pool).execute(QUERIES["fa_contact_upsert"], *args)
 
-    async def remember_many(self, contacts: list[dict[str, Any]], conn: Db | None = None) -> None:
-        """Index contacts just created, in one pipelined round trip."""
-        rows = [args for c in contacts if (args := self._upsert_args(c)) is not None]
-        if rows:
-            await (conn or self._pool).executemany(QUERIES["fa_contact_upsert"], rows)
+    @property
+    def client_id(self) -> int:
+        return self._client_id
+
+    def index_rows(self, contacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """entity_finish_indexing_many's contacts: what fa_contact_upsert stores, one per URL
+        (the last one seen), as JSON objects."""
+        rows: dict[str, dict[str, Any]] = {}
+        for contact in contacts:
+            args = self._upsert_args(contact)
+            if args is None:
+                continue
+            _, url, email, organisation, first, last, status, data, updated = args
+            rows[url] = {
+                "url": url, "email": email, "organisation_name": organisation,
+                "first_name": first, "last_name": last, "status": status, "data": data,
+                "fa_updated_at": updated.isoformat() if updated else None,
+            }  # fmt: skip
+        return list(rows.values())
 
     def _upsert_args(self, contact: dict[str, Any]) -> tuple[Any, ...] | None:
         """fa_contact_upsert's arguments for a contact; None without a URL."""

@@ -24,6 +24,7 @@ from daemon.settings import Settings
         ("FA_SYNC_ALERT_FAILURE_SHARE", "1.5"),  # a share is at most 1
         ("FA_SYNC_ALERT_SUMMARY_MINUTES", "0"),
         ("FA_SYNC_ALERT_SMTP_SECURITY", "tls"),  # starttls, ssl or none
+        ("FA_SYNC_DB_STATEMENT_CACHE", "-1"),
     ],
 )
 def test_out_of_range_settings_are_refused_naming_the_variable(

@@ -244,6 +244,17 @@ async def test_window_resets_at_boundary(
     assert (await client.get("/v2/company", headers=auth)).status == 200
 
 
+async def test_retry_after_scale_speaks_of_full_size_windows(
+    client: Client, auth: dict[str, str], state: FreeAgentState, clock: FakeClock
+) -> None:
+    """With windows shrunk 20 times, Retry-After is the time left times 20, rounded up."""
+    state.per_minute, state.minute_window, state.retry_after_scale = 1, 3.0, 20.0
+    clock.now += 0.5  # 2.5 s left in the first 3-second window: 50 s of a real minute
+    await client.get("/v2/company", headers=auth)
+    response = await client.get("/v2/company", headers=auth)
+    assert response.status == 429 and response.headers["Retry-After"] == "50"
+
+
 async def test_hour_limit_applies(
     client: Client, auth: dict[str, str], state: FreeAgentState
 ) -> None:
@@ -550,6 +561,18 @@ async def test_updated_since_filters(
     since = "2026-08-16T12:44:00Z"
     contacts = (await (await list_of(client, auth, updated_since=since)).json())["contacts"]
     assert [c["organisation_name"] for c in contacts] == ["New"]
+
+
+async def test_unknown_list_parameters_are_ignored(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """No e-mail or name filter exists (reference addendum): such a "lookup" lists everyone."""
+    state.add_contact({"organisation_name": "Acme", "email": "a@acme.example"})
+    state.add_contact({"organisation_name": "Bolt", "email": "b@bolt.example"})
+    response = await list_of(client, auth, view="all", email="a@acme.example", name="Acme")
+    contacts = (await response.json())["contacts"]
+    assert response.status == 200 and response.headers["X-Total-Count"] == "2"
+    assert sorted(c["email"] for c in contacts) == ["a@acme.example", "b@bolt.example"]
 
 
 async def test_unparseable_updated_since_is_400(client: Client, auth: dict[str, str]) -> None:
