@@ -79,13 +79,19 @@ class ContactIndex:
                 page.append(contact)
                 seen += 1
                 if len(page) >= REMEMBER_CHUNK:
-                    await self.remember_many(page)
+                    await self._remember_page(page)
                     page = []
         # One pipelined round trip per chunk, not one per contact: an incremental refresh
         # re-reads REFRESH_OVERLAP's worth of contacts on every run.
-        await self.remember_many(page)
+        await self._remember_page(page)
         log.info("contact_index_refreshed", seen=seen, since=since.isoformat() if since else None)
         return seen
+
+    async def _remember_page(self, contacts: list[dict[str, Any]]) -> None:
+        """Index contacts listed by a refresh, in one pipelined round trip."""
+        rows = [args for c in contacts if (args := self._upsert_args(c)) is not None]
+        if rows:
+            await self._pool.executemany(QUERIES["fa_contact_upsert"], rows)
 
     async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
         """Index a contact we listed or just created."""
