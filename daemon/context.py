@@ -6,6 +6,7 @@ A profile type is a coroutine `execute(ctx: RunContext) -> None` that fills ctx.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,26 @@ class RunCounts:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
+@dataclass(frozen=True)
+class RunSlots:
+    """What a run waits for after it has claimed its fire (the daemon's; none for the CLI).
+
+    A fire is claimed the moment it is due, whatever else runs: claiming is one statement,
+    and the claim is what says "this replica runs it" to the others. Then the run reads
+    Magento in a collect slot (I/O-bound: many at once) and, only if something is due,
+    exports in an export slot, which has pooled connections of its own (Settings.pool_size).
+    """
+
+    #: Held while reading Magento into the ledger.
+    collect: contextlib.AbstractAsyncContextManager[Any] = field(
+        default_factory=contextlib.nullcontext
+    )
+    #: Held while exporting: resolve, FreeAgent writes, the priority lane.
+    export: contextlib.AbstractAsyncContextManager[Any] = field(
+        default_factory=contextlib.nullcontext
+    )
+
+
 class Resources(Protocol):
     """Builds API clients for a profile; implemented in daemon.resources."""
 
@@ -93,3 +114,5 @@ class RunContext:
     clock: Callable[[], datetime]
     #: Set when a row enters this profile's priority lane (NOTIFY fa_sync_priority).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Slots of the process the run's stages wait for (none: run-once mode).
+    slots: RunSlots = field(default_factory=RunSlots)

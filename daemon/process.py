@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ import asyncpg
 
 from daemon.alerts.dispatcher import configured_dispatcher
 from daemon.clients.transport import Transport
-from daemon.context import RunOptions
+from daemon.context import RunOptions, RunSlots
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import DEFAULT_STATEMENT_CACHE, create_pool, migrate
 from daemon.db.queries import QUERIES
@@ -76,9 +77,11 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Database (embedded if DATABASE_URL is unset), schema, HTTP session and client factory."""
     # Connection budget: no code path waits for a second pooled connection while holding
-    # one, each in-flight record needs at most one, each run one more (claims, lease), and
-    # Daemon bounds runs to max_concurrent_runs; so this size never starves (pool_size()
-    # refuses a smaller FA_SYNC_DB_POOL_SIZE before anything starts).
+    # one, each in-flight record needs at most one, each exporting run one more (claims,
+    # lease), and Daemon bounds exporting runs to max_concurrent_runs; so this size never
+    # starves (pool_size() refuses a smaller FA_SYNC_DB_POOL_SIZE before anything starts).
+    # Runs not exporting (claiming, collecting, finding nothing due) hold one connection at a
+    # time for one short statement, never while waiting for anything else.
     size = settings.pool_size()
     dsn, server = await database_server(settings)
     pool = await connect_with_retry(
@@ -151,6 +154,13 @@ class Daemon:
         #: None when no alert channel is configured (alerts off).
         self.alerts = configured_dispatcher(services.pool, services.session, self.settings,
                                             self.metrics)  # fmt: skip
+        #: Run slots: every fire is claimed when due; then collects beyond
+        #: max_concurrent_collects and exports beyond max_concurrent_runs (the connection
+        #: budget) wait here.
+        self.slots = RunSlots(
+            collect=asyncio.Semaphore(self.settings.max_concurrent_collects),
+            export=asyncio.Semaphore(self.settings.max_concurrent_runs),
+        )
         self.runner = Runner(
             pool=services.pool,
             settings=self.settings,
@@ -159,6 +169,7 @@ class Daemon:
             clock=clock,
             metrics=self.metrics,
             alerts=self.alerts,
+            slots=self.slots,
         )
         self.scheduler = ProfileScheduler(
             on_fire=self.fire,
@@ -166,8 +177,6 @@ class Daemon:
             clock=clock,
         )
         self._runs: set[asyncio.Task[Any]] = set()
-        #: Run slots: fires beyond max_concurrent_runs wait here (the connection budget).
-        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         self._reload_wanted = asyncio.Event()
         #: Set after each completed reload (tests await it instead of sleeping).
         self.reloaded = asyncio.Condition()
@@ -259,14 +268,15 @@ class Daemon:
 
     async def run_fire(self, profile_id: int, scheduled_for: datetime, trigger: RunTrigger,
                        options: RunOptions | None = None) -> None:  # fmt: skip
-        """Run one fire in a run slot; if PostgreSQL went away mid-run, try again once it is
-        back. A fire that waited for a slot still runs (late rather than lost)."""
-        async with self._slots:
-            waited = (self._clock() - scheduled_for).total_seconds()
-            if waited > self.settings.misfire_grace_seconds:
-                log.warning("fire_delayed", profile_id=profile_id, waited_seconds=round(waited))
-            if not self.stopping.is_set():
-                await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
+        """Claim and run one fire now (its stages wait for run slots, see RunSlots); if
+        PostgreSQL went away mid-run, try again once it is back."""
+        spread = self.settings.claim_spread_seconds
+        if trigger is RunTrigger.SCHEDULE and spread > 0:
+            # Each replica draws its own moment for each fire: the earliest claims it, so
+            # fires firing together are shared out at random, never all to one replica.
+            await asyncio.sleep(random.uniform(0, spread))  # noqa: S311 (not a secret)
+        if not self.stopping.is_set():
+            await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
     async def _run_fire_attempts(self, profile_id: int, scheduled_for: datetime,
                                  trigger: RunTrigger, options: RunOptions | None,

@@ -6,10 +6,18 @@ from typing import Any
 
 import asyncpg
 
-from daemon.clients.freeagent import FreeAgentClient
+from daemon.clients.freeagent import FreeAgentClient, users_me_key
 from daemon.clients.magento import MagentoClient
 from daemon.clients.oauth import TokenStore, exchange_code, record_identity
-from daemon.clients.ratelimit import Egress, Headroom, RateBudget, egress_key, provisional_key
+from daemon.clients.ratelimit import (
+    Egress,
+    Headroom,
+    RateBudget,
+    egress_key,
+    provisional_key,
+    user_key,
+)
+from daemon.clients.readcache import ReadCache
 from daemon.clients.requestlog import RequestLog
 from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
@@ -31,6 +39,8 @@ class ClientFactory:
         #: Seals and opens the secret columns of client and connection rows.
         self.secrets = secrets
         self._tokens: dict[int, TokenStore] = {}
+        #: users/me, store views and store configs, kept across runs (see readcache.py).
+        self.reads = ReadCache(settings.config_cache_seconds)
 
     async def client_row(self, client_id: int) -> FreeAgentClientRow:
         row = await self._pool.fetchrow(QUERIES["client_get"], client_id)
@@ -138,9 +148,19 @@ class ClientFactory:
                 backups=self._settings.request_log_backups,
             )
             transport = transport.with_log(log)
+        if budget_key is None and row.user_url is None:
+            # A row that does not name its user yet, whose user a recent users/me named:
+            # count under that user's key from the first request (no provisional key to merge).
+            known = self.reads.peek(users_me_key(row))
+            if known is not None and isinstance(known.get("url"), str) and known["url"]:
+                budget_key = user_key(known["url"])
         budget = self.budget(row, key=budget_key)
         return FreeAgentClient(
-            transport=transport, client_row=row, tokens=self.tokens(client_id), budget=budget
+            transport=transport,
+            client_row=row,
+            tokens=self.tokens(client_id),
+            budget=budget,
+            reads=self.reads,
         )
 
     async def magento(self, connection_id: int | None) -> MagentoClient:
@@ -155,4 +175,5 @@ class ClientFactory:
         return MagentoClient(
             transport=self.transport,
             connection=self.secrets.opened(MagentoConnectionRow.from_row(row)),
+            reads=self.reads,
         )

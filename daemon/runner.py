@@ -20,7 +20,8 @@ import asyncpg
 import structlog
 
 from daemon.alerts.conditions import FinishedRun, RunAlerts
-from daemon.context import Resources, RunContext, RunCounts, RunOptions
+from daemon.claims import FireClaims
+from daemon.context import Resources, RunContext, RunCounts, RunOptions, RunSlots
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile, Run, RunStatus, RunTrigger
 from daemon.errors import FaSyncError, LeaseLost
@@ -72,6 +73,7 @@ class Runner:
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
         alerts: RunAlerts | None = None,
+        slots: RunSlots | None = None,
     ) -> None:
         #: profile id -> wake-up of its run in this process (the priority lane's NOTIFY).
         self.lanes: dict[int, asyncio.Event] = {}
@@ -82,6 +84,11 @@ class Runner:
         self._stopping = stopping or asyncio.Event()
         self._clock = clock
         self._metrics = metrics
+        self._slots = slots or RunSlots()
+        #: Profile reads and claims of fires, shared by fires arriving together.
+        self.claims = FireClaims(
+            pool=pool, replica_id=settings.replica_id, lease_seconds=settings.lease_seconds
+        )
 
     async def fire(
         self,
@@ -94,7 +101,7 @@ class Runner:
         """Claim and run one fire of a profile; never raises for a bad profile."""
         options = options or RunOptions()
         scheduled_for = scheduled_for or self._clock()
-        row = await self._pool.fetchrow(QUERIES["profile_get"], profile_id)
+        row = await self.claims.profile(profile_id)
         if row is None:
             return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "profile no longer exists")
         profile = Profile.from_row(row)
@@ -104,7 +111,7 @@ class Runner:
         if executor is None:
             reason = f"profile {profile.name}: unknown type {profile.type!r}"
             return await self._record_skip(profile, trigger, scheduled_for, reason)
-        if trigger is RunTrigger.SCHEDULE and (held := await self._breaker_open(profile)):
+        if trigger is RunTrigger.SCHEDULE and (held := self._breaker_open(row)):
             return await self._record_skip(profile, trigger, scheduled_for, held)
         run = await self._claim(profile, trigger, scheduled_for)
         if isinstance(run, RunOutcome):
@@ -117,30 +124,26 @@ class Runner:
     async def _claim(
         self, profile: Profile, trigger: RunTrigger, scheduled_for: datetime
     ) -> Run | RunOutcome:
-        expired = await self._pool.fetch(QUERIES["run_expire_stale"], profile.id)
-        for r in expired:
-            log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
+        """One (shared) statement when the profile is free; only a refused claim asks why."""
         for _ in range(CLAIM_ATTEMPTS):
-            row = await self._pool.fetchrow(
-                QUERIES["run_claim"],
-                profile.id,
-                str(trigger),
-                scheduled_for,
-                self._settings.replica_id,
-                self._settings.lease_seconds,
-            )
+            row = await self.claims.claim(profile.id, trigger, scheduled_for)
             if row is not None:
                 return Run.from_row(row)
-            active = await self._pool.fetchrow(QUERIES["run_active"], profile.id)
-            if active is not None:
-                reason = (
-                    f"run #{active['id']} of profile {profile.name} is still running "
-                    f"(owner {active['owner']})"
-                )
-                return await self._record_skip(profile, trigger, scheduled_for, reason)
-            if await self._pool.fetchval(QUERIES["run_for_fire"], profile.id, scheduled_for):
+            refused = await self.claims.refusal(profile.id, scheduled_for)
+            if refused is not None and refused["same_fire"]:
                 # Another replica already took this very fire: nothing to account for here.
                 return RunOutcome(None, RunStatus.SKIPPED, RunCounts(), "fire already taken")
+            if refused is not None and refused["stale"]:
+                # Its owner stopped renewing the lease (a dead replica): close it, claim again.
+                for r in await self._pool.fetch(QUERIES["run_expire_stale"], profile.id):
+                    log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
+                continue
+            if refused is not None:
+                reason = (
+                    f"run #{refused['id']} of profile {profile.name} is still running "
+                    f"(owner {refused['owner']})"
+                )
+                return await self._record_skip(profile, trigger, scheduled_for, reason)
             # Refused by a run that ended before we looked: the profile is free, claim again.
         reason = f"profile {profile.name}: runs kept ending and starting; fire not claimed"
         return await self._record_skip(profile, trigger, scheduled_for, reason)
@@ -173,6 +176,7 @@ class Runner:
             counts=counts,
             stopping=self._stopping,
             clock=self._clock,
+            slots=self._slots,
         )
         self.lanes[profile.id] = ctx.wake
         try:
@@ -235,14 +239,14 @@ class Runner:
             f"(created {c.created}, updated {c.updated}); {left} resume on the next run"
         )
 
-    async def _breaker_open(self, profile: Profile) -> str | None:
-        """Why a scheduled fire must wait: the profile's breaker is open."""
-        row = await self._pool.fetchrow(QUERIES["breaker_get"], profile.id)
-        if row is None or row["open_until"] <= self._clock():
+    def _breaker_open(self, row: asyncpg.Record) -> str | None:
+        """Why a scheduled fire must wait: the profile's breaker (profile_for_fire) is open."""
+        until = row["breaker_open_until"]
+        if until is None or until <= self._clock():
             return None
         return (
-            f"breaker open after {row['failures']} run-level failure(s) until "
-            f"{row['open_until'].isoformat()}: {row['reason']}"
+            f"breaker open after {row['breaker_failures']} run-level failure(s) until "
+            f"{until.isoformat()}: {row['breaker_reason']}"
         )
 
     async def _breaker_update(

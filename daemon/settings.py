@@ -76,8 +76,20 @@ class Settings(BaseSettings):
     history_retention_days: int = Field(default=7, ge=1, le=3650)
     #: Concurrent FreeAgent writes per run.
     export_concurrency: int = Field(default=4, ge=1, le=64)
-    #: Runs one process executes at once; further fires wait for a slot (connection budget).
+    #: Runs one process exports at once (export_concurrency records each); further runs wait
+    #: for a slot (connection budget). A fire is claimed when due whatever the slots say.
     max_concurrent_runs: int = Field(default=4, ge=1, le=64)
+    #: Runs one process reads Magento for at once (collect: I/O-bound, one connection at a
+    #: time for a short statement, so they take no connections of their own).
+    max_concurrent_collects: int = Field(default=32, ge=1, le=1024)
+    #: A scheduled fire waits a random moment of up to this many seconds before claiming,
+    #: so replicas firing together split the fires between them instead of the quickest one
+    #: taking them all (claims of fires arriving together share one statement). 0: at once.
+    claim_spread_seconds: float = Field(default=0.3, ge=0, le=60)
+    #: Seconds a FreeAgent user (users/me) and Magento store views and store configs are
+    #: reused across runs; a re-authorised client or another connection reads them again.
+    #: 0 reads them in every run.
+    config_cache_seconds: float = Field(default=900.0, ge=0, le=86400)
     #: PostgreSQL connections in the pool. Unset: max_concurrent_runs * (export_concurrency
     #: + 1) + 4. Set lower than that and the daemon refuses to start (see pool_size()).
     db_pool_size: int | None = Field(default=None, ge=1, le=10_000)
@@ -194,8 +206,10 @@ class Settings(BaseSettings):
             raise ConfigError(f"settings: {problems}") from None
 
     def pool_size(self) -> int:
-        """Pool connections: one per in-flight record, one per run (claims, lease, history),
-        plus a reserve; a configured size below that is refused, as it could starve runs."""
+        """Pool connections: one per in-flight record and one per exporting run (claims,
+        lease, history), plus a reserve; a configured size below that is refused, as it could
+        starve runs. Runs between their claim and an export slot (claiming, collecting,
+        waiting) use one connection at a time for one short statement and wait their turn."""
         needed = self.max_concurrent_runs * (self.export_concurrency + 1) + POOL_RESERVE
         if self.db_pool_size is None:
             return needed

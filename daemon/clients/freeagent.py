@@ -26,6 +26,7 @@ from daemon.clients.freeagent_answers import (
 )
 from daemon.clients.oauth import REAUTHORISE, TokenStore
 from daemon.clients.ratelimit import Grant, RateBudget
+from daemon.clients.readcache import ReadCache
 from daemon.clients.transport import Response, Transport, error_message
 from daemon.db.records import FreeAgentClientRow
 from daemon.errors import (
@@ -74,6 +75,12 @@ def format_since(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def users_me_key(row: FreeAgentClientRow) -> tuple[Any, ...]:
+    """What users/me answers for depends on: the client's tokens (a new authorisation may act
+    for another user) and where they are sent."""
+    return ("freeagent users/me", row.id, row.token_version, row.api_base)
+
+
 class FreeAgentClient:
     """One FreeAgent company, acting as the user who approved the app."""
 
@@ -84,11 +91,13 @@ class FreeAgentClient:
         client_row: FreeAgentClientRow,
         tokens: TokenStore,
         budget: RateBudget,
+        reads: ReadCache | None = None,
     ) -> None:
         self._transport = transport
         self._row = client_row
         self._tokens = tokens
         self._budget = budget
+        self._reads = reads
         self.api_base = client_row.api_base  #: ends with /v2/
         self._api = URL(self.api_base)
 
@@ -99,16 +108,24 @@ class FreeAgentClient:
         """The request budget of the user this client acts for."""
         return self._budget
 
-    async def users_me(self) -> dict[str, Any]:
+    async def users_me(self, *, cached: bool = False) -> dict[str, Any]:
         """The approving user: url (budget key), email, permission_level (export gate).
 
         Knowing the user, every later request (and the ones already counted under the
-        provisional key) draws from that user's one budget.
+        provisional key) draws from that user's one budget. cached: an answer read for the
+        same tokens within FA_SYNC_CONFIG_CACHE_SECONDS will do (runs; not `client
+        authorize` or `client config`, which are asked to look).
         """
-        user = dict(member(await self._send("GET", f"{self.api_base}users/me"), "user"))
+        if cached and self._reads is not None:
+            user = await self._reads.get(users_me_key(self._row), self._read_user)
+        else:
+            user = await self._read_user()
         if isinstance(user.get("url"), str) and user["url"]:
             await self._budget.adopt_user(user["url"])
         return user
+
+    async def _read_user(self) -> dict[str, Any]:
+        return dict(member(await self._send("GET", f"{self.api_base}users/me"), "user"))
 
     async def company(self) -> dict[str, Any]:
         """The company's settings: type, currency, sales tax registration..."""

@@ -30,6 +30,7 @@ from authlib.oauth1.rfc5849.signature import (  # type: ignore[import-untyped]
 from authlib.oauth1.rfc5849.util import escape  # type: ignore[import-untyped]
 from yarl import URL
 
+from daemon.clients.readcache import ReadCache
 from daemon.clients.transport import Response, Transport
 from daemon.db.records import MagentoConnectionRow
 from daemon.errors import AuthError, ConfigError, RejectedRecord, TransientApiError
@@ -114,9 +115,17 @@ def _in(field: str, ids: Sequence[int] | None) -> list[Filter]:
 class MagentoClient:
     """One Magento install, read through its REST API."""
 
-    def __init__(self, *, transport: Transport, connection: MagentoConnectionRow) -> None:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        connection: MagentoConnectionRow,
+        reads: ReadCache | None = None,
+    ) -> None:
         self._transport = transport
         self._connection = connection
+        #: Keeps store views and store configs across runs (None: read every time).
+        self._reads = reads
         root = connection.base_url.rstrip("/")
         store = f"/{connection.store_code}" if connection.store_code else ""
         self.api_base = f"{root}/rest{store}/V1/"  #: no store code: Magento's default view
@@ -184,7 +193,7 @@ class MagentoClient:
 
     async def store_views(self) -> list[dict[str, Any]]:
         """Store views: id, code, name, website_id (the admin view, id 0, included)."""
-        return list(_json(await self._get("store/storeViews"), list))
+        return await self._store_list("store/storeViews")
 
     async def websites(self) -> list[dict[str, Any]]:
         """Websites: id, code, name, default_group_id."""
@@ -192,7 +201,18 @@ class MagentoClient:
 
     async def store_configs(self) -> list[dict[str, Any]]:
         """Per store view: locale, currencies, timezone, base URLs."""
-        return list(_json(await self._get("store/storeConfigs"), list))
+        return await self._store_list("store/storeConfigs")
+
+    async def _store_list(self, path: str) -> list[dict[str, Any]]:
+        """A store list, from the read cache when the client has one (they change rarely;
+        the key is the connection and the URL, so another connection reads afresh)."""
+
+        async def read() -> list[dict[str, Any]]:
+            return list(_json(await self._get(path), list))
+
+        if self._reads is None:
+            return await read()
+        return await self._reads.get(("magento", self._connection.id, self.api_base, path), read)
 
     # -- plumbing ------------------------------------------------------------------------
 

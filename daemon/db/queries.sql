@@ -330,15 +330,6 @@ UPDATE profile_run
  WHERE profile_id = $1 AND status = 'running' AND lease_expires_at < now()
 RETURNING id;
 
--- name: run_claim
--- Claim one fire of a profile; nothing returned when the fire was taken or a run is active.
-INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
-                         lease_expires_at, fence)
-VALUES ($1, $2, $3, 'running', now(), $4, now() + make_interval(secs => $5),
-        nextval('profile_run_fence'))
-ON CONFLICT DO NOTHING
-RETURNING *;
-
 -- name: run_record_skipped
 -- Account for a fire that could not run (profile busy, disabled, misconfigured).
 INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, finished_at,
@@ -346,6 +337,31 @@ INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at,
 VALUES ($1, $2, $3, 'skipped', now(), now(), $4, $5)
 ON CONFLICT DO NOTHING
 RETURNING id;
+
+-- name: run_claim_many
+-- Claim fires ($1 profile ids, $2 triggers, $3 scheduled_for; $4 owner, $5 lease seconds) in
+-- one statement: a row per fire claimed, none for a fire already taken or a profile with a
+-- running run (the unique constraints decide, as run_claim's do for one).
+INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
+                         lease_expires_at, fence)
+SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), $4,
+       now() + make_interval(secs => $5), nextval('profile_run_fence')
+  FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS f (profile_id, trigger,
+                                                                 scheduled_for)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: run_claim_refused
+-- Why claims of fires ($1 profile ids, $2 scheduled_for) were refused: per fire, its own row
+-- (a replica claimed or skipped it) first, else the profile's running run and whether its
+-- lease ran out; no row for a fire whose refusing run has ended since.
+SELECT DISTINCT ON (f.profile_id, f.scheduled_for)
+       f.profile_id, f.scheduled_for AS fire, r.id, r.owner,
+       r.scheduled_for = f.scheduled_for AS same_fire, r.lease_expires_at < now() AS stale
+  FROM unnest($1::bigint[], $2::timestamptz[]) AS f (profile_id, scheduled_for)
+  JOIN profile_run r ON r.profile_id = f.profile_id
+                    AND (r.scheduled_for = f.scheduled_for OR r.status = 'running')
+ ORDER BY f.profile_id, f.scheduled_for, r.scheduled_for = f.scheduled_for DESC;
 
 -- name: run_active
 -- The running run of a profile, if any.
@@ -370,6 +386,16 @@ UPDATE profile_run
        lease_expires_at = NULL
  WHERE id = $1 AND fence = $2 AND status = 'running'
 RETURNING *;
+
+-- name: profiles_for_fire
+-- Profiles by id ($1), each with what a fire decides first: its breaker (NULLs when closed).
+-- Fires arriving together read their profiles in this one statement (daemon/db/batched.py).
+SELECT p.*, s.config_error, s.magento_watermark, b.failures AS breaker_failures,
+       b.open_until AS breaker_open_until, b.reason AS breaker_reason
+  FROM profile p
+  LEFT JOIN profile_state s ON s.profile_id = p.id
+  LEFT JOIN profile_breaker b ON b.profile_id = p.id
+ WHERE p.id = ANY($1::bigint[]);
 
 -- name: breaker_get
 -- The profile's breaker: consecutive run-level failures and until when fires are skipped.
@@ -526,6 +552,30 @@ UPDATE contact_entity c
   FROM due
  WHERE c.id = due.id
 RETURNING c.*;
+
+-- name: entity_work_due
+-- Whether a run would claim anything now ($2 = run id, $3 = now, $4 = settle seconds): what
+-- entity_claim_batch (without ids) or entity_claim_priority would take, read without locking.
+-- A run with nothing due ends without asking FreeAgent anything.
+SELECT EXISTS (
+    SELECT 1 FROM contact_entity
+     WHERE profile_id = $1
+       AND NOT priority
+       AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $3))
+            OR (status IN ('processing', 'creating')
+                AND claimed_by_run IS DISTINCT FROM $2
+                AND (next_attempt_at IS NULL OR next_attempt_at <= $3)))
+       AND (metadata -> 'create_intent' IS NULL
+            OR (metadata -> 'create_intent' ->> 'at')::timestamptz
+               + make_interval(secs => $4::float8) <= $3)
+) OR EXISTS (
+    SELECT 1 FROM contact_entity
+     WHERE profile_id = $1 AND priority
+       AND (status = 'pending'
+            OR (status = 'processing' AND claimed_by_run IS DISTINCT FROM $2))
+       AND (next_attempt_at IS NULL OR next_attempt_at <= $3)
+       AND metadata -> 'create_intent' IS NULL
+);
 
 -- name: entity_priority_waiting
 -- Whether rows wait in a profile's priority lane that entity_claim_priority would take now.

@@ -1,6 +1,10 @@
 """One run of a freeagent_contact_export profile.
 
 collect -> queue -> resolve -> export -> record.
+
+Collect runs in a collect slot, the rest in an export slot (RunSlots): a run whose collect
+queued nothing and finds nothing due ends there, without a FreeAgent request or an export
+slot, so an idle shop costs one Magento read (two with guests) per fire.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from typing import Any
 
 from daemon.clients.ratelimit import priority_lane
@@ -31,15 +36,49 @@ MIN_PERMISSION_LEVEL = 3
 LANE_POLL_SECONDS = 5.0
 
 
+#: An export slot waited for longer than this is logged (seconds).
+SLOT_WAIT_NOTED = 1.0
+
+
 async def execute(ctx: RunContext) -> None:
     """Run every stage the options ask for; ConfigError stops the run with a clear message."""
     cfg = load_settings(ctx.profile.name, ctx.profile.settings)
-    await warn_about_settings(ctx)
-    if ctx.options.collect:
-        magento = await ctx.resources.magento(ctx.profile.connection_id)
-        await Collector(ctx, magento, cfg).run()
+    magento = None
+    # In the slot, not before: the statements of hundreds of runs claimed at one instant
+    # would otherwise queue for the pool ahead of the claims still to come.
+    async with ctx.slots.collect:
+        await warn_about_settings(ctx)
+        if ctx.options.collect:
+            magento = await ctx.resources.magento(ctx.profile.connection_id)
+            await Collector(ctx, magento, cfg).run()
     if not ctx.options.export:
         return
+    if not await _work_due(ctx):
+        log.info("nothing_due")
+        await note_settling(ctx, 0)
+        return
+    waiting = time.monotonic()
+    async with ctx.slots.export:
+        waited = time.monotonic() - waiting
+        if waited > SLOT_WAIT_NOTED:
+            log.info("export_slot_waited", seconds=round(waited, 1))
+        await export(ctx, cfg, magento)
+
+
+async def _work_due(ctx: RunContext) -> bool:
+    """Whether the export has anything to claim; a run asked for ids or an import always
+    goes on (they look at FreeAgent whatever the ledger says)."""
+    if ctx.options.ids or ctx.options.import_only:
+        return True
+    due = await ctx.pool.fetchval(
+        QUERIES["entity_work_due"], ctx.profile.id, ctx.run.id, ctx.clock(),
+        ctx.settings.settle_window().total_seconds(),
+    )  # fmt: skip
+    return bool(due)
+
+
+async def export(ctx: RunContext, cfg: ContactExportSettings, magento: Any = None) -> None:
+    """Resolve and export what is due (or import, or the priority lane), in an export slot."""
     freeagent = await open_freeagent(ctx, cfg)
     index = ContactIndex(pool=ctx.pool, client_id=_client_id(ctx), freeagent=freeagent)
     if ctx.options.import_only:
@@ -53,7 +92,9 @@ async def execute(ctx: RunContext) -> None:
         return
     await index.refresh()
     store_locales = (
-        await read_store_locales(ctx, cfg.contact.locale) if cfg.store.locales_from_magento else {}
+        await read_store_locales(ctx, cfg.contact.locale, magento)
+        if cfg.store.locales_from_magento
+        else {}
     )
     exporter = Exporter(
         ctx=ctx,
@@ -125,7 +166,7 @@ async def open_freeagent(ctx: RunContext, cfg: ContactExportSettings) -> Any:
         log_requests=cfg.logging.log_requests,
         log_responses=cfg.logging.log_responses,
     )
-    me = await freeagent.users_me()
+    me = await freeagent.users_me(cached=True)
     level = me.get("permission_level")
     if isinstance(level, int) and level < MIN_PERMISSION_LEVEL:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""Each store view's locale, read from Magento once per run (GET /V1/store/storeConfigs).
+"""Each store view's locale, read from Magento (GET /V1/store/storeConfigs, which the client
+keeps for FA_SYNC_CONFIG_CACHE_SECONDS across runs).
 
 The payload maps it to FreeAgent's own codes (countries.freeagent_locale); the profile's
 `store.locales` mapping wins over it, and the profile's default locale covers the rest.
@@ -30,14 +31,16 @@ def store_locale_map(configs: Any) -> dict[int, str]:
     }
 
 
-async def read_store_locales(ctx: RunContext, default: str | None) -> dict[int, str]:
+async def read_store_locales(
+    ctx: RunContext, default: str | None, magento: Any = None
+) -> dict[int, str]:
     """The store views' locales for this run; {} (and a run warning) when Magento will not
     say: an integration without the Stores permission is refused storeConfigs but may still
     read customers, so this never stops the run."""
     if ctx.profile.connection_id is None:
         return {}
     try:
-        magento = await ctx.resources.magento(ctx.profile.connection_id)
+        magento = magento or await ctx.resources.magento(ctx.profile.connection_id)
         locales = store_locale_map(await magento.store_configs())
     except ApiError as exc:
         fallback = f"the default locale {default}" if default else "FreeAgent's default locale"

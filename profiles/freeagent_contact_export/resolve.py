@@ -28,6 +28,8 @@ log = get_logger(__name__)
 
 #: Re-read contacts updated this long before the newest one indexed (FreeAgent clock, commits).
 REFRESH_OVERLAP = timedelta(minutes=5)
+#: Contacts indexed per round trip while refreshing.
+REMEMBER_CHUNK = 200
 #: What a reconciled contact must share with the create that was sent (absent = absent).
 IDENTIFYING = ("email", "first_name", "last_name", "organisation_name", "address1", "postcode")
 
@@ -69,14 +71,27 @@ class ContactIndex:
             mark = await self._pool.fetchval(QUERIES["fa_contact_sync_mark"], self._client_id)
             since = mark - REFRESH_OVERLAP if mark else None
         seen = 0
+        page: list[dict[str, Any]] = []
         # view=all may omit Hidden contacts (unverified): read hidden too, a duplicate of a
         # hidden contact is still a duplicate.
         for view in ("all", "hidden"):
             async for contact in self._freeagent.iter_contacts(view=view, updated_since=since):
-                await self.remember(contact)
+                page.append(contact)
                 seen += 1
+                if len(page) >= REMEMBER_CHUNK:
+                    await self._remember_page(page)
+                    page = []
+        # One pipelined round trip per chunk, not one per contact: an incremental refresh
+        # re-reads REFRESH_OVERLAP's worth of contacts on every run.
+        await self._remember_page(page)
         log.info("contact_index_refreshed", seen=seen, since=since.isoformat() if since else None)
         return seen
+
+    async def _remember_page(self, contacts: list[dict[str, Any]]) -> None:
+        """Index contacts listed by a refresh, in one pipelined round trip."""
+        rows = [args for c in contacts if (args := self._upsert_args(c)) is not None]
+        if rows:
+            await self._pool.executemany(QUERIES["fa_contact_upsert"], rows)
 
     async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
         """Index a contact we listed or just created."""

@@ -113,15 +113,16 @@ class _RunEndsBeforeLookingWhoIsBusy:
     def __getattr__(self, name: str) -> object:
         return getattr(self._pool, name)
 
-    async def fetchrow(self, query: str, *args: object) -> object:
+    async def fetch(self, query: str, *args: object) -> object:
         from daemon.db.queries import QUERIES
 
-        if query == QUERIES["run_active"] and self._busy_run:
+        if query == QUERIES["run_claim_refused"] and self._busy_run:
             await self._pool.execute(
                 "UPDATE profile_run SET status = 'complete', finished_at = now() WHERE id = $1",
-                self._busy_run)
+                self._busy_run,
+            )
             self._busy_run = 0
-        return await self._pool.fetchrow(query, *args)
+        return await self._pool.fetch(query, *args)
 
 
 async def test_a_fire_refused_by_a_run_that_ends_at_that_moment_still_runs(
@@ -130,10 +131,64 @@ async def test_a_fire_refused_by_a_run_that_ends_at_that_moment_still_runs(
     """A fire that met a run finishing at that very moment is run (or recorded), never lost."""
     busy = await _fake_running_run(pool, stack.profile_id, timedelta(minutes=5))
     fire = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    runner = Runner(pool=_RunEndsBeforeLookingWhoIsBusy(pool, busy), settings=settings,  # type: ignore[arg-type]
-                    resources=factory)
-    outcome = await runner.fire(stack.profile_id, fire, trigger=RunTrigger.SCHEDULE,
-                                options=RunOptions(collect=False, export=False))
+    runner = Runner(
+        pool=_RunEndsBeforeLookingWhoIsBusy(pool, busy),
+        settings=settings,  # type: ignore[arg-type]
+        resources=factory,
+    )
+    outcome = await runner.fire(
+        stack.profile_id,
+        fire,
+        trigger=RunTrigger.SCHEDULE,
+        options=RunOptions(collect=False, export=False),
+    )
     rows = await pool.fetch("SELECT * FROM profile_run WHERE scheduled_for = $1", fire)
     assert len(rows) == 1, outcome
     assert rows[0]["status"] == "complete"
+
+
+async def test_fires_arriving_together_are_claimed_in_one_statement(
+    pool: asyncpg.Pool, stack: Stack, settings, factory
+) -> None:
+    """Twenty profiles firing at one instant: every fire is claimed, by one statement."""
+    import asyncio
+
+    from daemon.db.queries import QUERIES
+
+    ids = [stack.profile_id]
+    for n in range(19):
+        row = await pool.fetchrow(
+            QUERIES["profile_insert"], f"shop{n}", "freeagent_contact_export", stack.client_id,
+            stack.connection_id, "0 3 1 1 *", {},
+        )  # fmt: skip
+        ids.append(row["id"])
+    fire = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    runner = Runner(pool=pool, settings=settings, resources=factory)
+    options = RunOptions(collect=False, export=False)
+    outcomes = await asyncio.gather(
+        *(runner.fire(i, fire, trigger=RunTrigger.SCHEDULE, options=options) for i in ids)
+    )
+    assert [o.status for o in outcomes] == ["complete"] * len(ids)
+    rows = await pool.fetch("SELECT profile_id FROM profile_run WHERE scheduled_for = $1", fire)
+    assert sorted(r["profile_id"] for r in rows) == sorted(ids)
+    assert runner.claims.claims.calls == 1
+    assert runner.claims.profiles.calls == 1
+
+
+async def test_a_fire_another_replica_took_records_nothing(
+    pool: asyncpg.Pool, stack: Stack, settings, factory
+) -> None:
+    """Losing the race for a fire that is still running is "fire already taken": no skipped
+    row, no run, however the winner is getting on."""
+    fire = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    await pool.execute(
+        """INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at,
+                                    owner, lease_expires_at, fence)
+           VALUES ($1, 'schedule', $2, 'running', now(), 'other-host:1',
+                   now() + interval '5 minutes', nextval('profile_run_fence'))""",
+        stack.profile_id, fire,
+    )  # fmt: skip
+    runner = Runner(pool=pool, settings=settings, resources=factory)
+    outcome = await runner.fire(stack.profile_id, fire, trigger=RunTrigger.SCHEDULE)
+    assert (outcome.run_id, outcome.error) == (None, "fire already taken")
+    assert await pool.fetchval("SELECT count(*) FROM profile_run") == 1

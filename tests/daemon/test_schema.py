@@ -15,7 +15,7 @@ from daemon.errors import ConfigError
 def test_queries_file_parses_and_names_are_unique() -> None:
     """Every query has a name and a body."""
     queries = load_queries()
-    assert "run_claim" in queries and "entity_claim_batch" in queries
+    assert "run_claim_many" in queries and "entity_claim_batch" in queries
     assert all(sql.strip() for sql in queries.values())
 
 
