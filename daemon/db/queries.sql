@@ -341,13 +341,16 @@ RETURNING id;
 -- name: run_claim_many
 -- Claim fires ($1 profile ids, $2 triggers, $3 scheduled_for; $4 owner, $5 lease seconds) in
 -- one statement: a row per fire claimed, none for a fire already taken or a profile with a
--- running run (the unique constraints decide, as run_claim's do for one).
+-- running run (the unique constraints decide, as run_claim's do for one). Rows go in profile
+-- and fire order: two replicas claiming overlapping fires wait for each other's rows in the
+-- same order, never in a cycle (a deadlock would fail every fire of both statements).
 INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
                          lease_expires_at, fence)
 SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), $4,
        now() + make_interval(secs => $5), nextval('profile_run_fence')
   FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS f (profile_id, trigger,
                                                                  scheduled_for)
+ ORDER BY f.profile_id, f.scheduled_for
 ON CONFLICT DO NOTHING
 RETURNING *;
 

@@ -91,6 +91,9 @@ class ContactIndex:
         """Index contacts listed by a refresh, in one pipelined round trip."""
         rows = [args for c in contacts if (args := self._upsert_args(c)) is not None]
         if rows:
+            # In URL order, as the outcome writes index theirs: two transactions writing the
+            # same contacts then wait for each other in one order, never in a cycle.
+            rows.sort(key=lambda args: args[1])
             await self._pool.executemany(QUERIES["fa_contact_upsert"], rows)
 
     async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
@@ -105,7 +108,7 @@ class ContactIndex:
 
     def index_rows(self, contacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """entity_finish_indexing_many's contacts: what fa_contact_upsert stores, one per URL
-        (the last one seen), as JSON objects."""
+        (the last one seen), as JSON objects in URL order."""
         rows: dict[str, dict[str, Any]] = {}
         for contact in contacts:
             args = self._upsert_args(contact)
@@ -117,7 +120,7 @@ class ContactIndex:
                 "first_name": first, "last_name": last, "status": status, "data": data,
                 "fa_updated_at": updated.isoformat() if updated else None,
             }  # fmt: skip
-        return list(rows.values())
+        return [rows[url] for url in sorted(rows)]  # URL order: see _remember_page
 
     def _upsert_args(self, contact: dict[str, Any]) -> tuple[Any, ...] | None:
         """fa_contact_upsert's arguments for a contact; None without a URL."""
