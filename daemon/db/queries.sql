@@ -721,31 +721,12 @@ UPDATE contact_entity c
 RETURNING c.id;
 
 -- name: entity_finish_many
--- entity_finish for several rows ($3: [{id, status, url, hash, error, meta, entry}]).
+-- entity_finish for several rows ($1 run, $2 fence, $3: [{id, status, url, hash, error, meta,
+-- entry}]), after indexing the contacts just created ($4 client, $5: [{url, email,
+-- organisation_name, first_name, last_name, status, data, fa_updated_at}], one per url, in url
+-- order; often none) as fa_contact_upsert does: one round trip for both.
 -- Committed without waiting for the WAL flush (see OUTCOME COMMITS in outcomes.py): run it
 -- as a statement of its own, never inside a transaction that writes a create intent.
-WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
-UPDATE contact_entity c
-   SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
-       payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
-       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || m.meta,
-       attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
-       attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
-                       ELSE c.attempts END,
-       next_attempt_at = NULL, claimed_by_run = NULL, processed_at = now(), updated_at = now()
-  FROM jsonb_to_recordset($3::jsonb)
-       AS m(id bigint, status text, url text, hash text, error jsonb, meta jsonb, entry jsonb)
- WHERE c.id = m.id AND c.claimed_by_run = $1 AND c.claim_fence = $2
-   AND EXISTS (SELECT 1 FROM relaxed)
-   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $1 AND r.fence = $2
-                                            AND r.status = 'running' FOR SHARE)
-RETURNING c.id;
-
--- name: entity_finish_indexing_many
--- entity_finish_many ($1 run, $2 fence, $3 outcomes) that first indexes contacts just created
--- ($4 client, $5: [{url, email, organisation_name, first_name, last_name, status, data,
--- fa_updated_at}], one per url), as fa_contact_upsert does: one round trip for both.
--- Committed like entity_finish_many, without waiting for the WAL flush.
 WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
 indexed AS (
     INSERT INTO freeagent_contact (client_id, url, email, organisation_name, first_name,

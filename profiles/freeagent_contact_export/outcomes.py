@@ -63,15 +63,9 @@ class OutcomeWriter:
             for o in outcomes
         ]  # fmt: skip
         run = self._ctx.run
-        if created:  # contacts just created are indexed in the same statement
-            records = await self._ctx.pool.fetch(
-                QUERIES["entity_finish_indexing_many"], run.id, run.fence, rows,
-                self._index.client_id, created,
-            )  # fmt: skip
-        else:
-            records = await self._ctx.pool.fetch(
-                QUERIES["entity_finish_many"], run.id, run.fence, rows
-            )
+        records = await self._ctx.pool.fetch(
+            QUERIES["entity_finish_many"], run.id, run.fence, rows, self._index.client_id, created
+        )
         done = {r["id"] for r in records}
         return [
             None

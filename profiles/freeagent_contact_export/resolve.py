@@ -107,7 +107,7 @@ class ContactIndex:
         return self._client_id
 
     def index_rows(self, contacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """entity_finish_indexing_many's contacts: what fa_contact_upsert stores, one per URL
+        """entity_finish_many's contacts: what fa_contact_upsert stores, one per URL
         (the last one seen), as JSON objects in URL order."""
         rows: dict[str, dict[str, Any]] = {}
         for contact in contacts:

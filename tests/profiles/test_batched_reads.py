@@ -3,7 +3,7 @@
 - `MatchInputs.gather_many` reads a group's match inputs in one statement; for any ledger and
   contact index it must return, row by row, what the one-row queries (entity_same_email,
   fa_contact_by_email, entity_url_owners) return, in their order.
-- `entity_finish_indexing_many` indexes created contacts and records outcomes in one statement:
+- `entity_finish_many` indexes created contacts and records outcomes in one statement:
   the index ends as fa_contact_upsert leaves it.
 - The text fast paths (clean.clean_text, payload.contact_email, payload._clean) skip the
   per-character walk only when the walk would change nothing: checked on every code point.
@@ -185,7 +185,7 @@ async def test_finish_and_index_in_one_statement_indexes_like_the_upsert(
                 "fa_updated_at": None,
             },
         ]
-        done = await conn.fetch(QUERIES["entity_finish_indexing_many"], 0, 0, [], client, created)
+        done = await conn.fetch(QUERIES["entity_finish_many"], 0, 0, [], client, created)
         assert done == []  # no outcome rows: the fence matches nothing, the index still fills
         got = {
             r["url"]: (r["email"], r["first_name"], r["data"], r["fa_updated_at"] is not None)
@@ -249,13 +249,11 @@ async def test_statement_cache_setting_decides_prepares(database_dsn: str, cache
         assert Settings.load(_env_file=None).db_statement_cache == cache
 
 
-@pytest.mark.parametrize("query", ["entity_finish_many", "entity_finish_indexing_many"])
-async def test_outcome_commits_relax_only_their_own_statement(
-    pool: asyncpg.Pool, query: str
-) -> None:
+async def test_outcome_commits_relax_only_their_own_statement(pool: asyncpg.Pool) -> None:
     """Outcome writes commit without waiting for the WAL flush; the pooled connection goes
     back to flushed commits at once, so the create intent written next on it is durable."""
-    args: list[Any] = [0, 0, []] + ([1, []] if query.endswith("indexing_many") else [])
+    query = "entity_finish_many"
+    args: list[Any] = [0, 0, [], 1, []]
     async with pool.acquire() as conn:
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
         await conn.fetch(QUERIES[query], *args)
