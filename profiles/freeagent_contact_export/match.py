@@ -202,21 +202,6 @@ class MatchInputs:
     candidates: tuple[Candidate, ...]
 
     @classmethod
-    async def gather(
-        cls,
-        db: Db,
-        *,
-        client_id: int,
-        row: ContactEntity,
-        payload: dict[str, Any],
-        by_name: bool = True,
-    ) -> MatchInputs:
-        """`by_name`: look for same-name contacts when the row has no e-mail (only
-        `unmatched: review` uses them; the lookup scans the client's contacts)."""
-        return (await cls.gather_many(db, client_id=client_id, asked=[(row, payload)],
-                                      by_name=by_name))[0]  # fmt: skip
-
-    @classmethod
     async def gather_many(
         cls,
         db: Db,
@@ -225,8 +210,10 @@ class MatchInputs:
         asked: Sequence[tuple[ContactEntity, dict[str, Any]]],
         by_name: bool = True,
     ) -> list[MatchInputs]:
-        """`gather` for several rows: one statement for every row with an e-mail (a group
-        of decisions under one lock transaction costs one round trip, not three per row)."""
+        """What `decide` needs for each asked row: one statement for every row with an e-mail
+        (a group of decisions under one lock transaction costs one round trip, not three per
+        row). `by_name`: look for same-name contacts when a row has no e-mail (only
+        `unmatched: review` uses them; the lookup scans the client's contacts)."""
         parties = [party_of(row, payload) for row, payload in asked]
         emailed = [i for i, me in enumerate(parties) if me.email]
         peers: dict[int, list[Party]] = {}
@@ -306,18 +293,6 @@ async def _owners(db: Db, client_id: int, urls: list[str]) -> list[Party]:
     return [party_of(ContactEntity.from_row(r)) for r in records]
 
 
-async def match_row(
-    db: Db,
-    *,
-    client_id: int,
-    cfg: ContactExportSettings,
-    row: ContactEntity,
-    payload: dict[str, Any],
-) -> MatchDecision:
-    """The matching decision for one unlinked row, as the export would take it."""
-    return (await match_rows(db, client_id=client_id, cfg=cfg, asked=[(row, payload)]))[0]
-
-
 async def match_rows(
     db: Db,
     *,
@@ -325,14 +300,15 @@ async def match_rows(
     cfg: ContactExportSettings,
     asked: Sequence[tuple[ContactEntity, dict[str, Any]]],
 ) -> list[MatchDecision]:
-    """`match_row` for several rows, read in one round trip."""
+    """The matching decisions for unlinked rows, as the export takes them, read in one round
+    trip."""
     gathered = await MatchInputs.gather_many(
         db, client_id=client_id, asked=asked, by_name=cfg.unmatched == "review"
     )
-    return [decide_row(inputs, cfg, row) for inputs, (row, _) in zip(gathered, asked, strict=True)]
+    return [_decide_row(inputs, cfg, row) for inputs, (row, _) in zip(gathered, asked, strict=True)]
 
 
-def decide_row(
+def _decide_row(
     inputs: MatchInputs, cfg: ContactExportSettings, row: ContactEntity
 ) -> MatchDecision:
     """The decision for one row from what was gathered for it (a person's earlier

@@ -96,12 +96,6 @@ class ContactIndex:
             rows.sort(key=lambda args: args[1])
             await self._pool.executemany(QUERIES["fa_contact_upsert"], rows)
 
-    async def remember(self, contact: dict[str, Any], conn: Db | None = None) -> None:
-        """Index a contact we listed or just created."""
-        args = self._upsert_args(contact)
-        if args is not None:
-            await (conn or self._pool).execute(QUERIES["fa_contact_upsert"], *args)
-
     @property
     def client_id(self) -> int:
         return self._client_id
