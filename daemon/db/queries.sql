@@ -341,9 +341,9 @@ RETURNING id;
 -- name: run_claim_many
 -- Claim fires ($1 profile ids, $2 triggers, $3 scheduled_for; $4 owner, $5 lease seconds) in
 -- one statement: a row per fire claimed, none for a fire already taken or a profile with a
--- running run (the unique constraints decide, as run_claim's do for one). Rows go in profile
--- and fire order: two replicas claiming overlapping fires wait for each other's rows in the
--- same order, never in a cycle (a deadlock would fail every fire of both statements).
+-- running run (profile_run_one_per_fire and profile_run_one_running decide). Rows go in
+-- profile and fire order: two replicas claiming overlapping fires wait for each other's rows
+-- in the same order, never in a cycle (a deadlock would fail every fire of both statements).
 INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
                          lease_expires_at, fence)
 SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), $4,
@@ -370,10 +370,6 @@ SELECT DISTINCT ON (f.profile_id, f.scheduled_for)
 -- The running run of a profile, if any.
 SELECT * FROM profile_run WHERE profile_id = $1 AND status = 'running';
 
--- name: run_for_fire
--- Whether any replica recorded this fire of a profile (ran it, or skipped it).
-SELECT id FROM profile_run WHERE profile_id = $1 AND scheduled_for = $2;
-
 -- name: run_renew
 -- Extend the lease; no row means the run was taken over (fencing).
 UPDATE profile_run SET lease_expires_at = now() + make_interval(secs => $3)
@@ -399,10 +395,6 @@ SELECT p.*, s.config_error, s.magento_watermark, b.failures AS breaker_failures,
   LEFT JOIN profile_state s ON s.profile_id = p.id
   LEFT JOIN profile_breaker b ON b.profile_id = p.id
  WHERE p.id = ANY($1::bigint[]);
-
--- name: breaker_get
--- The profile's breaker: consecutive run-level failures and until when fires are skipped.
-SELECT failures, open_until, reason FROM profile_breaker WHERE profile_id = $1;
 
 -- name: breaker_trip
 -- A run ended on a run-level error: one more failure, back off base * 2^(failures-1), capped.
