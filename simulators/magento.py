@@ -31,6 +31,7 @@ from aiohttp import web
 
 from simulators.magento_auth import authorize
 from simulators.magento_errors import MagentoError, internal_error, route_not_found
+from simulators.magento_keyset import search_table
 from simulators.magento_records import omit_nulls
 from simulators.magento_search import (
     Collection,
@@ -38,7 +39,6 @@ from simulators.magento_search import (
     SearchCriteria,
     parse_fields,
     parse_search_criteria,
-    run_search,
     trim_fields,
 )
 from simulators.magento_state import (
@@ -117,6 +117,7 @@ CUSTOMERS = Collection(
         company=_billing_value("company"),
     ),
     unknown_field=lambda name: MagentoError(400, "Invalid attribute name: %1", [name]),
+    key="entity_id",
 )
 # Orders are a flat table: an unknown column is an SQL error, i.e. a production-mode 500.
 ORDERS = Collection(
@@ -127,6 +128,7 @@ ORDERS = Collection(
         "base_currency_code total_qty_ordered store_name"
     ),
     unknown_field=lambda name: internal_error(f"unknown-column-{name}"),
+    key="entity_id",
 )
 
 
@@ -151,8 +153,7 @@ LIST_OMITS = frozenset({"extension_attributes", "custom_attributes"})
 
 def _search_customers(request: web.Request, state: MagentoState) -> Any:
     """GET /V1/customers/search; the items may lack extension and custom attributes."""
-    rows = [state.customers[key] for key in sorted(state.customers)]
-    result = run_search(rows, _criteria(request), CUSTOMERS, state.paging())
+    result = search_table(state.customers, _criteria(request), CUSTOMERS, state.paging())
     if state.search_omits:
         result["items"] = [i for i in result["items"] if i.get("id") not in state.search_omits]
     if not state.search_includes_attributes:
@@ -178,8 +179,7 @@ def _get_customer(request: web.Request, state: MagentoState) -> Any:
 
 def _search_orders(request: web.Request, state: MagentoState) -> Any:
     """GET /V1/orders."""
-    rows = [state.orders[key] for key in sorted(state.orders)]
-    return run_search(rows, _criteria(request), ORDERS, state.paging())
+    return search_table(state.orders, _criteria(request), ORDERS, state.paging())
 
 
 def _get_order(request: web.Request, state: MagentoState) -> Any:

@@ -86,13 +86,13 @@ def _compare(actual: Any, value: str) -> int:
     Datetimes are "YYYY-MM-DD HH:MM:SS" strings, so text comparison orders them correctly.
     """
     if isinstance(actual, bool | int | float):
-        number = _to_number(value)
+        number = to_number(value)
         return (actual > number) - (actual < number)
     left, right = _fold(str(actual)).rstrip(" "), _fold(value).rstrip(" ")
     return (left > right) - (left < right)
 
 
-def _to_number(value: str) -> float:
+def to_number(value: str) -> float:
     """MySQL casts a non-numeric string to its numeric prefix, or 0."""
     match = re.match(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)", value)
     return float(match.group(0)) if match else 0.0

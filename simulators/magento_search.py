@@ -82,6 +82,8 @@ class Collection:
 
     columns: Mapping[str, Column]  #: filterable and sortable column names
     unknown_field: Callable[[str], MagentoError]  #: EAV says 400, flat tables say SQL 500
+    #: The primary-key column, when rows are stored under its value (see magento_keyset)
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,20 +236,21 @@ def run_search(
     paging: Paging,
 ) -> dict[str, Any]:
     """The `{items, search_criteria, total_count}` envelope for rows given in primary-key order."""
-    _check_columns(criteria, collection)
-    page_size = _page_size(criteria, paging)
-    matched = [row for row in rows if _matches_all(row, criteria, collection)]
+    check_columns(criteria, collection)
+    page_size = effective_page_size(criteria, paging)
+    matched = [row for row in rows if matches_all(row, criteria, collection)]
     ordered = _sorted(matched, criteria.sort_orders or (), collection)
     if not criteria.sort_orders and paging.unsorted_reversed:
         ordered.reverse()
+    start, stop = page_bounds(len(ordered), page_size, criteria.current_page, paging.overflow_mode)
     return {
-        "items": _page(ordered, page_size, criteria.current_page, paging.overflow_mode),
+        "items": ordered[start:stop],
         "search_criteria": echo(criteria),
         "total_count": len(matched),
     }
 
 
-def _check_columns(criteria: SearchCriteria, collection: Collection) -> None:
+def check_columns(criteria: SearchCriteria, collection: Collection) -> None:
     """Unknown columns fail before any row is read, even on an empty table."""
     names = [f.field for group in criteria.filter_groups for f in group]
     names += [s.field for s in criteria.sort_orders or ()]
@@ -256,7 +259,7 @@ def _check_columns(criteria: SearchCriteria, collection: Collection) -> None:
             raise collection.unknown_field(name)
 
 
-def _page_size(criteria: SearchCriteria, paging: Paging) -> int | None:
+def effective_page_size(criteria: SearchCriteria, paging: Paging) -> int | None:
     """Effective page size; with input limits on, the limit and the default page size apply."""
     size = criteria.page_size
     if paging.max_page_size is None:
@@ -272,19 +275,22 @@ def _page_size(criteria: SearchCriteria, paging: Paging) -> int | None:
     return size
 
 
-def _page(rows: list[Any], size: int | None, current: int | None, overflow: str) -> list[Any]:
-    """Slice one page; what lies past the end depends on the Magento version simulated."""
+def page_bounds(
+    count: int, size: int | None, current: int | None, overflow: str
+) -> tuple[int, int]:
+    """Slice of one page among `count` rows; what lies past the end depends on the Magento
+    version simulated."""
     if overflow not in ("empty", "repeat_last", "first"):
         raise ValueError(f"overflow_mode {overflow!r}: expected 'empty', 'repeat_last', 'first'")
     if size is None:
-        return rows
+        return 0, count
     page = max(current or 1, 1)
-    last_page = max((len(rows) + size - 1) // size, 1)
+    last_page = max((count + size - 1) // size, 1)
     if page > last_page and overflow == "repeat_last":
         page = last_page  # <=2.3 Data\Collection::getCurPage() clamps to the last page
     elif page > last_page and overflow == "first":
         page = 1  # storefront currentPageDetection, reintroduced by some repositories
-    return rows[(page - 1) * size : page * size]
+    return min((page - 1) * size, count), min(page * size, count)
 
 
 def echo(criteria: SearchCriteria) -> dict[str, Any]:
@@ -317,7 +323,7 @@ def _echo_filter(item: Filter) -> dict[str, Any]:
     return echoed
 
 
-def _matches_all(row: Mapping[str, Any], criteria: SearchCriteria, coll: Collection) -> bool:
+def matches_all(row: Mapping[str, Any], criteria: SearchCriteria, coll: Collection) -> bool:
     """AND across groups, OR within a group; an empty group matches everything."""
     return all(
         not group or any(_matches(row, f, coll) for f in group) for group in criteria.filter_groups

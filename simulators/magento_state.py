@@ -13,12 +13,13 @@ from __future__ import annotations
 import copy
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from simulators import magento_seed
+from simulators.magento_keyset import Table
 from simulators.magento_records import (
     build_order,
     customer_address,
@@ -68,6 +69,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _as_table(rows: Mapping[int, dict[str, Any]]) -> Table:
+    """The rows as a Table (kept as it is when it already is one)."""
+    return rows if isinstance(rows, Table) else Table(rows)
+
+
 def _demo_consumers() -> dict[str, OAuthCredentials]:
     """One integration so the demo can sign OAuth requests out of the box."""
     return {
@@ -81,8 +87,10 @@ def _demo_consumers() -> dict[str, OAuthCredentials]:
 class MagentoState:
     """Everything one simulated Magento knows; safe to mutate between requests."""
 
-    customers: dict[int, dict[str, Any]] = field(default_factory=dict)  #: id -> API JSON
-    orders: dict[int, dict[str, Any]] = field(default_factory=dict)  #: entity_id -> API JSON
+    #: id -> API JSON. A Table notices writes, so keyset pages can be read from its sorted
+    #: keys (magento_keyset); a plain dict given here is copied into one.
+    customers: Table = field(default_factory=Table)
+    orders: Table = field(default_factory=Table)  #: entity_id -> API JSON, a Table likewise
     bearer_tokens: set[str] = field(default_factory=lambda: {DEMO_BEARER_TOKEN})
     #: consumer_key -> credentials, for OAuth 1.0a HMAC-SHA256/SHA1 signed requests
     oauth_consumers: dict[str, OAuthCredentials] = field(default_factory=_demo_consumers)
@@ -121,6 +129,8 @@ class MagentoState:
     _sequences: dict[str, int] = field(init=False, repr=False)  #: next auto-increment ids
 
     def __post_init__(self) -> None:
+        self.customers = _as_table(self.customers)
+        self.orders = _as_table(self.orders)
         self.rng = random.Random(self.seed)
         self.pending_429 = deque()
         self._sequences = self._initial_sequences()
