@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,6 +76,38 @@ async def drop_scratch_databases() -> None:
     """Drop the databases this run made."""
     while _made:
         await drop_database(server_dsn(), _made.pop())
+
+
+#: Seconds between the stand-in's VACUUM ANALYZE passes.
+VACUUM_EVERY = 20.0
+
+
+@asynccontextmanager
+async def autovacuum_stand_in(dsn: str) -> AsyncIterator[None]:
+    """VACUUM ANALYZE the ledger tables every VACUUM_EVERY seconds while the block runs, when
+    the server's autovacuum is off (test servers switch it off). Without statistics and with
+    dead rows piling up, the claim queries read the whole ledger: a 200,000-customer first
+    sync slowed from 13,000 to 2,000 exports a minute by the 50,000th."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SHOW autovacuum") == "on":
+            yield
+            return
+        task = asyncio.create_task(_vacuum_every(conn), name="autovacuum-stand-in")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await conn.close()
+
+
+async def _vacuum_every(conn: asyncpg.Connection) -> None:
+    while True:
+        await asyncio.sleep(VACUUM_EVERY)
+        await conn.execute("VACUUM ANALYZE contact_entity, freeagent_contact")
 
 
 @dataclass
