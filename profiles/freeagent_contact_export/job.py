@@ -25,6 +25,7 @@ from profiles import profile_warnings
 from profiles.freeagent_contact_export.collect import Collector
 from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
 from profiles.freeagent_contact_export.export import Exporter
+from profiles.freeagent_contact_export.idset import IdSet
 from profiles.freeagent_contact_export.locales import read_store_locales
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
@@ -225,7 +226,7 @@ async def export_priority(ctx: RunContext, lane: Exporter) -> int:
 
 
 async def _backlog(ctx: RunContext, exporter: Exporter) -> None:
-    done: set[int] = set()
+    done = IdSet()  #: rows this run exported: not exported again when due again
     ids = list(ctx.options.ids) if ctx.options.ids else None
     while not ctx.stopping.is_set():
         wanted = [i for i in ids if i not in done] if ids is not None else None
