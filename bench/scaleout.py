@@ -1,8 +1,10 @@
 """The first sync of many shops on N daemons, each on a CPU budget of its own (bench/quota.py).
 
-Profiles are registered dormant; the daemons start, load them and enter their CPU groups;
-then every profile is given one fire a few seconds ahead, so all daemons meet the same
-instant with the same fires, none of them still starting, and none running unconstrained.
+Profiles are registered dormant; the daemons start and load them; then every profile is
+given one fire a few seconds ahead, and once every daemon has loaded it they enter their CPU
+groups: all daemons meet the same instant with the same fires, none of them still starting
+and none unconstrained (loading 500 schedules takes a 0.2-core daemon longer than the
+whole first sync; it is not what is measured).
 What each process group spent (/proc), whether each daemon ran into its quota (cpu.stat) and
 how busy the machine was are taken from just before that fire to the last first run's end.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,26 +111,28 @@ class CpuWatch:
         return Spent(used, time.monotonic() - self._started, share, throttling)
 
 
-@contextlib.asynccontextmanager
-async def quota_daemons(
-    cluster: Cluster, names: str, cpus: float, prefix: str
-) -> AsyncIterator[list[CpuGroup]]:
-    """Start daemons `names` (one letter each), each in a CPU group of its own once it is
-    listening; the groups (none when no quota could be set). On exit the groups are gone
-    and the daemons run on, unconstrained."""
+async def start_daemons(cluster: Cluster, names: str) -> None:
+    """Start daemons `names` (a slot letter each) together; return once all listen."""
     for name in names:
         await cluster.start(name)
     for name in names:
         await cluster.ready(name, within=60)
+
+
+@contextlib.contextmanager
+def quotas(cluster: Cluster, cpus: float, prefix: str) -> Iterator[list[CpuGroup]]:
+    """Every live daemon in a CPU group of its own while the block runs; the groups (none
+    when no quota could be set). Afterwards the daemons run on unconstrained."""
     with contextlib.ExitStack() as stack:
         groups = []
         for name, replica in cluster.replicas.items():
-            assert replica.proc is not None
-            group = stack.enter_context(
-                cpu_quota(f"{prefix}-{os.getpid()}-{name}", replica.proc.pid, cpus)
-            )
-            if group is not None:
-                groups.append(group)
+            if replica.alive:
+                assert replica.proc is not None
+                group = stack.enter_context(
+                    cpu_quota(f"{prefix}-{os.getpid()}-{name}", replica.proc.pid, cpus)
+                )
+                if group is not None:
+                    groups.append(group)
         yield groups
 
 

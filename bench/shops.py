@@ -1,15 +1,22 @@
 """Measure 6: many shops on one daemon, then on three.
 
 `profiles` profiles, each with a FreeAgent app (a user) of its own, share one Magento store of
-a few customers and fire every `every` seconds (a minute, compressed) in `fa-sync run`
-subprocesses (tests/replicas/harness.py). First every profile's first sync drains: records
-exported per second from the first run's start to the last one's end. Then steady state: a few
-customers change before every fire; fire lateness is started_at - scheduled_for of those
-runs (profile_run), CPU is the daemon's (/proc) over the steady phase; beside lateness, how
+a few customers, in `fa-sync run` subprocesses (tests/replicas/harness.py). First every
+profile's first sync drains from one fire known to every daemon (bench/scaleout.py): records
+exported per second from the first run's start to the last one's end. Then steady state, the
+one daemon on the whole machine: the profiles fire every `every` seconds (a minute,
+compressed), a few customers change before every fire; fire lateness is started_at -
+scheduled_for of those runs (profile_run), CPU is the daemon's (/proc); beside lateness, how
 long after its fire the last run of a round finished. Then the same first sync on a fresh
-database and simulator with three daemons: the throughput ratio, with the CPU each process
-used during each first sync and how busy the whole machine was (the daemons, the simulators,
-PostgreSQL and whatever else runs here share its cores: a saturated machine caps the ratio).
+database and simulator with three daemons: the throughput ratio.
+
+The first syncs give each daemon the same CPU quota (bench/quota.py, FA_SYNC_BENCH_DAEMON_CPUS
+cores), as each replica has its own container or machine in production: unconstrained, the
+daemons, simulators and PostgreSQL share this machine's cores, a second and third daemon add
+no CPU, and the ratio says nothing about scaling out. Without a quota the row says so and
+gives no verdict. Beside the ratio: each process group's CPU, how much of its quota each
+daemon used and how often it was throttled (the quota, not PostgreSQL, bounding it), and how
+busy the whole machine was.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +40,9 @@ from bench.scaleout import (
     Spent,
     cpu_seconds,
     fire_together,
-    quota_daemons,
+    quotas,
     schedule_all,
+    start_daemons,
 )
 from bench.stack import UNLIMITED_IP, Sims, register, scratch_database, sims
 from bench.table import Row, percentile, ratio
@@ -48,8 +56,6 @@ CUSTOMERS = 8  #: customers in the shared store: each profile's first sync
 QUICK_CUSTOMERS = 30
 CHANGED = 3  #: customers saved before every steady-state fire
 EXHAUSTED = "no database connection free"
-#: Seconds from giving every profile its first fire to that fire: every daemon loads it first.
-LEAD = 3.0
 #: Real FreeAgent limits per user; the per-IP limit is lifted (every shop calls from here).
 #: Each user is a company of its own, as each shop's accounts are.
 FREEAGENT = {"per_ip_per_minute": UNLIMITED_IP, "company_per_user": True}
@@ -80,19 +86,26 @@ async def runs(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def first_sync(
-    cluster: Cluster, pool: asyncpg.Pool, profiles: int, within: float, watch: CpuWatch
+    cluster: Cluster, pool: asyncpg.Pool, stack: Sims, profiles: int, within: float
 ) -> FirstSync:
-    """Fire every profile at once; await a finished run with records for every profile: the
-    span of those first runs, who ran them, and what was spent from just before the fire."""
+    """Fire every profile at once, each daemon on its quota; await a finished run with records
+    for every profile: the span of those first runs, who ran them, and what was spent from
+    just before the fire."""
 
     async def drained() -> bool:
         done = {r["profile_id"] for r in await runs(pool) if r["finished_at"] and exported(r)}
         return len(done) >= profiles
 
-    await watch.start()
-    await fire_together(pool, cluster, profiles, lead=LEAD)
-    await cluster.settle(drained, on=event_is("run_finished", "process_exited"), within=within)
-    spent = await watch.stop()
+    at = await fire_together(pool, cluster, profiles, lead=3 + profiles / 50)
+    with quotas(cluster, daemon_cpus(), "fa-sync-bench") as groups:
+        watch = watch_for(pool, cluster, stack, groups)
+        # The fire is an instant on the wall clock: watched from just before it, so the
+        # quota's use is that of the first sync, not of the idle wait.
+        await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds() - 0.2))
+        await watch.start()
+        await cluster.settle(drained, on=event_is("run_finished", "process_exited"),
+                             within=within)  # fmt: skip
+        spent = await watch.stop()
     first: dict[int, asyncpg.Record] = {}
     for run in sorted(await runs(pool), key=lambda r: r["scheduled_for"]):
         if run["finished_at"] and exported(run) and run["profile_id"] not in first:
@@ -200,12 +213,9 @@ async def measure(quick: bool) -> list[Row]:
     customers = QUICK_CUSTOMERS if quick else CUSTOMERS
     schedule = "0 * * * * *" if every == 60 else f"*/{every} * * * * *"
     within = 120 if quick else 900
-    cpus = daemon_cpus()
     async with shops("shops_one", profiles, customers) as (stack, pool, cluster):
-        async with quota_daemons(cluster, "a", cpus, "fa-sync-bench") as quotas:
-            one = await first_sync(
-                cluster, pool, profiles, within, watch_for(pool, cluster, stack, quotas)
-            )
+        await start_daemons(cluster, "a")
+        one = await first_sync(cluster, pool, stack, profiles, within)
         # Steady state as before: the one daemon on the whole machine, no quota.
         if not await schedule_all(pool, cluster, schedule, profiles, within=60):
             raise AssertionError(f"the daemon did not load schedule {schedule!r} within 60 s")
@@ -214,10 +224,8 @@ async def measure(quick: bool) -> list[Row]:
         state = await steady(stack, pool, cluster, replica.proc.pid, every, fires, profiles)
         await cluster.stop_all()
     async with shops("shops_three", profiles, customers) as (stack, pool, cluster):
-        async with quota_daemons(cluster, "abc", cpus, "fa-sync-bench") as quotas:
-            three = await first_sync(
-                cluster, pool, profiles, within, watch_for(pool, cluster, stack, quotas)
-            )
+        await start_daemons(cluster, "abc")
+        three = await first_sync(cluster, pool, stack, profiles, within)
         await cluster.stop_all()
     p99 = percentile(state["lateness"], 0.99)
     p50 = percentile(state["lateness"], 0.5)
