@@ -96,7 +96,7 @@ async def first_sync(
         done = {r["profile_id"] for r in await runs(pool) if r["finished_at"] and exported(r)}
         return len(done) >= profiles
 
-    at = await fire_together(pool, cluster, profiles, lead=3 + profiles / 50)
+    at = await fire_together(pool, cluster, profiles, lead=1 + profiles / 50)
     with quotas(cluster, daemon_cpus(), "fa-sync-bench") as groups:
         watch = watch_for(pool, cluster, stack, groups)
         # The fire is an instant on the wall clock: watched from just before it, so the
