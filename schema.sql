@@ -393,6 +393,63 @@ BEGIN
      ORDER BY 3 DESC;
 END $$;
 
+-- The common decision of a first sync in one statement: for rows that would be created if
+-- nothing matched them, take their identity locks (as fa_identity_locks), then, each in a fresh
+-- snapshot taken after the locks, check that nothing does match (no unsettled create of the
+-- person at this client, no other ledger row of the profile with the row's e-mail, no FreeAgent
+-- contact of the client with the e-mail sent) and commit the create intent of those rows, fenced
+-- by the run as entity_mark_creating_many. Returns each row's outcome: 'marked' (intent
+-- committed, the caller POSTs), 'lost' (the run's lease is gone) or 'slow' (something matched:
+-- the caller decides it under the locks the long way, create.py). The locks end with the
+-- statement: the intent they guarded is committed by then.
+CREATE OR REPLACE FUNCTION fa_decide_creates(
+    p_client_id bigint, p_run_id bigint, p_fence bigint, p_lock_timeout text,
+    p_ids bigint[], p_keys bigint[], p_profiles bigint[], p_row_emails text[],
+    p_sent_emails text[], p_marks jsonb
+) RETURNS TABLE (id bigint, outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint;
+    v_free bigint[];
+    v_marked bigint[];
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    SELECT coalesce(array_agg(a.id), '{}') INTO v_free
+      FROM unnest(p_ids, p_keys, p_profiles, p_row_emails, p_sent_emails)
+           AS a(id, key, profile_id, row_email, sent_email)
+     WHERE NOT EXISTS (
+               SELECT 1 FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+                WHERE p.client_id = p_client_id AND e.status = 'creating' AND e.id <> a.id
+                  AND e.metadata -> 'create_intent' ->> 'identity' = a.key::text)
+       AND NOT EXISTS (
+               SELECT 1 FROM contact_entity e
+                WHERE e.profile_id = a.profile_id AND lower(e.email) = lower(a.row_email)
+                  AND e.id <> a.id)
+       AND NOT EXISTS (
+               SELECT 1 FROM freeagent_contact f
+                WHERE f.client_id = p_client_id AND lower(f.email) = lower(a.sent_email));
+    WITH marked AS (
+        UPDATE contact_entity c
+           SET status = 'creating',
+               metadata = c.metadata || jsonb_build_object('create_intent', m.intent),
+               next_attempt_at = m.next_at, updated_at = now()
+          FROM jsonb_to_recordset(p_marks) AS m(id bigint, intent jsonb, next_at timestamptz)
+         WHERE c.id = m.id AND m.id = ANY (v_free)
+           AND c.claimed_by_run = p_run_id AND c.claim_fence = p_fence
+           AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = p_run_id AND r.fence = p_fence
+                                                    AND r.status = 'running' FOR SHARE)
+        RETURNING c.id
+    )
+    SELECT coalesce(array_agg(marked.id), '{}') INTO v_marked FROM marked;
+    RETURN QUERY
+    SELECT a.id, CASE WHEN a.id = ANY (v_marked) THEN 'marked'
+                      WHEN a.id = ANY (v_free) THEN 'lost' ELSE 'slow' END
+      FROM unnest(p_ids) AS a(id);
+END $$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Rate-limit governance: one budget per authorising FreeAgent user, shared by every replica
 -- and profile, and one per egress (the address requests leave from: FreeAgent also limits

@@ -12,6 +12,13 @@ SELECT pg_advisory_xact_lock($1);
 -- and list the rows creating one of them: (id, identity, intent_at), newest first.
 SELECT * FROM fa_identity_locks($1::bigint[], $2, $3, $4);
 
+-- name: decide_creates
+-- Rows that would be created if nothing matched them: lock, check and commit their create
+-- intents in one statement ($1 client, $2 run, $3 fence, $4 lock wait, $5 ids, $6 keys,
+-- $7 profiles, $8 e-mails of the ledger rows, $9 e-mails as sent, $10 [{id, intent, next_at}]).
+SELECT * FROM fa_decide_creates($1, $2, $3, $4, $5::bigint[], $6::bigint[], $7::bigint[],
+                                $8::text[], $9::text[], $10::jsonb);
+
 -- name: lock_timeouts
 -- Bound this transaction's lock waits, and how long it may sit idle holding them.
 SELECT set_config('lock_timeout', $1, true),

@@ -6,6 +6,7 @@ that no POST is ever sent twice before the first has certainly settled at FreeAg
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -19,9 +20,14 @@ from daemon.errors import ApiError, LeaseLost, OutcomeUnknown, RejectedRecord, T
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.groupcommit import GroupCommit
-from profiles.freeagent_contact_export.identity import identity_of, lock_key
-from profiles.freeagent_contact_export.match import MatchDecision, match_rows, party_of
-from profiles.freeagent_contact_export.resolve import ContactIndex, identifying, identity_locks
+from profiles.freeagent_contact_export.identity import Party, identity_of, lock_key
+from profiles.freeagent_contact_export.match import MatchDecision, decide, match_rows, party_of
+from profiles.freeagent_contact_export.resolve import (
+    LOCK_WAIT_SECONDS,
+    ContactIndex,
+    identifying,
+    identity_locks,
+)
 
 if TYPE_CHECKING:
     from profiles.freeagent_contact_export.prepared import Prepared
@@ -64,6 +70,7 @@ class _Ask(NamedTuple):
     key: int  #: identity lock key
     look: bool
     may_create: bool
+    party: Party
 
 
 class CreateProtocol:
@@ -103,10 +110,84 @@ class CreateProtocol:
         every row still gets exactly these steps, in submission order, under its own lock."""
         party = party_of(p.row, p.payload)
         key = lock_key(self._client_id, identity_of(party, self._cfg.identity))
-        return await self._decisions.submit(_Ask(p, key, look, may_create))
+        return await self._decisions.submit(_Ask(p, key, look, may_create, party))
 
     async def _decide_all(self, asks: list[_Ask]) -> list[Resolution | Exception]:
+        """Decide a group of rows: those a first sync creates in one statement (the common
+        case, `_decide_creates`), the rest under their locks the long way (`_decide_locked`)."""
+        decided = await self._decide_creates(asks)
+        rest = [a for a in asks if a.p.row.id not in decided]
+        slow = dict(zip((a.p.row.id for a in rest), await self._decide_slow(rest), strict=True))
+        return [decided[a.p.row.id] if a.p.row.id in decided else slow[a.p.row.id] for a in asks]
+
+    def _creates_if_unmatched(self, asks: list[_Ask]) -> dict[int, MatchDecision]:
+        """Asks whose decision with nothing matching them is a create by e-mail: the only
+        ones fa_decide_creates may decide. A person's `match create` and rows without an
+        e-mail go the long way, and so do rows sharing a lock key with another ask (the
+        second must see the first's intent)."""
+        keys = Counter(a.key for a in asks)
+        found = {}
+        for a in asks:
+            if not (a.look and a.may_create and a.party.email and keys[a.key] == 1):
+                continue
+            review = a.p.row.metadata.get("review")
+            if isinstance(review, dict) and review.get("decision") == "create":
+                continue
+            decision = decide(a.party, self._cfg.identity, (), (), unmatched=self._cfg.unmatched)
+            if decision.action == "create":
+                found[a.p.row.id] = decision
+        return found
+
+    async def _decide_creates(self, asks: list[_Ask]) -> dict[int, Resolution | Exception]:
+        """One statement (fa_decide_creates) locks the rows that would be created if nothing
+        matched them, checks under the locks that nothing does, and commits their intents.
+        The decisions are exactly `_decide_locked`'s for them; rows it finds matched come
+        back undecided."""
+        decisions = self._creates_if_unmatched(asks)
+        if not decisions:
+            return {}
+        chosen = [a for a in asks if a.p.row.id in decisions]
+        marks = {a.p.row.id: self._intent(a, decisions[a.p.row.id]) for a in chosen}
+        try:
+            rows = await self._ctx.pool.fetch(
+                QUERIES["decide_creates"], self._client_id, self._ctx.run.id,
+                self._ctx.run.fence, f"{int(LOCK_WAIT_SECONDS * 1000)}ms",
+                [a.p.row.id for a in chosen], [a.key for a in chosen],
+                [a.p.row.profile_id for a in chosen], [a.p.row.email for a in chosen],
+                [a.party.email for a in chosen], list(marks.values()),
+            )  # fmt: skip
+        except asyncpg.LockNotAvailableError as exc:
+            raise TransientApiError(
+                f"another worker has held a contact's lock for over {LOCK_WAIT_SECONDS:.0f} s",
+                service="fa-sync",
+            ) from exc
+        outcome = {r["id"]: r["outcome"] for r in rows}
+        by_id = {a.p.row.id: a for a in chosen}
+        return {
+            i: Resolution(None, "absent", marks[i]["intent"])
+            if outcome[i] == "marked" else self._lost(by_id[i])
+            for i in by_id if outcome[i] != "slow"
+        }  # fmt: skip
+
+    def _intent(self, ask: _Ask, decision: MatchDecision | None) -> dict[str, Any]:
+        """The intent row ({id, intent, next_at}) of a create decided now."""
+        p, now = ask.p, self._ctx.clock()
+        intent = {
+            "at": now.isoformat(),
+            "identity": str(ask.key),
+            "identity_key": decision.identity if decision else None,
+            "sent": identifying(p.payload),
+            "email": p.email,
+            "attempt": p.row.attempts + 1,
+            "payload_hash": p.hash,
+            "run_id": self._ctx.run.id,
+        }
+        return {"id": p.row.id, "intent": intent, "next_at": (now + self._settle).isoformat()}
+
+    async def _decide_slow(self, asks: list[_Ask]) -> list[Resolution | Exception]:
         """Decide several rows in one transaction holding every row's identity lock."""
+        if not asks:
+            return []
         results: list[Resolution | Exception] = []
         marks: dict[int, dict[str, Any]] = {}  #: entity id -> its intent row
         keys = [a.key for a in asks]
@@ -170,23 +251,11 @@ class CreateProtocol:
                 return Resolution(None, "review")
         if not ask.may_create:
             return Resolution(None, "index")
-        now = self._ctx.clock()
-        intent = {
-            "at": now.isoformat(),
-            "identity": str(ask.key),
-            "identity_key": decision.identity if decision else None,
-            "sent": identifying(p.payload),
-            "email": p.email,
-            "attempt": p.row.attempts + 1,
-            "payload_hash": p.hash,
-            "run_id": self._ctx.run.id,
-        }
-        marks[p.row.id] = {
-            "id": p.row.id, "intent": intent, "next_at": (now + self._settle).isoformat()
-        }  # fmt: skip
+        marks[p.row.id] = mark = self._intent(ask, decision)
         # A later row of this person in the same group now sees this create in flight.
-        creating.setdefault(str(ask.key), []).insert(0, (p.row.id, now))
-        return Resolution(None, "absent", intent)
+        at = datetime.fromisoformat(mark["intent"]["at"])
+        creating.setdefault(str(ask.key), []).insert(0, (p.row.id, at))
+        return Resolution(None, "absent", mark["intent"])
 
     def _lost(self, ask: _Ask) -> LeaseLost:
         """The fenced intent write found the row taken over: this run lost its lease."""

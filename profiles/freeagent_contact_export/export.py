@@ -50,6 +50,7 @@ from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.create import CreateProtocol, Resolution
 from profiles.freeagent_contact_export.drift import DriftDecision, check_drift, written_record
 from profiles.freeagent_contact_export.failures import RUN_LEVEL, UNSTORABLE, failure_json
+from profiles.freeagent_contact_export.groupcommit import Slot
 from profiles.freeagent_contact_export.models import (
     Skipped,
     payload_hash,
@@ -92,6 +93,8 @@ class Exporter:
             update={"derive_locale_from_store": dict(store_locales or {})}
         )
         self._limit = asyncio.Semaphore(max(1, ctx.settings.export_concurrency))
+        #: entity id -> the concurrency slot its worker holds (released by _finish).
+        self._slots: dict[int, Slot] = {}
         #: entity id -> what the mapping left out or cut, until the row's outcome is written.
         self._adjusted: dict[int, list[Note]] = {}
         #: entity id -> metadata.drift of an update about to be written.
@@ -127,35 +130,46 @@ class Exporter:
             await self._guarded(row)
 
     async def _guarded(self, row: ContactEntity) -> None:
-        """Export one row; whatever goes wrong with this record fails this record only."""
-        async with self._limit:
-            if self._stopped is not None:
-                raise self._stopped  # the run is stopping: leave the row untouched
+        """Export one row; whatever goes wrong with this record fails this record only.
+
+        The row holds one of the `export_concurrency` slots until its outcome is ready to be
+        written (`_finish`): the write is awaited without a slot, so another row's requests
+        go on meanwhile and the outcomes of more rows share one statement."""
+        async with Slot(self._limit) as slot:
+            self._slots[row.id] = slot
             try:
-                await self._export(row)
-                await self._outage.record_ok(self._fail)
-            except (AuthError, LeaseLost):
-                raise
-            except EndpointError as exc:
-                # About the account or the endpoint, not this record: stop the run and leave
-                # the row as it was (the runner hands it back; no attempt is counted).
-                self._stopped = exc
-                raise
-            except TransientApiError as exc:
-                outage = await self._outage.record_transient(row, exc, self._fail)
-                if outage is not None:
-                    self._stopped = outage
-                    raise outage from exc
-            except ApiError as exc:  # RejectedRecord (422...) and other refusals of this record
-                await self._fail(row, exc, permanent=True)
-            except UNSTORABLE as exc:  # PostgreSQL refused a value of this record
-                log.warning("record_unstorable", entity_id=row.id, error=str(exc))
-                await self._fail(row, exc, permanent=True)
-            except RUN_LEVEL:
-                raise
-            except Exception as exc:  # a bug meeting an odd record: fail it, not the run
-                log.exception("record_crashed", entity_id=row.id)
-                await self._fail(row, exc, permanent=True)
+                await self._guarded_in_slot(row)
+            finally:
+                self._slots.pop(row.id, None)
+
+    async def _guarded_in_slot(self, row: ContactEntity) -> None:
+        if self._stopped is not None:
+            raise self._stopped  # the run is stopping: leave the row untouched
+        try:
+            await self._export(row)
+            await self._outage.record_ok(self._fail)
+        except (AuthError, LeaseLost):
+            raise
+        except EndpointError as exc:
+            # About the account or the endpoint, not this record: stop the run and leave
+            # the row as it was (the runner hands it back; no attempt is counted).
+            self._stopped = exc
+            raise
+        except TransientApiError as exc:
+            outage = await self._outage.record_transient(row, exc, self._fail)
+            if outage is not None:
+                self._stopped = outage
+                raise outage from exc
+        except ApiError as exc:  # RejectedRecord (422...) and other refusals of this record
+            await self._fail(row, exc, permanent=True)
+        except UNSTORABLE as exc:  # PostgreSQL refused a value of this record
+            log.warning("record_unstorable", entity_id=row.id, error=str(exc))
+            await self._fail(row, exc, permanent=True)
+        except RUN_LEVEL:
+            raise
+        except Exception as exc:  # a bug meeting an odd record: fail it, not the run
+            log.exception("record_crashed", entity_id=row.id)
+            await self._fail(row, exc, permanent=True)
 
     async def _export(self, row: ContactEntity) -> None:
         if row.metadata.get("deleted_in_magento"):
@@ -349,6 +363,9 @@ class Exporter:
             if isinstance(sent, dict):  # a create: the next drift check compares with this
                 meta.setdefault("written", written_record(self._ctx.clock(), sent))
         entry = self._history_entry(status, **({"error": error} if error else {}))
+        slot = self._slots.pop(row.id, None)
+        if slot is not None:
+            slot.release()  # nothing left to send for this row
         await self._outcomes.write(
             Outcome(row.id, str(status), url, hash_, error, meta, entry, remember)
         )

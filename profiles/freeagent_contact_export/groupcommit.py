@@ -77,3 +77,25 @@ class GroupCommit(Generic[Item, Result]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+class Slot:
+    """One of `limit`'s slots, which its holder may give back early: a worker done with the
+    network frees its slot for another before it awaits its own group commit."""
+
+    def __init__(self, limit: asyncio.Semaphore) -> None:
+        self._limit = limit
+        self._held = False
+
+    async def __aenter__(self) -> Slot:
+        await self._limit.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limit.release()

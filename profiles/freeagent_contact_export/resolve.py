@@ -193,13 +193,17 @@ async def identity_lock(
         yield conn
 
 
+#: How long a decision waits for another worker's identity lock before it gives up (transient).
+LOCK_WAIT_SECONDS = 60.0
+
+
 @asynccontextmanager
 async def identity_locks(
     pool: asyncpg.Pool,
     keys: list[int],
     client_id: int,
     *,
-    wait_seconds: float = 60.0,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
     hold_seconds: float = 600.0,
 ) -> AsyncIterator[tuple[asyncpg.Connection, list[asyncpg.Record]]]:
     """identity_lock for several people at once (the exporter decides its workers' rows
