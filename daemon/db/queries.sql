@@ -361,6 +361,12 @@ SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), 
 ON CONFLICT DO NOTHING
 RETURNING *;
 
+-- name: replica_sessions
+-- Live replicas: the application names ($1, a LIKE pattern) of the daemons' LISTEN sessions
+-- on this database, one per running daemon (daemon/claims.py: who claims a fire first).
+SELECT DISTINCT application_name FROM pg_stat_activity
+ WHERE datname = current_database() AND application_name LIKE $1;
+
 -- name: run_claim_refused
 -- Why claims of fires ($1 profile ids, $2 scheduled_for) were refused: per fire, its own row
 -- (a replica claimed or skipped it) first, else the profile's running run and whether its
