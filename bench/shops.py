@@ -1,15 +1,22 @@
 """Measure 6: many shops on one daemon, then on three.
 
 `profiles` profiles, each with a FreeAgent app (a user) of its own, share one Magento store of
-a few customers and fire every `every` seconds (a minute, compressed) in `fa-sync run`
-subprocesses (tests/replicas/harness.py). First every profile's first sync drains: records
-exported per second from the first run's start to the last one's end. Then steady state: a few
-customers change before every fire; fire lateness is started_at - scheduled_for of those
-runs (profile_run), CPU is the daemon's (/proc) over the steady phase; beside lateness, how
+a few customers, in `fa-sync run` subprocesses (tests/replicas/harness.py). First every
+profile's first sync drains from one fire known to every daemon (bench/scaleout.py): records
+exported per second from the first run's start to the last one's end. Then steady state, the
+one daemon on the whole machine: the profiles fire every `every` seconds (a minute,
+compressed), a few customers change before every fire; fire lateness is started_at -
+scheduled_for of those runs (profile_run), CPU is the daemon's (/proc); beside lateness, how
 long after its fire the last run of a round finished. Then the same first sync on a fresh
-database and simulator with three daemons: the throughput ratio, with the CPU each process
-used during each first sync and how busy the whole machine was (the daemons, the simulators,
-PostgreSQL and whatever else runs here share its cores: a saturated machine caps the ratio).
+database and simulator with three daemons: the throughput ratio.
+
+The first syncs give each daemon the same CPU quota (bench/quota.py, FA_SYNC_BENCH_DAEMON_CPUS
+cores), as each replica has its own container or machine in production: unconstrained, the
+daemons, simulators and PostgreSQL share this machine's cores, a second and third daemon add
+no CPU, and the ratio says nothing about scaling out. Without a quota the row says so and
+gives no verdict. Beside the ratio: each process group's CPU, how much of its quota each
+daemon used and how often it was throttled (the quota, not PostgreSQL, bounding it), and how
+busy the whole machine was.
 """
 
 from __future__ import annotations
@@ -20,12 +27,23 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from bench.quota import ENV, CpuGroup, daemon_cpus, unavailable
+from bench.scaleout import (
+    DORMANT,
+    CpuWatch,
+    Spent,
+    cpu_seconds,
+    fire_together,
+    quotas,
+    schedule_all,
+    start_daemons,
+)
 from bench.stack import UNLIMITED_IP, Sims, register, scratch_database, sims
 from bench.table import Row, percentile, ratio
 from daemon.db.pool import create_pool
@@ -52,7 +70,7 @@ class FirstSync:
     exported: int
     seconds: float
     runs_by_owner: dict[str, int]
-    cpu: dict[str, float]  #: CPU-seconds by process group over the span, and machine busy %
+    spent: Spent  #: CPU by process group, throttling and machine busy % over the span
 
     @property
     def rate(self) -> float:
@@ -63,77 +81,31 @@ def exported(run: asyncpg.Record) -> int:
     return int(run["created"] + run["updated"] + run["linked"])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process so far (Linux: /proc/PID/stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # it ended: counted as nothing more
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole machine so far (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-class CpuWatch:
-    """CPU-seconds of the daemons, the simulators and this database's PostgreSQL backends
-    between start() and stop(), and the machine's busy share meanwhile."""
-
-    def __init__(self, pool: asyncpg.Pool, groups: dict[str, list[int]]) -> None:
-        self._pool = pool
-        self._groups = groups
-        self._start: dict[int, float] = {}
-        self._machine = (0, 0)
-
-    async def _pids(self) -> dict[str, list[int]]:
-        rows = await self._pool.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        )
-        return {**self._groups, "postgres": [r["pid"] for r in rows]}
-
-    async def start(self) -> None:
-        self._start = {p: cpu_seconds(p) for pids in (await self._pids()).values() for p in pids}
-        self._machine = machine_jiffies()
-
-    async def stop(self) -> dict[str, float]:
-        busy, total = machine_jiffies()
-        used = {name: sum(cpu_seconds(p) - self._start.get(p, 0.0) for p in pids)
-                for name, pids in (await self._pids()).items()}  # fmt: skip
-        used["machine busy %"] = 100 * ratio(busy - self._machine[0], total - self._machine[1])
-        return used
-
-
-def cpu_text(first: FirstSync) -> str:
-    """'daemons 12.1 s, simulators 3.0 s, postgres 4.2 s (CPU); machine 97 % busy'."""
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in first.cpu.items() if not k.endswith("%"))
-    return f"{parts} (CPU); machine {first.cpu.get('machine busy %', 0):.0f} % busy"
-
-
 async def runs(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return list(await pool.fetch(QUERIES["run_history"], None, 1_000_000))
 
 
 async def first_sync(
-    cluster: Cluster, pool: asyncpg.Pool, profiles: int, within: float, watch: CpuWatch
+    cluster: Cluster, pool: asyncpg.Pool, stack: Sims, profiles: int, within: float
 ) -> FirstSync:
-    """Await a finished run with records for every profile; the span of those first runs,
-    who ran them, and the CPU spent from the first claim on."""
-
-    async def started() -> bool:
-        return bool(await runs(pool))
+    """Fire every profile at once, each daemon on its quota; await a finished run with records
+    for every profile: the span of those first runs, who ran them, and what was spent from
+    just before the fire."""
 
     async def drained() -> bool:
         done = {r["profile_id"] for r in await runs(pool) if r["finished_at"] and exported(r)}
         return len(done) >= profiles
 
-    await cluster.settle(started, on=event_is("run_started", "process_exited"), within=120)
-    await watch.start()
-    await cluster.settle(drained, on=event_is("run_finished", "process_exited"), within=within)
-    cpu = await watch.stop()
+    at = await fire_together(pool, cluster, profiles, lead=1 + profiles / 50)
+    with quotas(cluster, daemon_cpus(), "fa-sync-bench") as groups:
+        watch = watch_for(pool, cluster, stack, groups)
+        # The fire is an instant on the wall clock: watched from just before it, so the
+        # quota's use is that of the first sync, not of the idle wait.
+        await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds() - 0.2))
+        await watch.start()
+        await cluster.settle(drained, on=event_is("run_finished", "process_exited"),
+                             within=within)  # fmt: skip
+        spent = await watch.stop()
     first: dict[int, asyncpg.Record] = {}
     for run in sorted(await runs(pool), key=lambda r: r["scheduled_for"]):
         if run["finished_at"] and exported(run) and run["profile_id"] not in first:
@@ -142,20 +114,22 @@ async def first_sync(
     end = max(r["finished_at"] for r in first.values())
     owners = Counter(str(r["owner"]).split(":")[-1] for r in first.values())
     return FirstSync(
-        sum(exported(r) for r in first.values()), (end - start).total_seconds(), dict(owners), cpu
-    )
+        sum(exported(r) for r in first.values()), (end - start).total_seconds(), dict(owners),
+        spent,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager
-async def shops(name: str, profiles: int, schedule: str, customers: int):  # type: ignore[no-untyped-def]
-    """A database with `profiles` profiles on their own simulator process, and a cluster."""
+async def shops(name: str, profiles: int, customers: int):  # type: ignore[no-untyped-def]
+    """A database with `profiles` dormant profiles on their own simulator process, and a
+    cluster."""
     dsn = await scratch_database(name)
     async with sims(customers=customers, freeagent=FREEAGENT) as stack:
         pool = await create_pool(dsn, max_size=4)
         cluster = Cluster(dsn=dsn, workdir=Path(tempfile.mkdtemp(prefix="fa-sync-bench-")),
                           settings=DAEMON)  # fmt: skip
         try:
-            await register(pool, stack, profiles=profiles, schedule=schedule)
+            await register(pool, stack, profiles=profiles, schedule=DORMANT)
             yield stack, pool, cluster
         finally:
             await cluster.close()
@@ -193,9 +167,45 @@ async def steady(
             "exhausted": len(errors), "finished": finished}  # fmt: skip
 
 
-def watch_for(pool: asyncpg.Pool, cluster: Cluster, stack: Sims) -> CpuWatch:
-    daemons = [r.proc.pid for r in cluster.replicas.values() if r.proc is not None]
-    return CpuWatch(pool, {"daemons": daemons, "simulators": [stack.proc.pid]})
+def watch_for(
+    pool: asyncpg.Pool, cluster: Cluster, stack: Sims, quotas: list[CpuGroup]
+) -> CpuWatch:
+    """Each daemon's CPU on its own line (name: its slot), the simulators', PostgreSQL's."""
+    daemons = {f"daemon {r.name}": [r.proc.pid] for r in cluster.replicas.values()
+               if r.proc is not None}  # fmt: skip
+    return CpuWatch(pool, {**daemons, "simulators": [stack.proc.pid]}, quotas)
+
+
+def budget(cpus: float) -> tuple[str, str | None]:
+    """The quota in words, and why there is none (None: each daemon has one)."""
+    if cpus <= 0:
+        return "no CPU quota", f"{ENV}=0"
+    why = unavailable()
+    return (f"{cpus:g} core per daemon", None) if why is None else ("no CPU quota", why)
+
+
+def run_text(first: FirstSync, cpus: float) -> str:
+    """'1,234/s (4,000 in 3.2 s; runs a.1 170/b.1 160/c.1 170; daemon a 1.0 s, ... CPU ...)'."""
+    runs_by = "/".join(f"{k} {n}" for k, n in sorted(first.runs_by_owner.items()))
+    return (f"{first.rate:,.0f}/s ({first.exported:,} in {first.seconds:.1f} s; "
+            f"runs {runs_by}; {first.spent.text(cpus)})")  # fmt: skip
+
+
+def scale_row(one: FirstSync, three: FirstSync, profiles: int, customers: int) -> Row:
+    """3 daemons vs 1, on a quota each (a verdict) or unconstrained (no verdict: they share
+    this machine's cores, so the ratio says nothing about scaling out)."""
+    cpus = daemon_cpus()
+    words, why = budget(cpus)
+    if why is not None:
+        words = f"{words.upper()} ({why}): daemons share {os.cpu_count()} cores, no verdict"
+    scale = ratio(three.rate, one.rate)
+    return Row(
+        f"many shops: 3 daemons vs 1 (first sync, {profiles} x {customers} customers, {words})",
+        f"{scale:.2f}x",
+        ">= 2.5x",
+        f"3 daemons {run_text(three, cpus)}; 1 daemon {run_text(one, cpus)}",
+        scale >= 2.5 if why is None else None,
+    )
 
 
 async def measure(quick: bool) -> list[Row]:
@@ -203,20 +213,23 @@ async def measure(quick: bool) -> list[Row]:
     customers = QUICK_CUSTOMERS if quick else CUSTOMERS
     schedule = "0 * * * * *" if every == 60 else f"*/{every} * * * * *"
     within = 120 if quick else 900
-    async with shops("shops_one", profiles, schedule, customers) as (stack, pool, cluster):
-        replica = await cluster.start_ready("a")
-        one = await first_sync(cluster, pool, profiles, within, watch_for(pool, cluster, stack))
+    async with shops("shops_one", profiles, customers) as (stack, pool, cluster):
+        await start_daemons(cluster, "a")
+        one = await first_sync(cluster, pool, stack, profiles, within)
+        # Steady state as before: the one daemon on the whole machine, no quota.
+        if not await schedule_all(pool, cluster, schedule, profiles, within=60):
+            raise AssertionError(f"the daemon did not load schedule {schedule!r} within 60 s")
+        replica = cluster.replicas["a"]
         assert replica.proc is not None
         state = await steady(stack, pool, cluster, replica.proc.pid, every, fires, profiles)
         await cluster.stop_all()
-    async with shops("shops_three", profiles, schedule, customers) as (stack, pool, cluster):
-        await asyncio.gather(*(cluster.start_ready(n) for n in "abc"))
-        three = await first_sync(cluster, pool, profiles, within, watch_for(pool, cluster, stack))
+    async with shops("shops_three", profiles, customers) as (stack, pool, cluster):
+        await start_daemons(cluster, "abc")
+        three = await first_sync(cluster, pool, stack, profiles, within)
         await cluster.stop_all()
     p99 = percentile(state["lateness"], 0.99)
     p50 = percentile(state["lateness"], 0.5)
     done99 = percentile(state["finished"], 0.99)
-    scale = ratio(three.rate, one.rate)
     per_record = ratio(state["cpu"], state["records"])
     return [
         Row(
@@ -240,15 +253,5 @@ async def measure(quick: bool) -> list[Row]:
             "",
             f"{state['cpu']:.1f} CPU-s / {state['records']:,} records",
         ),
-        Row(
-            f"many shops: 3 daemons vs 1 (first sync, {profiles} x {customers} customers)",
-            f"{scale:.2f}x",
-            ">= 2.5x",
-            f"3 daemons {three.rate:,.0f}/s ({three.exported:,} in {three.seconds:.1f} s; "
-            f"runs {'/'.join(str(n) for _, n in sorted(three.runs_by_owner.items()))}; "
-            f"{cpu_text(three)}); "
-            f"1 daemon {one.rate:,.0f}/s ({one.exported:,} in {one.seconds:.1f} s; "
-            f"{cpu_text(one)})",
-            scale >= 2.5,
-        ),
+        scale_row(one, three, profiles, customers),
     ]

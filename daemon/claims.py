@@ -6,6 +6,16 @@ every other fire's statements (and behind the first runs' own, in the pool's que
 what made fires seconds late. Batched (daemon/db/batched.py) sends the fires queued at that
 moment as one statement per step; each fire still gets its own answer, and the claim itself is
 unchanged: profile_run's unique constraints decide, fire by fire, across replicas.
+
+Who claims first. Every replica fires every profile; had each simply claimed at once (or
+after a random moment), the replica whose first round trip came back first would take a
+whole wave of fires in one statement, and then export them through its own few run slots
+while the others idle: three replicas did the work of one. So each scheduled fire has an
+assignee among the live replicas, profiles dealt out to them in turn: it claims at once,
+the others only after FA_SYNC_CLAIM_SPREAD_SECONDS, if the fire is still free (its assignee
+is dead, stuck or slow). Replicas see each other through the application_name of their
+LISTEN sessions in pg_stat_activity, read at every profile reload; a profile keeps its
+assignee as long as the set of replicas stays the same.
 """
 
 from __future__ import annotations
@@ -20,6 +30,22 @@ from daemon.db.records import RunTrigger
 
 #: A fire: (profile id, scheduled_for).
 Fire = tuple[int, datetime]
+#: Start of the application_name of each daemon's LISTEN session (pg_stat_activity).
+SESSION_PREFIX = "fa-sync/"
+
+
+def session_name(replica_id: str) -> str:
+    """The application_name a replica's LISTEN session announces it by (PostgreSQL keeps
+    63 bytes of it)."""
+    return (SESSION_PREFIX + replica_id).encode()[:63].decode(errors="ignore")
+
+
+def assignee(profile_id: int, replicas: tuple[str, ...]) -> str:
+    """The replica (session name, of the sorted live ones) that claims the profile's
+    scheduled fires first: profile ids are dealt out in turn, so N replicas get shares that
+    differ by at most one profile of any run of consecutive ids, which a hash would not
+    (20 profiles hashed over 3 replicas often give one of them 9 or more)."""
+    return replicas[profile_id % len(replicas)]
 
 
 class FireClaims:
@@ -34,6 +60,19 @@ class FireClaims:
             self._claim_many
         )
         self.refusals: Batched[Fire, asyncpg.Record | None] = Batched(self._refusals)
+        self._me = session_name(replica_id)
+        #: Session names of the live replicas, this one always among them.
+        self.replicas: tuple[str, ...] = (self._me,)
+
+    async def refresh_replicas(self) -> tuple[str, ...]:
+        """Read which replicas are connected now (their LISTEN sessions)."""
+        rows = await self._pool.fetch(QUERIES["replica_sessions"], SESSION_PREFIX + "%")
+        self.replicas = tuple(sorted({self._me, *(r["application_name"] for r in rows)}))
+        return self.replicas
+
+    def claims_first(self, profile_id: int) -> bool:
+        """Whether this replica is the one to claim the profile's scheduled fires at once."""
+        return assignee(profile_id, self.replicas) == self._me
 
     async def profile(self, profile_id: int) -> asyncpg.Record | None:
         """The profile with its breaker (profiles_for_fire), or None if it is gone."""

@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 
 from daemon.alerts.dispatcher import configured_dispatcher
+from daemon.claims import session_name
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions, RunSlots
 from daemon.db.embedded import start_embedded
@@ -271,10 +272,10 @@ class Daemon:
         """Claim and run one fire now (its stages wait for run slots, see RunSlots); if
         PostgreSQL went away mid-run, try again once it is back."""
         spread = self.settings.claim_spread_seconds
-        if trigger is RunTrigger.SCHEDULE and spread > 0:
-            # Each replica draws its own moment for each fire: the earliest claims it, so
-            # fires firing together are shared out at random, never all to one replica.
-            await asyncio.sleep(random.uniform(0, spread))  # noqa: S311 (not a secret)
+        if trigger is RunTrigger.SCHEDULE and not self.runner.claims.claims_first(profile_id):
+            # Another live replica is this profile's assignee (daemon/claims.py): let it
+            # claim first; take over only if the fire is still free after the spread.
+            await asyncio.sleep(spread * random.uniform(1, 2))  # noqa: S311 (not a secret)
         if not self.stopping.is_set():
             await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 
@@ -323,6 +324,7 @@ class Daemon:
     async def reload(self) -> None:
         """Read every profile and bring the schedule in line; flag rows that cannot run."""
         rows = await self.services.pool.fetch(QUERIES["profile_list"])
+        await self.runner.claims.refresh_replicas()
         profiles = [Profile.from_row(r) for r in rows]
         valid = []
         for profile in profiles:
@@ -362,7 +364,11 @@ class Daemon:
 
     async def _listen_once(self) -> None:
         # LISTEN needs a session connection: behind PgBouncer point this one at a session pool.
-        conn = await asyncpg.connect(self.services.dsn)
+        # Its application_name is how the other replicas see this one (daemon/claims.py).
+        conn = await asyncpg.connect(
+            self.services.dsn,
+            server_settings={"application_name": session_name(self.settings.replica_id)},
+        )
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _c: lost.set())
         try:

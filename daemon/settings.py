@@ -82,9 +82,11 @@ class Settings(BaseSettings):
     #: Runs one process reads Magento for at once (collect: I/O-bound, one connection at a
     #: time for a short statement, so they take no connections of their own).
     max_concurrent_collects: int = Field(default=32, ge=1, le=1024)
-    #: A scheduled fire waits a random moment of up to this many seconds before claiming,
-    #: so replicas firing together split the fires between them instead of the quickest one
-    #: taking them all (claims of fires arriving together share one statement). 0: at once.
+    #: A scheduled fire is claimed at once by its assignee among the live replicas
+    #: (daemon/claims.py); every other replica waits between this and twice this many
+    #: seconds, then claims it only if it is still free (its assignee died or lags). So
+    #: replicas split fires arriving together instead of the quickest one taking them all.
+    #: 0: every replica claims at once.
     claim_spread_seconds: float = Field(default=0.3, ge=0, le=60)
     #: Seconds a FreeAgent user (users/me) and Magento store views and store configs are
     #: reused across runs; a re-authorised client or another connection reads them again.

@@ -361,6 +361,12 @@ SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), 
 ON CONFLICT DO NOTHING
 RETURNING *;
 
+-- name: replica_sessions
+-- Live replicas: the application names ($1, a LIKE pattern) of the daemons' LISTEN sessions
+-- on this database, one per running daemon (daemon/claims.py: who claims a fire first).
+SELECT DISTINCT application_name FROM pg_stat_activity
+ WHERE datname = current_database() AND application_name LIKE $1;
+
 -- name: run_claim_refused
 -- Why claims of fires ($1 profile ids, $2 scheduled_for) were refused: per fire, its own row
 -- (a replica claimed or skipped it) first, else the profile's running run and whether its
@@ -471,13 +477,18 @@ DELETE FROM profile_run r
 
 -- name: entity_upsert
 -- Queue a collected Magento record: new rows are pending; a changed record goes back to pending.
--- $7: what collect cleaned ({"cleaned": [...]} or {}), replacing the previous note.
+-- $7: what collect cleaned ({"cleaned": [...]} or {}), replacing the previous note. A row out
+-- for export (processing, creating) keeps its status and is flagged `recollected`: the export
+-- sends what it claimed, and its outcome then puts the row back in the queue (priority lane)
+-- so the newer record is sent too, never lost under the older one's outcome.
 INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, website_id, email,
                             source_data, collected_at, status, metadata)
 VALUES ($1, $2, $3, $4, $5, $6, now(), 'pending', $7::jsonb)
 ON CONFLICT (profile_id, source_key) DO UPDATE
    SET source_data = EXCLUDED.source_data, email = EXCLUDED.email,
-       metadata = (contact_entity.metadata - 'cleaned') || EXCLUDED.metadata,
+       metadata = (contact_entity.metadata - 'cleaned') || EXCLUDED.metadata
+                  || CASE WHEN contact_entity.status IN ('processing', 'creating')
+                          THEN '{"recollected": true}'::jsonb ELSE '{}'::jsonb END,
        website_id = EXCLUDED.website_id, collected_at = now(), updated_at = now(),
        status = CASE WHEN contact_entity.status IN ('processing', 'creating')
                      THEN contact_entity.status ELSE 'pending'::entity_status END,
@@ -529,6 +540,8 @@ WITH due AS (
 UPDATE contact_entity c
    SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
                      ELSE 'processing'::entity_status END,
+       metadata = CASE WHEN c.metadata ? 'recollected' THEN c.metadata - 'recollected'
+                       ELSE c.metadata END,
        claimed_by_run = $2, claim_fence = $3, updated_at = now()
   FROM due
  WHERE c.id = due.id
@@ -550,6 +563,8 @@ WITH due AS (
 )
 UPDATE contact_entity c
    SET status = 'processing', priority = false,
+       metadata = CASE WHEN c.metadata ? 'recollected' THEN c.metadata - 'recollected'
+                       ELSE c.metadata END,
        claimed_by_run = $2, claim_fence = $3, updated_at = now()
   FROM due
  WHERE c.id = due.id
@@ -707,9 +722,13 @@ RETURNING c.id;
 -- name: entity_finish
 -- Record an outcome (created, updated, linked, unchanged, skipped); fenced by the run.
 UPDATE contact_entity c
-   SET status = $4::entity_status, freeagent_url = coalesce($5, c.freeagent_url),
+   SET status = CASE WHEN c.metadata ? 'recollected' THEN 'pending'::entity_status
+                     ELSE $4::entity_status END,
+       priority = c.priority OR c.metadata ? 'recollected',
+       freeagent_url = coalesce($5, c.freeagent_url),
        payload_hash = coalesce($6, c.payload_hash), last_error = $7,
-       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || $8::jsonb,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution'
+                   - 'recollected') || $8::jsonb,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $9::jsonb, 25),
        attempts = CASE WHEN $4::text IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -742,9 +761,13 @@ indexed AS (
            fa_updated_at = EXCLUDED.fa_updated_at, seen_at = now()
 )
 UPDATE contact_entity c
-   SET status = m.status::entity_status, freeagent_url = coalesce(m.url, c.freeagent_url),
+   SET status = CASE WHEN c.metadata ? 'recollected' THEN 'pending'::entity_status
+                     ELSE m.status::entity_status END,
+       priority = c.priority OR c.metadata ? 'recollected',
+       freeagent_url = coalesce(m.url, c.freeagent_url),
        payload_hash = coalesce(m.hash, c.payload_hash), last_error = m.error,
-       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution') || m.meta,
+       metadata = (c.metadata - 'create_intent' - 'adjusted' - 'drift_resolution'
+                   - 'recollected') || m.meta,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, m.entry, 25),
        attempts = CASE WHEN m.status IN ('created', 'updated', 'linked', 'unchanged') THEN 0
                        ELSE c.attempts END,
@@ -759,9 +782,16 @@ RETURNING c.id;
 
 -- name: entity_fail
 -- Record a failed attempt: back to the queue after next_attempt_at, or dead ($4 = 'failed').
+-- A record recollected while out for export is not dead: what failed was the older one.
 UPDATE contact_entity c
-   SET status = $4::entity_status, last_error = $5, attempts = c.attempts + 1,
-       next_attempt_at = $6,
+   SET status = CASE WHEN c.metadata ? 'recollected' AND $4::text = 'failed'
+                     THEN 'pending'::entity_status ELSE $4::entity_status END,
+       priority = c.priority OR (c.metadata ? 'recollected' AND $4::text = 'failed'),
+       metadata = CASE WHEN c.metadata ? 'recollected' THEN c.metadata - 'recollected'
+                       ELSE c.metadata END,
+       last_error = $5, attempts = c.attempts + 1,
+       next_attempt_at = CASE WHEN c.metadata ? 'recollected' AND $4::text = 'failed'
+                              THEN NULL ELSE $6::timestamptz END,
        attempt_history = fa_jsonb_append_capped(c.attempt_history, $7::jsonb, 25),
        claimed_by_run = NULL, processed_at = now(), updated_at = now()
  WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3

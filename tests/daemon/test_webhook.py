@@ -225,6 +225,39 @@ async def test_saved_customer_is_exported_before_the_backlogs_next_batch(
     assert await pool.fetchval("SELECT count(*) FROM profile_run") == 1
 
 
+async def test_a_customer_saved_again_while_its_contact_is_written_is_sent_again(
+    pool: asyncpg.Pool,
+    stack: Stack,
+    daemon: Daemon,
+    hooks: str,
+) -> None:
+    """The second save arrives while the first one's POST is on the wire: the POST's outcome
+    must not bury it (the row was out for export; the newer record goes out after it)."""
+    await pool.execute("UPDATE profile SET batch_size = 5 WHERE id = $1", stack.profile_id)
+    gate = stack.freeagent.faults.write_gate = asyncio.Event()
+    backlog = asyncio.create_task(
+        daemon.run_fire(stack.profile_id, datetime.now(UTC), RunTrigger.MANUAL)
+    )
+    try:
+        await asyncio.wait_for(stack.freeagent.faults.wait_gated(1), WAIT)  # a POST is held
+        writing = await pool.fetchrow(
+            "SELECT id, magento_customer_id FROM contact_entity WHERE status = 'creating'"
+        )
+        assert writing is not None and writing["magento_customer_id"] is not None
+        stack.magento.update_customer(writing["magento_customer_id"], lastname="Renamed")
+        status, _ = await _post(hooks, _saved(writing["magento_customer_id"]))
+        assert status == 202
+    finally:
+        gate.set()
+    await asyncio.wait_for(backlog, 60)
+
+    row = await pool.fetchrow("SELECT * FROM contact_entity WHERE id = $1", writing["id"])
+    assert row["status"] == "updated", "the newer record was sent in the same run"
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == row["freeagent_url"])
+    assert contact["last_name"] == "Renamed"
+    assert "recollected" not in row["metadata"]
+
+
 async def test_event_on_an_idle_profile_starts_a_priority_run(
     pool: asyncpg.Pool,
     stack: Stack,
