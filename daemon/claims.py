@@ -12,10 +12,12 @@ after a random moment), the replica whose first round trip came back first would
 whole wave of fires in one statement, and then export them through its own few run slots
 while the others idle: three replicas did the work of one. So each scheduled fire has an
 assignee among the live replicas, profiles dealt out to them in turn: it claims at once,
-the others only after FA_SYNC_CLAIM_SPREAD_SECONDS, if the fire is still free (its assignee
-is dead, stuck or slow). Replicas see each other through the application_name of their
-LISTEN sessions in pg_stat_activity, read at every profile reload; a profile keeps its
-assignee as long as the set of replicas stays the same.
+the others only after FA_SYNC_CLAIM_SPREAD_SECONDS, if the fire is still free and its
+assignee's session is gone, or after TAKEOVER_GRACE times longer if it is connected but has
+not claimed (a wave of hundreds of fires takes a busy replica longer than the spread to
+claim its share; taken from it, the shares end up uneven). Replicas see each other through
+the application_name of their LISTEN sessions in pg_stat_activity, read at every profile
+reload; a profile keeps its assignee as long as the set of replicas stays the same.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from daemon.db.records import RunTrigger
 
 #: A fire: (profile id, scheduled_for).
 Fire = tuple[int, datetime]
+#: A fire whose assignee is still connected is taken over after this many spreads.
+TAKEOVER_GRACE = 10
 #: Start of the application_name of each daemon's LISTEN session (pg_stat_activity).
 SESSION_PREFIX = "fa-sync/"
 
@@ -63,6 +67,7 @@ class FireClaims:
         self._me = session_name(replica_id)
         #: Session names of the live replicas, this one always among them.
         self.replicas: tuple[str, ...] = (self._me,)
+        self.assignees_live: Batched[int, bool] = Batched(self._assignees_live)
 
     async def refresh_replicas(self) -> tuple[str, ...]:
         """Read which replicas are connected now (their LISTEN sessions)."""
@@ -73,6 +78,16 @@ class FireClaims:
     def claims_first(self, profile_id: int) -> bool:
         """Whether this replica is the one to claim the profile's scheduled fires at once."""
         return assignee(profile_id, self.replicas) == self._me
+
+    async def assignee_live(self, profile_id: int) -> bool:
+        """Whether the profile's assignee is still connected now (fires waking together share
+        one read): a live one is only slow to claim and gets longer; a gone one does not."""
+        return await self.assignees_live(profile_id)
+
+    async def _assignees_live(self, ids: list[int]) -> list[bool]:
+        rows = await self._pool.fetch(QUERIES["replica_sessions"], SESSION_PREFIX + "%")
+        live = {self._me, *(r["application_name"] for r in rows)}
+        return [assignee(i, self.replicas) in live for i in ids]
 
     async def profile(self, profile_id: int) -> asyncpg.Record | None:
         """The profile with its breaker (profiles_for_fire), or None if it is gone."""

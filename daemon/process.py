@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 
 from daemon.alerts.dispatcher import configured_dispatcher
-from daemon.claims import session_name
+from daemon.claims import TAKEOVER_GRACE, session_name
 from daemon.clients.transport import Transport
 from daemon.context import RunOptions, RunSlots
 from daemon.db.embedded import start_embedded
@@ -274,8 +274,11 @@ class Daemon:
         spread = self.settings.claim_spread_seconds
         if trigger is RunTrigger.SCHEDULE and not self.runner.claims.claims_first(profile_id):
             # Another live replica is this profile's assignee (daemon/claims.py): let it
-            # claim first; take over only if the fire is still free after the spread.
+            # claim first; take over only if the fire is still free after the spread, or
+            # after the grace if the assignee is still connected.
             await asyncio.sleep(spread * random.uniform(1, 2))  # noqa: S311 (not a secret)
+            if not self.stopping.is_set() and await self.runner.claims.assignee_live(profile_id):
+                await asyncio.sleep(spread * TAKEOVER_GRACE)
         if not self.stopping.is_set():
             await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 

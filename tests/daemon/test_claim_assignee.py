@@ -6,6 +6,7 @@ one statement and exported them through its own run slots while the others idled
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import asyncpg
@@ -48,3 +49,28 @@ async def test_replicas_are_read_from_their_listen_sessions(
         assert 0 < len(mine) < 100
     finally:
         await other.close()
+
+
+async def test_a_connected_assignee_is_live_and_a_gone_one_is_not(
+    pool: asyncpg.Pool, database_dsn: str
+) -> None:
+    """Takeover waits longer for an assignee still connected (only slow to claim) than for
+    one whose session is gone (dead: its fires are taken after the spread)."""
+    claims = FireClaims(pool=pool, replica_id="host-a:11", lease_seconds=30)
+    other = await asyncpg.connect(
+        database_dsn, server_settings={"application_name": session_name("host-b:12")}
+    )
+    try:
+        await claims.refresh_replicas()
+        theirs = next(p for p in range(1, 100) if not claims.claims_first(p))
+        mine = next(p for p in range(1, 100) if claims.claims_first(p))
+        assert await claims.assignee_live(theirs)
+        assert await claims.assignee_live(mine)
+    finally:
+        await other.close()
+    while await pool.fetchval(  # noqa: ASYNC110 (a closed session leaves pg_stat_activity on its own)
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        session_name("host-b:12"),
+    ):
+        await asyncio.sleep(0.01)
+    assert not await claims.assignee_live(theirs)  # the assignment still names it: gone
