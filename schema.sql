@@ -368,6 +368,18 @@ CREATE TABLE IF NOT EXISTS freeagent_contact (
 );
 CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
 
+-- Take the identity locks of these people (advisory, transaction-scoped), in ascending key
+-- order: two holders of overlapping sets never wait for each other in a cycle.
+CREATE OR REPLACE FUNCTION fa_take_identity_locks(p_keys bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint;
+BEGIN
+    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+END $$;
+
 -- The identity locks of several people at one FreeAgent client, in one round trip: bound this
 -- transaction's lock waits and idle time, take the locks in ascending key order (two holders of
 -- overlapping sets never wait in a cycle), then list the rows whose create of one of these
@@ -376,14 +388,10 @@ CREATE OR REPLACE FUNCTION fa_identity_locks(
     p_keys bigint[], p_lock_timeout text, p_idle_timeout text, p_client_id bigint
 ) RETURNS TABLE (id bigint, identity text, intent_at timestamptz)
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_key bigint;
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_timeout, true),
             set_config('idle_in_transaction_session_timeout', p_idle_timeout, true);
-    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
-        PERFORM pg_advisory_xact_lock(v_key);
-    END LOOP;
+    PERFORM fa_take_identity_locks(p_keys);
     RETURN QUERY
     SELECT e.id, e.metadata -> 'create_intent' ->> 'identity',
            (e.metadata -> 'create_intent' ->> 'at')::timestamptz
@@ -409,14 +417,11 @@ CREATE OR REPLACE FUNCTION fa_decide_creates(
 ) RETURNS TABLE (id bigint, outcome text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_key bigint;
     v_free bigint[];
     v_marked bigint[];
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
-    FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
-        PERFORM pg_advisory_xact_lock(v_key);
-    END LOOP;
+    PERFORM fa_take_identity_locks(p_keys);
     SELECT coalesce(array_agg(a.id), '{}') INTO v_free
       FROM unnest(p_ids, p_keys, p_profiles, p_row_emails, p_sent_emails)
            AS a(id, key, profile_id, row_email, sent_email)

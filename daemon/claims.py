@@ -69,10 +69,15 @@ class FireClaims:
         self.replicas: tuple[str, ...] = (self._me,)
         self.assignees_live: Batched[int, bool] = Batched(self._assignees_live)
 
-    async def refresh_replicas(self) -> tuple[str, ...]:
-        """Read which replicas are connected now (their LISTEN sessions)."""
+    async def _sessions(self) -> set[str]:
+        """Session names of the replicas connected now (their LISTEN sessions), this one's
+        included."""
         rows = await self._pool.fetch(QUERIES["replica_sessions"], SESSION_PREFIX + "%")
-        self.replicas = tuple(sorted({self._me, *(r["application_name"] for r in rows)}))
+        return {self._me, *(r["application_name"] for r in rows)}
+
+    async def refresh_replicas(self) -> tuple[str, ...]:
+        """Read which replicas are connected now: the assignments follow them."""
+        self.replicas = tuple(sorted(await self._sessions()))
         return self.replicas
 
     def claims_first(self, profile_id: int) -> bool:
@@ -85,8 +90,7 @@ class FireClaims:
         return await self.assignees_live(profile_id)
 
     async def _assignees_live(self, ids: list[int]) -> list[bool]:
-        rows = await self._pool.fetch(QUERIES["replica_sessions"], SESSION_PREFIX + "%")
-        live = {self._me, *(r["application_name"] for r in rows)}
+        live = await self._sessions()
         return [assignee(i, self.replicas) in live for i in ids]
 
     async def profile(self, profile_id: int) -> asyncpg.Record | None:

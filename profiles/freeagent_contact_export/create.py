@@ -27,6 +27,8 @@ from profiles.freeagent_contact_export.resolve import (
     ContactIndex,
     identifying,
     identity_locks,
+    lock_wait_bounded,
+    milliseconds,
 )
 
 if TYPE_CHECKING:
@@ -148,19 +150,14 @@ class CreateProtocol:
             return {}
         chosen = [a for a in asks if a.p.row.id in decisions]
         marks = {a.p.row.id: self._intent(a, decisions[a.p.row.id]) for a in chosen}
-        try:
+        with lock_wait_bounded(LOCK_WAIT_SECONDS):
             rows = await self._ctx.pool.fetch(
                 QUERIES["decide_creates"], self._client_id, self._ctx.run.id,
-                self._ctx.run.fence, f"{int(LOCK_WAIT_SECONDS * 1000)}ms",
+                self._ctx.run.fence, milliseconds(LOCK_WAIT_SECONDS),
                 [a.p.row.id for a in chosen], [a.key for a in chosen],
                 [a.p.row.profile_id for a in chosen], [a.p.row.email for a in chosen],
                 [a.party.email for a in chosen], list(marks.values()),
             )  # fmt: skip
-        except asyncpg.LockNotAvailableError as exc:
-            raise TransientApiError(
-                f"another worker has held a contact's lock for over {LOCK_WAIT_SECONDS:.0f} s",
-                service="fa-sync",
-            ) from exc
         outcome = {r["id"]: r["outcome"] for r in rows}
         by_id = {a.p.row.id: a for a in chosen}
         return {

@@ -12,8 +12,8 @@ own connection, so a worker never waits for a second pooled connection while hol
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -160,6 +160,28 @@ class ContactIndex:
         return found
 
 
+#: How long a decision waits for another worker's identity lock before it gives up (transient).
+LOCK_WAIT_SECONDS = 60.0
+
+
+def milliseconds(seconds: float) -> str:
+    """A PostgreSQL time setting (lock_timeout, idle_in_transaction_session_timeout)."""
+    return f"{int(seconds * 1000)}ms"
+
+
+@contextmanager
+def lock_wait_bounded(wait_seconds: float, whose: str = "a contact's") -> Iterator[None]:
+    """An identity lock not granted within its lock_timeout: a transient error (the row is
+    retried later), never a guess."""
+    try:
+        yield
+    except asyncpg.LockNotAvailableError as exc:
+        raise TransientApiError(
+            f"another worker has held {whose} lock for over {wait_seconds:.0f} s",
+            service="fa-sync",
+        ) from exc
+
+
 @asynccontextmanager
 async def identity_lock(
     pool: asyncpg.Pool, key: int, *, wait_seconds: float = 60.0, hold_seconds: float = 600.0
@@ -179,22 +201,11 @@ async def identity_lock(
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            QUERIES["lock_timeouts"],
-            f"{int(wait_seconds * 1000)}ms",
-            f"{int(hold_seconds * 1000)}ms",
+            QUERIES["lock_timeouts"], milliseconds(wait_seconds), milliseconds(hold_seconds)
         )
-        try:
+        with lock_wait_bounded(wait_seconds, "this contact's"):
             await conn.execute(QUERIES["advisory_xact_lock"], key)
-        except asyncpg.LockNotAvailableError as exc:
-            raise TransientApiError(
-                f"another worker has held this contact's lock for over {wait_seconds:.0f} s",
-                service="fa-sync",
-            ) from exc
         yield conn
-
-
-#: How long a decision waits for another worker's identity lock before it gives up (transient).
-LOCK_WAIT_SECONDS = 60.0
 
 
 @asynccontextmanager
@@ -212,17 +223,9 @@ async def identity_locks(
     intent_at; newest first), read after the locks were taken. Keys are locked in ascending
     order, so two holders of overlapping sets never wait for each other in a cycle."""
     async with pool.acquire() as conn, conn.transaction():
-        try:
+        with lock_wait_bounded(wait_seconds):
             creating = await conn.fetch(
-                QUERIES["identity_locks"],
-                keys,
-                f"{int(wait_seconds * 1000)}ms",
-                f"{int(hold_seconds * 1000)}ms",
-                client_id,
-            )
-        except asyncpg.LockNotAvailableError as exc:
-            raise TransientApiError(
-                f"another worker has held a contact's lock for over {wait_seconds:.0f} s",
-                service="fa-sync",
-            ) from exc
+                QUERIES["identity_locks"], keys, milliseconds(wait_seconds),
+                milliseconds(hold_seconds), client_id,
+            )  # fmt: skip
         yield conn, creating
