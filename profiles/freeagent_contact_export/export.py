@@ -132,15 +132,27 @@ class Exporter:
     async def _guarded(self, row: ContactEntity) -> None:
         """Export one row; whatever goes wrong with this record fails this record only.
 
-        The row holds one of the `export_concurrency` slots until its outcome is ready to be
-        written (`_finish`): the write is awaited without a slot, so another row's requests
-        go on meanwhile and the outcomes of more rows share one statement."""
-        async with Slot(self._limit) as slot:
-            self._slots[row.id] = slot
-            try:
-                await self._guarded_in_slot(row)
-            finally:
-                self._slots.pop(row.id, None)
+        The row takes one of the `export_concurrency` slots just before its first FreeAgent
+        request (`_network`) and holds it until its outcome is ready to be written
+        (`_finish`). So every row of a batch reaches its decision at once (a first sync's
+        creates: one statement for the batch, create.py), and the outcome write is awaited
+        without a slot, another row's requests going on meanwhile."""
+        slot = Slot(self._limit)
+        self._slots[row.id] = slot
+        try:
+            await self._guarded_in_slot(row)
+        finally:
+            self._slots.pop(row.id, None)
+            slot.release()
+
+    async def _network(self, row: ContactEntity) -> None:
+        """Take the row's concurrency slot before its first FreeAgent request. A run stopped
+        meanwhile stops here, before this row sends anything."""
+        slot = self._slots.get(row.id)
+        if slot is not None:
+            await slot.acquire()
+        if self._stopped is not None:
+            raise self._stopped
 
     async def _guarded_in_slot(self, row: ContactEntity) -> None:
         if self._stopped is not None:
@@ -173,6 +185,7 @@ class Exporter:
 
     async def _export(self, row: ContactEntity) -> None:
         if row.metadata.get("deleted_in_magento"):
+            await self._network(row)
             await self._remove(row)
             return
         buyer = read_buyer(row)
@@ -218,6 +231,7 @@ class Exporter:
         intent = p.row.metadata.get("create_intent")
         if intent:
             self.creates.check_settled(intent)
+            await self._network(p.row)
             found = await self.creates.reconcile(p, intent)
             if found:
                 log.info("create_reconciled", entity_id=p.row.id, url=found)
@@ -242,6 +256,13 @@ class Exporter:
             await self._finish(p.row, EntityStatus.SKIPPED, error={"reason": reason})
             self._ctx.counts.skipped += 1
             return
+        try:
+            await self._network(p.row)
+        except EndpointError:
+            # The run stopped while this row waited for a slot: nothing was sent, so its
+            # intent goes (no settle window to wait out before it is tried again).
+            await self._write("entity_clear_intent", p.row)
+            raise
         contact = await self.creates.create(p, intent)
         url = str(contact["url"])
         await self._finish(
@@ -267,6 +288,7 @@ class Exporter:
             await self._finish(p.row, EntityStatus.UNCHANGED, url=url)
             self._ctx.counts.unchanged += 1
             return
+        await self._network(p.row)
         body = update_body(p, linked_now=linked_now)
         decision = await self._check_drift(p, url, body, linked_now)
         if decision is None:

@@ -80,17 +80,27 @@ class GroupCommit(Generic[Item, Result]):
 
 
 class Slot:
-    """One of `limit`'s slots, which its holder may give back early: a worker done with the
-    network frees its slot for another before it awaits its own group commit."""
+    """One of `limit`'s slots, which its holder may take late and give back early: a worker
+    takes it before its first request and frees it for another before it awaits its own
+    group commit. Taken as a context manager, it is held from the start."""
 
     def __init__(self, limit: asyncio.Semaphore) -> None:
         self._limit = limit
         self._held = False
 
     async def __aenter__(self) -> Slot:
-        await self._limit.acquire()
-        self._held = True
+        await self.acquire()
         return self
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> None:
+        """Take the slot unless already held (once released, it can be taken again)."""
+        if not self._held:
+            await self._limit.acquire()
+            self._held = True
 
     async def __aexit__(self, *_: object) -> None:
         self.release()

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from daemon.settings import Settings
+from profiles.freeagent_contact_export.create import CreateProtocol
 from profiles.freeagent_contact_export.groupcommit import GroupCommit, Slot
 from profiles.freeagent_contact_export.outcomes import OutcomeWriter
 from simulators.freeagent import FreeAgentState
@@ -73,6 +74,17 @@ async def test_a_slot_given_back_early_is_given_back_once() -> None:
         assert limit.locked()
 
 
+async def test_a_slot_taken_late_is_taken_once() -> None:
+    limit = asyncio.Semaphore(1)
+    slot = Slot(limit)
+    assert not slot.held and not limit.locked()
+    await slot.acquire()
+    await slot.acquire()  # already held: no second permit (it would wait forever)
+    assert slot.held and limit.locked()
+    slot.release()
+    assert not limit.locked()
+
+
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"export_concurrency": 1})
@@ -116,3 +128,24 @@ async def test_the_next_post_goes_out_while_an_outcome_is_written(
 
 def _posts(state: FreeAgentState) -> int:
     return sum(1 for r in state.requests if r.method == "POST" and r.path == "/v2/contacts")
+
+
+async def test_a_batch_decides_its_creates_in_one_statement_before_its_first_post(
+    stack: Stack,
+    run_profile,  # type: ignore[no-untyped-def]
+    freeagent_state: FreeAgentState,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One concurrency slot, three new customers: the three creates are decided together
+    (one fa_decide_creates), before any POST; the POSTs then go out one at a time."""
+    groups: list[tuple[int, int]] = []  #: (rows decided, POSTs sent before)
+    decide = CreateProtocol._decide_creates
+
+    async def counted(self: CreateProtocol, asks: list) -> dict:  # type: ignore[type-arg]
+        groups.append((len(asks), _posts(freeagent_state)))
+        return await decide(self, asks)
+
+    monkeypatch.setattr(CreateProtocol, "_decide_creates", counted)
+    outcome = await asyncio.wait_for(run_profile(stack.profile_id), 60)
+    assert outcome.counts.created == 3
+    assert groups == [(3, 0)]

@@ -38,13 +38,16 @@ async def _run(pool: asyncpg.Pool, run_id: int | None) -> asyncpg.Record:
 async def test_forbidden_writes_stop_the_run_with_rows_untouched(
     pool: asyncpg.Pool, stack: Stack, run_profile
 ) -> None:
-    """A 403 on creating (a lapsed subscription) ends the run `error`; no row is failed."""
+    """A 403 on creating (a lapsed subscription) ends the run `error`; no row is failed.
+
+    Every row's create was decided (intent committed) before the first POST; the rows that
+    never got to send theirs are pending again, not left `creating` for a settle window."""
     stack.freeagent.fault_status, stack.freeagent.fault_methods = 403, frozenset({"POST"})
     outcome = await run_profile(stack.profile_id)
     assert outcome.status == "error"
     assert "403" in (outcome.error or "")
     rows = await _rows(pool)
-    assert rows and all(r["attempts"] == 0 and r["status"] != "failed" for r in rows)
+    assert rows and all(r["attempts"] == 0 and r["status"] == "pending" for r in rows)
     posts = sum(1 for r in stack.freeagent.requests if r.method == "POST")
     assert posts <= 4  # the in-flight ones at most, not one per row
 
