@@ -156,11 +156,19 @@ def guest_record(raw: Any, websites: dict[int, int] | None = None) -> Collected 
 class Collector:
     """Reads Magento and upserts the ledger in chunks."""
 
-    def __init__(self, ctx: RunContext, magento: Any, cfg: ContactExportSettings) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        magento: Any,
+        cfg: ContactExportSettings,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._magento = magento
         self._cfg = cfg
         self._listing = ListingReport()  #: whether the customer listing read everyone
+        #: Called after each chunk reaches the ledger (the export may claim it meanwhile).
+        self._on_stored = on_stored
 
     async def run(self) -> int:
         """Collect customers (and guests); returns how many records were read."""
@@ -315,6 +323,8 @@ class Collector:
             for entry, row in zip(entries, rows, strict=True):
                 await self._store_one(entry, row)
         self._ctx.counts.collected += len(rows)
+        if self._on_stored is not None:
+            self._on_stored()
         if self._ctx.options.progress:
             self._ctx.options.progress(f"collect {stage}", self._ctx.counts.collected, None)
 

@@ -40,6 +40,7 @@ from daemon.errors import (
     ApiError,
     AuthError,
     EndpointError,
+    FaSyncError,
     LeaseLost,
     RejectedRecord,
     TransientApiError,
@@ -68,6 +69,11 @@ from profiles.freeagent_contact_export.removal import effective_delete_policy, r
 from profiles.freeagent_contact_export.resolve import ContactIndex
 
 log = get_logger(__name__)
+
+
+class ShuttingDown(FaSyncError):
+    """The process is stopping: a row that has sent nothing yet is left as it was (its claim
+    handed back at the end of the run), while the requests already sent are finished."""
 
 
 class Exporter:
@@ -99,7 +105,10 @@ class Exporter:
         self._adjusted: dict[int, list[Note]] = {}
         #: entity id -> metadata.drift of an update about to be written.
         self._drifts: dict[int, dict[str, Any]] = {}
-        self._stopped: EndpointError | None = None  #: set once a run-level error was seen
+        #: Set once a run-level error was seen: no row sends anything after it.
+        self._stopped: EndpointError | AuthError | LeaseLost | None = None
+        #: e-mail key -> done when the rows of that e-mail now exporting are (export_batch).
+        self._chains: dict[str, asyncio.Future[None]] = {}
         self._outage = OutageDetector(ctx.settings.outage_after_failures)
         self._outcomes = OutcomeWriter(ctx=ctx, index=index)
         #: The create settle protocol (create.py); `creates.settling` counts unsettled ones.
@@ -113,21 +122,34 @@ class Exporter:
 
         Rows of one e-mail run one after the other, oldest first, so which of several
         customers sharing an e-mail creates (and owns) the contact does not depend on timing.
+        That holds across batches exporting at once too: a row waits for the rows of its
+        e-mail in an earlier batch (a create it would otherwise find unsettled).
         """
         groups: dict[str, list[ContactEntity]] = {}
         for row in sorted(rows, key=lambda r: r.id):
             groups.setdefault((row.email or f"#{row.id}").strip().lower(), []).append(row)
         results = await asyncio.gather(
-            *(self._in_order(group) for group in groups.values()), return_exceptions=True
+            *(self._in_order(key, group) for key, group in groups.items()),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         await self._outage.flush(self._fail)
 
-    async def _in_order(self, rows: list[ContactEntity]) -> None:
-        for row in rows:
-            await self._guarded(row)
+    async def _in_order(self, key: str, rows: list[ContactEntity]) -> None:
+        before = self._chains.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chains[key] = mine
+        try:
+            if before is not None:
+                await before
+            for row in rows:
+                await self._guarded(row)
+        finally:
+            mine.set_result(None)
+            if self._chains.get(key) is mine:
+                del self._chains[key]
 
     async def _guarded(self, row: ContactEntity) -> None:
         """Export one row; whatever goes wrong with this record fails this record only.
@@ -141,6 +163,8 @@ class Exporter:
         self._slots[row.id] = slot
         try:
             await self._guarded_in_slot(row)
+        except ShuttingDown:
+            pass  # left as it was, for the next run
         finally:
             self._slots.pop(row.id, None)
             slot.release()
@@ -149,8 +173,10 @@ class Exporter:
         """Take the row's concurrency slot before its first FreeAgent request. A run stopped
         meanwhile stops here, before this row sends anything."""
         slot = self._slots.get(row.id)
-        if slot is not None:
+        if slot is not None and not slot.held:
             await slot.acquire()
+            if self._ctx.stopping.is_set():
+                raise ShuttingDown(f"entity {row.id} left for the next run")
         if self._stopped is not None:
             raise self._stopped
 
@@ -160,7 +186,8 @@ class Exporter:
         try:
             await self._export(row)
             await self._outage.record_ok(self._fail)
-        except (AuthError, LeaseLost):
+        except (AuthError, LeaseLost) as exc:
+            self._stopped = exc
             raise
         except EndpointError as exc:
             # About the account or the endpoint, not this record: stop the run and leave
@@ -258,7 +285,7 @@ class Exporter:
             return
         try:
             await self._network(p.row)
-        except EndpointError:
+        except (EndpointError, AuthError, ShuttingDown):
             # The run stopped while this row waited for a slot: nothing was sent, so its
             # intent goes (no settle window to wait out before it is tried again).
             await self._write("entity_clear_intent", p.row)

@@ -5,6 +5,12 @@ collect -> queue -> resolve -> export -> record.
 Collect runs in a collect slot, the rest in an export slot (RunSlots): a run whose collect
 queued nothing and finds nothing due ends there, without a FreeAgent request or an export
 slot, so an idle shop costs one Magento read (two with guests) per fire.
+
+The export does not wait for the collect to finish: once a stored chunk has made something
+due, it takes its export slot and claims rows while the collect reads on (`Collecting`), so
+a first sync of a big shop sends its first contacts after one page, not after the last. It
+claims until nothing is due and the collect has finished, so rows the collect queues last
+(guests, customers found deleted) are exported by the same run.
 """
 
 from __future__ import annotations
@@ -41,18 +47,77 @@ LANE_POLL_SECONDS = 5.0
 SLOT_WAIT_NOTED = 1.0
 
 
+class Collecting:
+    """What a running collect has stored so far, for an export running alongside it."""
+
+    def __init__(self) -> None:
+        self._stored = asyncio.Event()
+        self.finished = False  #: the collect ended: what it stores is in the ledger
+        self.failed = False  #: it ended with an error: claim no further batch
+
+    def stored(self) -> None:
+        self._stored.set()
+
+    def finish(self, *, failed: bool) -> None:
+        self.finished, self.failed = True, failed
+        self._stored.set()
+
+    async def more(self) -> None:
+        """Wait for the next chunk (or the end), unless one came since the last wait."""
+        await self._stored.wait()
+        self._stored.clear()
+
+
 async def execute(ctx: RunContext) -> None:
     """Run every stage the options ask for; ConfigError stops the run with a clear message."""
     cfg = load_settings(ctx.profile.name, ctx.profile.settings)
     magento = None
+    feed = Collecting()
+    alongside: asyncio.Task[None] | None = None
+
+    def stored() -> None:
+        nonlocal alongside
+        feed.stored()
+        if alongside is None and ctx.options.export:
+            alongside = asyncio.create_task(_export_alongside(ctx, cfg, magento, feed))
+
     # In the slot, not before: the statements of hundreds of runs claimed at one instant
     # would otherwise queue for the pool ahead of the claims still to come.
-    async with ctx.slots.collect:
-        await warn_about_settings(ctx)
-        if ctx.options.collect:
-            magento = await ctx.resources.magento(ctx.profile.connection_id)
-            await Collector(ctx, magento, cfg).run()
-    if not ctx.options.export:
+    try:
+        async with ctx.slots.collect:
+            await warn_about_settings(ctx)
+            if ctx.options.collect:
+                magento = await ctx.resources.magento(ctx.profile.connection_id)
+                await Collector(ctx, magento, cfg, on_stored=stored).run()
+        feed.finish(failed=False)
+    except BaseException as exc:
+        feed.finish(failed=True)  # the export stops after its batch; the collect's error wins
+        if alongside is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                alongside.cancel()
+            await asyncio.gather(alongside, return_exceptions=True)
+        raise
+    if alongside is not None:
+        await alongside
+        return
+    if ctx.options.export:
+        await _export_when_due(ctx, cfg, magento, feed)
+
+
+async def _export_alongside(
+    ctx: RunContext, cfg: ContactExportSettings, magento: Any, feed: Collecting
+) -> None:
+    """The export of a run whose collect is still reading: from the first chunk that makes
+    something due (each chunk is looked at once: an unchanged shop takes no export slot)."""
+    while not feed.finished and not await _work_due(ctx):
+        await feed.more()
+    await _export_when_due(ctx, cfg, magento, feed)
+
+
+async def _export_when_due(
+    ctx: RunContext, cfg: ContactExportSettings, magento: Any, feed: Collecting
+) -> None:
+    if feed.failed:
         return
     if not await _work_due(ctx):
         log.info("nothing_due")
@@ -63,7 +128,7 @@ async def execute(ctx: RunContext) -> None:
         waited = time.monotonic() - waiting
         if waited > SLOT_WAIT_NOTED:
             log.info("export_slot_waited", seconds=round(waited, 1))
-        await export(ctx, cfg, magento)
+        await export(ctx, cfg, magento, feed)
 
 
 async def _work_due(ctx: RunContext) -> bool:
@@ -78,7 +143,9 @@ async def _work_due(ctx: RunContext) -> bool:
     return bool(due)
 
 
-async def export(ctx: RunContext, cfg: ContactExportSettings, magento: Any = None) -> None:
+async def export(
+    ctx: RunContext, cfg: ContactExportSettings, magento: Any = None, feed: Collecting | None = None
+) -> None:
     """Resolve and export what is due (or import, or the priority lane), in an export slot."""
     freeagent = await open_freeagent(ctx, cfg)
     index = ContactIndex(pool=ctx.pool, client_id=_client_id(ctx), freeagent=freeagent)
@@ -118,7 +185,7 @@ async def export(ctx: RunContext, cfg: ContactExportSettings, magento: Any = Non
         await export_priority(ctx, lane)
         await note_settling(ctx, lane.creates.settling)
         return
-    await drain(ctx, exporter, lane)
+    await drain(ctx, exporter, lane, feed)
 
 
 async def _import_ambiguous(ctx: RunContext) -> None:
@@ -177,13 +244,17 @@ async def open_freeagent(ctx: RunContext, cfg: ContactExportSettings) -> Any:
     return freeagent
 
 
-async def drain(ctx: RunContext, exporter: Exporter, lane: Exporter | None = None) -> None:
-    """Claim and export batches until none is due or the process is stopping; meanwhile the
-    priority lane exports rows queued by Magento events as soon as they arrive."""
+async def drain(
+    ctx: RunContext, exporter: Exporter, lane: Exporter | None = None,
+    feed: Collecting | None = None,
+) -> None:  # fmt: skip
+    """Claim and export batches until none is due (and the collect, if one runs alongside,
+    has finished) or the process is stopping; meanwhile the priority lane exports rows
+    queued by Magento events as soon as they arrive."""
     finished = asyncio.Event()
     lane_task = asyncio.create_task(_lane(ctx, lane, finished), name="priority-lane")
     try:
-        await _backlog(ctx, exporter)
+        await _backlog(ctx, exporter, feed)
     finally:
         finished.set()
         ctx.wake.set()
@@ -225,31 +296,58 @@ async def export_priority(ctx: RunContext, lane: Exporter) -> int:
     return exported
 
 
-async def _backlog(ctx: RunContext, exporter: Exporter) -> None:
-    done = IdSet()  #: rows this run exported: not exported again when due again
+async def _backlog(ctx: RunContext, exporter: Exporter, feed: Collecting | None) -> None:
+    """Claim and export batches, two at a time: while one batch sends, the next is claimed
+    and decided (its rows then wait for the first's concurrency slots), so the requests never
+    pause between batches."""
+    done = IdSet()  #: rows this run claimed to export: not exported again when due again
     ids = list(ctx.options.ids) if ctx.options.ids else None
-    while not ctx.stopping.is_set():
-        wanted = [i for i in ids if i not in done] if ids is not None else None
-        if wanted == []:
-            break
-        rows = await ctx.pool.fetch(
-            QUERIES["entity_claim_batch"],
-            ctx.profile.id,
-            ctx.run.id,
-            ctx.run.fence,
-            wanted,
-            ctx.profile.batch_size,
-            ctx.clock(),
-            ctx.settings.settle_window().total_seconds(),
-        )
-        batch = [ContactEntity.from_row(r) for r in rows if r["id"] not in done]
-        if not batch:
-            break
-        await exporter.export_batch(batch)
-        done.update(r.id for r in batch)
-        if ctx.options.progress:
-            ctx.options.progress("export", len(done), None)
-        log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())
+    sending: asyncio.Task[None] | None = None
+    try:
+        while not ctx.stopping.is_set() and not (feed and feed.failed):
+            wanted = [i for i in ids if i not in done] if ids is not None else None
+            if wanted == []:
+                break
+            rows = await ctx.pool.fetch(
+                QUERIES["entity_claim_batch"],
+                ctx.profile.id,
+                ctx.run.id,
+                ctx.run.fence,
+                wanted,
+                ctx.profile.batch_size,
+                ctx.clock(),
+                ctx.settings.settle_window().total_seconds(),
+            )
+            batch = [ContactEntity.from_row(r) for r in rows if r["id"] not in done]
+            if not batch:
+                if feed is None or feed.finished:
+                    break
+                await feed.more()  # the collect is still reading: wait for its next chunk
+                continue
+            done.update(r.id for r in batch)
+            exporting = asyncio.create_task(_export_one(ctx, exporter, batch, len(done)))
+            previous, sending = sending, exporting
+            if previous is not None:
+                await previous
+    except BaseException as exc:
+        # The batch claimed last stops before sending (the exporter saw the error) or, when
+        # this task is cancelled, with it.
+        if sending is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        raise
+    if sending is not None:
+        await sending
+
+
+async def _export_one(
+    ctx: RunContext, exporter: Exporter, batch: list[ContactEntity], claimed: int
+) -> None:
+    await exporter.export_batch(batch)
+    if ctx.options.progress:
+        ctx.options.progress("export", claimed, None)
+    log.info("batch_exported", size=len(batch), **ctx.counts.as_dict())
 
 
 async def note_settling(ctx: RunContext, settled_here: int) -> None:

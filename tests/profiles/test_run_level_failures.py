@@ -4,6 +4,8 @@ contacts."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -107,8 +109,9 @@ async def test_breaker_delays_fires_after_outages_then_recovery_exports_all(
 async def test_shutdown_mid_export_is_recorded_interrupted_with_counts(
     pool: asyncpg.Pool, stack: Stack, settings: Settings, factory: ClientFactory
 ) -> None:
-    """Stopping after the first batch: history says interrupted with N of M; the next run
-    finishes the rest."""
+    """Stopping after the first batch: the rows of the next batch that had not sent yet stop
+    untouched (intents cleared), those already sent are recorded; history says interrupted
+    with N of M; the next run finishes the rest."""
     await pool.execute("UPDATE profile SET batch_size = 10")
     runner = Runner(pool=pool, settings=settings, resources=factory)
     stopping = runner._stopping
@@ -119,13 +122,50 @@ async def test_shutdown_mid_export_is_recorded_interrupted_with_counts(
     run = await _run(pool, outcome.run_id)
     total = await pool.fetchval("SELECT count(*) FROM contact_entity")
     assert run["status"] == "interrupted"
-    assert f"after 10 of {total} records" in run["error_summary"]
+    done = int(re.search(r"after (\d+) of (\d+) records", run["error_summary"]).group(1))
+    assert 10 <= done < total, run["error_summary"]  # the next batch may have been sending
+    assert f"after {done} of {total} records" in run["error_summary"]
     pending = await pool.fetchval("SELECT count(*) FROM contact_entity WHERE status = 'pending'")
-    assert pending == total - 10
+    assert pending == total - done
+    posts = sum(1 for r in stack.freeagent.requests if r.method == "POST")
+    assert posts == done - outcome.counts.linked
     stopping.clear()
     again = await runner.fire(stack.profile_id, trigger=RunTrigger.CLI)
     assert again.status in ("complete", "warning")
     assert await pool.fetchval("SELECT count(*) FROM contact_entity WHERE status = 'pending'") == 0
+
+
+async def test_shutdown_stops_rows_waiting_for_a_slot_before_they_send(
+    pool: asyncpg.Pool, stack: Stack, settings: Settings, factory: ClientFactory
+) -> None:
+    """One concurrency slot; the first POST is held at FreeAgent while the process starts
+    stopping: that POST finishes and is recorded, every other row (its create decided, its
+    intent committed) sends nothing and is pending again, intent cleared."""
+    runner = Runner(
+        pool=pool, settings=settings.model_copy(update={"export_concurrency": 1}),
+        resources=factory,
+    )  # fmt: skip
+    gate = stack.freeagent.faults.write_gate = asyncio.Event()
+    fire = asyncio.create_task(runner.fire(stack.profile_id, trigger=RunTrigger.CLI))
+    try:
+        await asyncio.wait_for(stack.freeagent.faults.wait_gated(1), 30)
+        runner._stopping.set()
+        gate.set()
+        outcome = await asyncio.wait_for(fire, 30)
+    finally:
+        gate.set()
+        fire.cancel()
+    assert outcome.status == "interrupted"
+    assert sum(1 for r in stack.freeagent.requests if r.method == "POST") == 1
+    statuses = dict(
+        await pool.fetch("SELECT status::text, count(*) FROM contact_entity GROUP BY 1")
+    )
+    total = await pool.fetchval("SELECT count(*) FROM contact_entity")
+    linked = statuses.pop("linked", 0)  # a row sharing that contact's e-mail sends nothing
+    assert statuses == {"created": 1, "pending": total - 1 - linked}
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM contact_entity WHERE metadata ? 'create_intent'"
+    )
 
 
 async def test_deleted_customer_keeps_a_contact_another_live_row_uses(
