@@ -147,7 +147,7 @@ REFRESH_SUFFIX = "|refresh"
 #: Longest a granted request waits in the process's stock before it is dropped unused.
 STOCK_SECONDS = 0.5
 #: Most requests one fa_rate_take call asks for.
-MAX_BATCH = 16
+MAX_BATCH = 64
 #: Bound on a statement's run time (the pool's command_timeout): part of the longest time
 #: between a grant and its answer, which caps the answer time recorded for a grant.
 STATEMENT_SECONDS = 60.0
