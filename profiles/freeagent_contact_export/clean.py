@@ -75,11 +75,51 @@ def clean_text(text: str) -> tuple[str, list[str]]:
 
 def clean_record(value: Any) -> tuple[Any, list[Note]]:
     """A copy of ``value`` PostgreSQL's jsonb accepts, and ``[{"field", "change"}]`` notes."""
+    try:
+        return _plain_copy(value), []
+    except _NeedsWalk:
+        pass
     notes: list[Note] = []
     cleaned = _walk(value, "", notes)
     if len(notes) > MAX_NOTES:
         notes = [*notes[: MAX_NOTES - 1], {"field": "*", "change": f"{len(notes)} changes"}]
     return cleaned, notes
+
+
+class _NeedsWalk(Exception):
+    """Something in the record is not plain storable JSON: walk it again, noting paths."""
+
+
+#: Types stored as they are; bool is listed apart from int because ``type()`` tells them apart.
+_AS_IS = frozenset({int, bool, type(None)})
+
+
+def _plain_copy(value: Any) -> Any:
+    """The copy ``_walk`` would make when it has nothing to note, or _NeedsWalk.
+
+    Nearly every record is already storable, and ``_walk`` builds a dotted path for each of
+    its values, only to throw the paths away: that was most of the cost of cleaning. Exact
+    types keep this short: anything unusual (a tuple, a str subclass, a non-str key, NaN)
+    goes to ``_walk``, which decides as before.
+    """
+    kind = type(value)
+    if kind is str:
+        if len(value) > MAX_STORED_TEXT or _UNSTORABLE.search(value) is not None:
+            raise _NeedsWalk
+        return value
+    if kind is dict:
+        return {_plain_key(key): _plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    if kind in _AS_IS or (kind is float and math.isfinite(value)):
+        return value
+    raise _NeedsWalk
+
+
+def _plain_key(key: Any) -> str:
+    if type(key) is not str or len(key) > MAX_STORED_TEXT or _UNSTORABLE.search(key) is not None:
+        raise _NeedsWalk
+    return key
 
 
 def _walk(value: Any, where: str, notes: list[Note]) -> Any:
