@@ -67,22 +67,35 @@ def parse_body(content_type: str, raw: bytes, *, where: str = "") -> Any:
     except ValueError as exc:
         reason = f"invalid JSON: {exc}"
     else:
-        if not nested_deeper_than(value, MAX_JSON_DEPTH):
+        if not _too_deep(text, value):
             return value
         reason = f"nested deeper than {MAX_JSON_DEPTH} levels"
     log.warning("response_body_not_json", where=where, reason=reason, size=len(raw))
     return text
 
 
+def _too_deep(text: str, value: Any) -> bool:
+    """Whether ``value``, parsed from ``text``, nests deeper than MAX_JSON_DEPTH.
+
+    Each list or dict in ``value`` opened with its own bracket in ``text``, so a text with
+    at most MAX_JSON_DEPTH brackets in all (those inside strings counted too) cannot nest
+    deeper: counting is far cheaper than walking, and most answers are that small."""
+    if text.count("{") + text.count("[") <= MAX_JSON_DEPTH:
+        return False
+    return nested_deeper_than(value, MAX_JSON_DEPTH)
+
+
 def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether lists/dicts nest more than limit levels (iterative: no recursion to exhaust)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if not isinstance(item, dict | list):
-            continue
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children)
-    return False
+    """Whether lists/dicts nest more than limit levels (iterative: no recursion to exhaust).
+
+    One level at a time, looking only into lists and dicts and making no (value, depth) pair
+    per value: a page of customers holds thousands of values, and every answer is walked."""
+    level = [value]
+    for _ in range(limit + 1):
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        level = []
+        for item in containers:
+            level.extend(item.values() if isinstance(item, dict) else item)
+    return True
