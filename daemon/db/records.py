@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Self
@@ -44,8 +45,15 @@ class _FromRow:
     @classmethod
     def from_row(cls, row: Any) -> Self:
         """Build from an asyncpg Record (extra columns, e.g. joins, are ignored)."""
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in dict(row).items() if k in names})
+        names = _field_names(cls)  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    """A dataclass's field names: fixed once the class is built, and asked for on every row
+    of every batch."""
+    return frozenset(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
