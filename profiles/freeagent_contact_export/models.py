@@ -360,11 +360,16 @@ class ContactPayload(_ContactAttributes):
 WRITABLE_CONTACT_FIELDS: frozenset[str] = frozenset(ContactPayload.model_fields)
 
 
+#: The canonical form payload_hash hashes; built once, as json.dumps builds an encoder per
+#: call when given options, which cost as much as encoding a payload.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def payload_hash(payload: ContactPayload | Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no None): equal hash ⇒ no write needed."""
     body = payload.to_api() if isinstance(payload, ContactPayload) else dict(payload)
     body = {key: value for key, value in body.items() if value is not None}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL_JSON.encode(body)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -385,6 +386,16 @@ class TestContactPayload:
         """Stored in the ledger as 64 hex characters."""
         digest = payload_hash(ContactPayload(organisation_name="Zoë & Co"))
         assert len(digest) == 64 and int(digest, 16) >= 0
+
+    def test_hash_of_a_known_payload_never_changes(self) -> None:
+        """Ledger rows hold hashes from earlier versions: a new canonical form would resend
+        every contact. Sorted keys, no spaces, UTF-8 text unescaped."""
+        payload = ContactPayload(organisation_name="Zoë & Co", first_name="Jane", email="j@x.co")
+        canonical = '{"email":"j@x.co","first_name":"Jane","organisation_name":"Zoë & Co"}'
+        assert hashlib.sha256(canonical.encode()).hexdigest() == (
+            "681fbbab4a9467a29a6f2e21562d450be4fe2cd84b5ef9a0159269f423bd63f7"
+        )
+        assert payload_hash(payload) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class TestFreeAgentContact:
