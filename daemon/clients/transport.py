@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
@@ -93,9 +94,10 @@ class _Call:
     authorize: Authorize | None = None
     after_send: AfterSend | None = None
 
-    @property
+    @cached_property
     def where(self) -> str:
-        """Method and URL without the query: names the request in messages."""
+        """Method and URL without the query: names the request in messages. Kept once made:
+        every attempt's body read, parse and status check ask for it."""
         return f"{self.service} {self.method} {URL(str(self.url)).with_query(None)}"
 
 
