@@ -300,9 +300,12 @@ class CreateProtocol:
     async def reconcile(self, p: Prepared, intent: dict[str, Any]) -> str | None:
         """The contact a settled create made, if it made one; several candidates: a person
         decides (adopting the wrong one would merge two customers)."""
-        since = datetime.fromisoformat(intent["at"]) - INTENT_SLACK
+        at = datetime.fromisoformat(intent["at"])
         sent = intent.get("sent") or p.payload
-        found = await self._index.find_created_since(sent, since)
+        since = at - INTENT_SLACK
+        found = await self._index.find_created_since(
+            sent, since, settled=at + self._settle, now=self._ctx.clock()
+        )
         if len(found) > 1:
             raise RejectedRecord(
                 f"a create whose outcome was unknown may be any of {len(found)} FreeAgent "

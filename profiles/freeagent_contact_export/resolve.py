@@ -12,6 +12,7 @@ own connection, so a worker never waits for a second pooled connection while hol
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
@@ -64,6 +65,10 @@ class ContactIndex:
         self._pool = pool
         self._client_id = client_id
         self._freeagent = freeagent
+        #: The lookups' refreshes so far: (since, begun). One begun after a create settled,
+        #: from no later than its `since`, has listed whatever that create made.
+        self._looked: list[tuple[datetime, datetime]] = []
+        self._looking = asyncio.Lock()
 
     async def refresh(self, *, since: datetime | None = None, full: bool = False) -> int:
         """Read contacts changed since the newest indexed one (or since `since`)."""
@@ -138,15 +143,24 @@ class ContactIndex:
         data = await self._pool.fetchval(QUERIES["fa_contact_get"], self._client_id, url)
         return data if isinstance(data, dict) else None
 
-    async def find_created_since(self, sent: dict[str, Any], since: datetime) -> list[str]:
+    async def find_created_since(
+        self, sent: dict[str, Any], since: datetime, *, settled: datetime, now: datetime
+    ) -> list[str]:
         """URLs of contacts FreeAgent created at/after `since` (its clock) that carry exactly
         what a create sent: e-mail (or its absence), names, organisation, address1, postcode.
 
-        For reconciling a create whose outcome was unknown; works without an e-mail. The index
-        is refreshed from `since` first. Contacts another ledger row owns are never candidates.
-        Several URLs mean the caller cannot tell which is its own and must not guess.
+        For reconciling a create whose outcome was unknown and which has settled (`settled`,
+        at or before `now`: FreeAgent has committed it if it ever will); works without an
+        e-mail. The index is refreshed from `since` first, unless a refresh of this index
+        begun after `settled` from no later than `since` did it already: the creates a crash
+        left settle together, and each would otherwise list the same contacts again.
+        Contacts another ledger row owns are never candidates. Several URLs mean the caller
+        cannot tell which is its own and must not guess.
         """
-        await self.refresh(since=since)
+        async with self._looking:
+            if not any(s <= since and begun >= settled for s, begun in self._looked):
+                await self.refresh(since=since)
+                self._looked.append((since, now))
         want = identifying(sent)
         rows = await self._pool.fetch(QUERIES["fa_contact_changed_since"], self._client_id, since)
         found = []

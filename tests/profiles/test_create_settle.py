@@ -192,6 +192,36 @@ async def test_a_crash_while_creates_are_in_flight_is_reconciled_after_settling(
     await _assert_one_contact_per_customer(pool, stack)
 
 
+def _listings(state: FreeAgentState) -> int:
+    """Contact list pages read (index refreshes: one page per view for a few contacts)."""
+    return sum(1 for r in state.requests if r.method == "GET" and r.path == "/v2/contacts")
+
+
+async def test_creates_left_by_a_crash_are_looked_up_with_one_listing(
+    pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
+) -> None:
+    """Three creates a crash left, settled together: the run that reconciles them lists the
+    contacts created since their intents once (a listing per view), not once per create, and
+    still adopts each create's own contact."""
+    faults = stack.freeagent.faults
+    settings.http_timeout = 30.0
+    faults.commit_delay = 2.0
+    crashed = asyncio.create_task(run(stack.profile_id))
+    await asyncio.wait_for(faults.wait_held(3), 10)
+    crashed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+    faults.commit_delay = 0.0
+    await asyncio.wait_for(faults.settled(), 10)
+    await _settle(now, settings)
+    before = _listings(stack.freeagent)
+    last = await run(stack.profile_id)
+    assert last.counts.created == 3
+    assert _listings(stack.freeagent) - before == 2 + 2  # the run's own refresh, one lookup
+    assert _posts(stack.freeagent) == 3
+    await _assert_one_contact_per_customer(pool, stack)
+
+
 async def test_several_candidates_for_an_unknown_create_fail_the_row_for_a_person(
     pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
 ) -> None:
@@ -224,7 +254,7 @@ async def test_reconcile_matches_without_email_but_never_a_stranger(
     index = ContactIndex(
         pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
     )
-    assert await index.find_created_since(sent, since) == [ours]
+    assert await index.find_created_since(sent, since, settled=now(), now=now()) == [ours]
 
 
 async def test_reconcile_finds_a_contact_listed_without_created_at(
@@ -244,5 +274,6 @@ async def test_reconcile_finds_a_contact_listed_without_created_at(
     index = ContactIndex(
         pool=pool, client_id=stack.client_id, freeagent=await factory.freeagent(stack.client_id)
     )
-    assert await index.find_created_since(sent, since) == [ours]
-    assert old not in await index.find_created_since({**sent, "email": "old@example.com"}, since)
+    assert await index.find_created_since(sent, since, settled=now(), now=now()) == [ours]
+    old_sent = {**sent, "email": "old@example.com"}
+    assert old not in await index.find_created_since(old_sent, since, settled=now(), now=now())
