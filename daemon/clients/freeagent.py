@@ -11,7 +11,7 @@ may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is re
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urljoin
@@ -40,6 +40,9 @@ from daemon.errors import (
 )
 from daemon.failures import freeagent_run_level
 from daemon.logs import get_logger
+
+#: A caller's step right before a request is sent (its rate grant held).
+BeforeSend = Callable[[], Awaitable[None]]
 
 SERVICE = "freeagent"
 
@@ -198,15 +201,21 @@ class FreeAgentClient:
             raise
         return self._canonical(dict(member(response, "contact")))
 
-    async def create_contact(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def create_contact(
+        self, payload: Mapping[str, Any], *, before_send: BeforeSend | None = None
+    ) -> dict[str, Any]:
         """POST a new contact; returns it with its url (from the body, else Location).
 
         Never repeated after a timeout, dropped connection or 5xx: FreeAgent may have
         stored the contact, so that TransientApiError goes to the caller to reconcile.
+        before_send runs once the request holds its rate grant, just before it is sent.
         """
         url = f"{self.api_base}contacts"
         try:
-            response = await self._send("POST", url, json={"contact": dict(payload)}, retry=False)
+            response = await self._send(
+                "POST", url, json={"contact": dict(payload)}, retry=False,
+                before_send=before_send,
+            )  # fmt: skip
         except TransientApiError as exc:
             if isinstance(exc, RateLimited) or exc.service != SERVICE:
                 raise  # refused unprocessed, or the token refresh failed: nothing was created
@@ -300,10 +309,13 @@ class FreeAgentClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         retry: bool = True,
+        before_send: BeforeSend | None = None,
     ) -> Response:
         """Budgeted, authorised request; a 403/404 not about one contact is an EndpointError."""
         try:
-            return await self._send_authorised(method, url, json=json, params=params, retry=retry)
+            return await self._send_authorised(
+                method, url, json=json, params=params, retry=retry, before_send=before_send
+            )
         except RejectedRecord as exc:
             one_record = _ONE_CONTACT.search(URL(str(url)).path) is not None
             if exc.service == SERVICE and freeagent_run_level(exc.status, method, one_record):
@@ -325,17 +337,18 @@ class FreeAgentClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         retry: bool = True,
+        before_send: BeforeSend | None = None,
     ) -> Response:
         """A 401 refreshes the token once and tries again."""
         sent: list[str] = []
         try:
-            return await self._request(method, url, json, params, retry, sent)
+            return await self._request(method, url, json, params, retry, sent, before_send)
         except AuthError as exc:
             if exc.service != SERVICE or not sent:
                 raise  # the token endpoint itself refused: refreshing again cannot help
             await self._tokens.force_refresh(sent[-1])
         try:
-            return await self._request(method, url, json, params, retry, sent)
+            return await self._request(method, url, json, params, retry, sent, before_send)
         except AuthError as exc:
             if exc.service != SERVICE:
                 raise
@@ -355,6 +368,7 @@ class FreeAgentClient:
         params: Mapping[str, str] | None,
         retry: bool,
         sent: list[str],
+        before_send: BeforeSend | None = None,
     ) -> Response:
         grants: list[Grant] = []
 
@@ -364,6 +378,8 @@ class FreeAgentClient:
             # before sending, so grant-to-receipt stays within the latency allowance.
             token = await self._tokens.access_token()
             grants.append(await self._budget.take())
+            if before_send is not None:
+                await before_send()
             sent.append(token)
             return {"Authorization": f"Bearer {token}"}
 

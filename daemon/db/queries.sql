@@ -676,6 +676,18 @@ UPDATE contact_entity c
                                             AND r.status = 'running' FOR SHARE)
 RETURNING c.id;
 
+-- name: entity_restamp_intent
+-- A create decided ahead of its turn is about to be sent: its intent's time becomes now ($4,
+-- ISO text) and the row is not claimed again before $5 (now + settle window).
+UPDATE contact_entity c
+   SET metadata = jsonb_set(c.metadata, '{create_intent,at}', to_jsonb($4::text)),
+       next_attempt_at = $5, updated_at = now()
+ WHERE c.id = $1 AND c.claimed_by_run = $2 AND c.claim_fence = $3 AND c.status = 'creating'
+   AND c.metadata ? 'create_intent'
+   AND EXISTS (SELECT 1 FROM profile_run r WHERE r.id = $2 AND r.fence = $3
+                                            AND r.status = 'running' FOR SHARE)
+RETURNING c.id;
+
 -- name: entity_clear_intent
 -- FreeAgent certainly did not create the contact (429, 4xx, nothing sent): forget the intent.
 UPDATE contact_entity c

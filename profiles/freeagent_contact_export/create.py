@@ -321,8 +321,14 @@ class CreateProtocol:
         indexes with the row's outcome (Exporter._finish, remember=). When the outcome is
         unknown the row is left settling and CreateSettling raised. Never re-sent here: only
         a later lookup decides."""
+
+        async def restamp() -> None:
+            await self._restamp(p, intent)
+
         try:
-            contact: dict[str, Any] = await self._fa.create_contact(p.payload)
+            contact: dict[str, Any] = await self._fa.create_contact(
+                p.payload, before_send=restamp
+            )
         except OutcomeUnknown as exc:
             await self._settling(p, intent, exc)
             raise CreateSettling(
@@ -333,6 +339,18 @@ class CreateProtocol:
             await self._write("entity_clear_intent", p.row)
             raise
         return contact
+
+    async def _restamp(self, p: Prepared, intent: dict[str, Any]) -> None:
+        """Keep the settle window running from the POST. A create is decided with its batch,
+        ahead of its turn for a concurrency slot and a rate grant (at FreeAgent's limits that
+        can be minutes); an intent older than a tenth of the window when its POST goes out is
+        stamped again first, so a crash after the POST still waits out nine tenths of the
+        window before the contact is looked for."""
+        now = self._ctx.clock()
+        if now - datetime.fromisoformat(intent["at"]) <= self._settle / 10:
+            return
+        await self._write("entity_restamp_intent", p.row, now.isoformat(), now + self._settle)
+        intent["at"] = now.isoformat()
 
     async def _settling(self, p: Prepared, intent: dict[str, Any], exc: ApiError) -> None:
         """Keep the intent and release the row until the create has certainly settled."""

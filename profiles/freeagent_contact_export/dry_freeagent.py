@@ -98,7 +98,9 @@ class DryRunFreeAgent:
             return dict(self.created[url])
         return dict(await self.real.get_contact(url) or {}) or None
 
-    async def create_contact(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def create_contact(
+        self, payload: Mapping[str, Any], *, before_send: Any = None
+    ) -> dict[str, Any]:
         self._refuse_if_sure(payload, {})
         url = f"{self.real.api_base}contacts/dry-run-{len(self.created) + 1}"
         stamp = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -192,6 +192,36 @@ async def test_a_crash_while_creates_are_in_flight_is_reconciled_after_settling(
     await _assert_one_contact_per_customer(pool, stack)
 
 
+async def test_a_create_decided_long_before_its_post_is_stamped_again_when_sent(
+    pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
+) -> None:
+    """One concurrency slot: the three creates are decided together, then sent one by one.
+    While the first POST is held, half a settle window passes; the two others are stamped
+    again as they go out, so a crash after their POSTs would still wait out the window from
+    the POST. Every create here is lost (504), so each row keeps its intent to inspect."""
+    settings.export_concurrency = 1
+    faults = stack.freeagent.faults
+    faults.lost_creates = 3
+    gate = faults.write_gate = asyncio.Event()
+    decided = now()
+    exporting = asyncio.create_task(run(stack.profile_id))
+    try:
+        await asyncio.wait_for(faults.wait_gated(1), 10)
+        later = decided + settings.settle_window() / 2
+        now.advance((later - now()).total_seconds())
+        gate.set()
+        await asyncio.wait_for(exporting, 30)
+    finally:
+        gate.set()
+    rows = await pool.fetch(
+        "SELECT (metadata -> 'create_intent' ->> 'at')::timestamptz AS at, next_attempt_at"
+        " FROM contact_entity ORDER BY id"
+    )
+    assert [r["at"] for r in rows] == [decided, later, later]
+    assert all(r["next_attempt_at"] == r["at"] + settings.settle_window() for r in rows)
+    assert _posts(stack.freeagent) == 3
+
+
 def _listings(state: FreeAgentState) -> int:
     """Contact list pages read (index refreshes: one page per view for a few contacts)."""
     return sum(1 for r in state.requests if r.method == "GET" and r.path == "/v2/contacts")
