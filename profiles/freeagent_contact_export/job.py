@@ -109,19 +109,34 @@ async def _export_alongside(
 ) -> None:
     """The export of a run whose collect is still reading: from the first chunk that makes
     something due (each chunk is looked at once: an unchanged shop takes no export slot)."""
-    while not feed.finished and not await _work_due(ctx):
+    while not await _work_due(ctx):
+        if feed.failed:
+            return
+        if feed.finished:
+            await _nothing_due(ctx)
+            return
         await feed.more()
-    await _export_when_due(ctx, cfg, magento, feed)
+    await _export_in_slot(ctx, cfg, magento, feed)
 
 
 async def _export_when_due(
     ctx: RunContext, cfg: ContactExportSettings, magento: Any, feed: Collecting
 ) -> None:
-    if feed.failed:
-        return
     if not await _work_due(ctx):
-        log.info("nothing_due")
-        await note_settling(ctx, 0)
+        await _nothing_due(ctx)
+        return
+    await _export_in_slot(ctx, cfg, magento, feed)
+
+
+async def _nothing_due(ctx: RunContext) -> None:
+    log.info("nothing_due")
+    await note_settling(ctx, 0)
+
+
+async def _export_in_slot(
+    ctx: RunContext, cfg: ContactExportSettings, magento: Any, feed: Collecting
+) -> None:
+    if feed.failed:
         return
     waiting = time.monotonic()
     async with ctx.slots.export:
