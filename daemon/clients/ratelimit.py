@@ -146,7 +146,11 @@ REFRESH_SUFFIX = "|refresh"
 
 #: Longest a granted request waits in the process's stock before it is dropped unused.
 STOCK_SECONDS = 0.5
-#: Most requests one fa_rate_take call asks for.
+#: Most requests one fa_rate_take call asks for where the limit binds (FreeAgent's 120/min):
+#: a bigger stock would hold grants an event's request may need in a full window.
+BATCH = 16
+#: Most requests per call where the limit allows over twice MAX_BATCH requests within
+#: STOCK_SECONDS (a limit far above what one process sends): fewer calls, nobody waits.
 MAX_BATCH = 64
 #: Bound on a statement's run time (the pool's command_timeout): part of the longest time
 #: between a grant and its answer, which caps the answer time recorded for a grant.
@@ -259,6 +263,8 @@ class RateBudget:
         self.pool = pool
         self.key = key  #: `user:<url>`, or `client:<id>` until the user is known
         self.per_minute = per_minute  #: the client row's configured limit
+        allowed = per_minute / minute_window * STOCK_SECONDS  #: requests per stock lifetime
+        self._max_batch = max(BATCH, min(MAX_BATCH, int(allowed / 2)))
         self.per_hour = per_hour
         self.minute_window = minute_window  #: 60 s in production; tests shorten it
         self.hour_window = hour_window
@@ -372,7 +378,7 @@ class RateBudget:
                     if batch is not None:
                         return Grant(self, batch)
                     granted, wait, batch = await self._call(
-                        min(MAX_BATCH, max(self._waiting, self._batch)), False
+                        min(self._max_batch, max(self._waiting, self._batch)), False
                     )
                     if batch is None:
                         await self._sleep(wait)
@@ -402,7 +408,7 @@ class RateBudget:
             batch = self._stock.popleft()
             if batch.expires > now:
                 if not self._stock or self._stock[0] is not batch:
-                    self._batch = min(MAX_BATCH, self._batch * 2)  # batch used up: ask more
+                    self._batch = min(self._max_batch, self._batch * 2)  # used up: ask more
                 return batch
             self._batch = max(1, self._batch // 2)  # grants went unused: ask fewer
             self._settle(batch, answered=True, used=False)
