@@ -72,3 +72,30 @@ async def test_block_pauses_acquire(pool: asyncpg.Pool) -> None:
         await budget.acquire()
     assert 29 < waits[0] <= 30
     assert await RateBudget(pool, "user:2", 100, 1000).try_acquire() == 0
+
+
+async def _largest_grants(pool: asyncpg.Pool, budget: RateBudget, takes: int) -> tuple[int, int]:
+    """Eight callers take `takes` requests in all: (largest grant, grant calls)."""
+
+    async def caller() -> None:
+        for _ in range(takes // 8):
+            (await budget.take()).answered(True)
+
+    await asyncio.gather(*(caller() for _ in range(8)))
+    row = await pool.fetchrow(
+        "SELECT max(n) AS largest, count(*) AS calls FROM rate_event WHERE budget_key = $1",
+        budget.key,
+    )
+    return int(row["largest"]), int(row["calls"])
+
+
+async def test_grants_come_64_a_call_only_where_the_limit_is_far_off(pool: asyncpg.Pool) -> None:
+    """A limit far above what is sent (120 per 10 ms: limits off) grants up to 64 a call, so a
+    busy export pays few calls; at FreeAgent's 120 a minute a grant stays at 16 or fewer (the
+    stock must not hold what an event's request needs)."""
+    far = RateBudget(pool, "user:far", 120, 3600, 0.01, 0.3)
+    largest, calls = await _largest_grants(pool, far, 640)
+    assert largest == 64 and calls <= 20
+    near = RateBudget(pool, "user:near", 120, 3600, 60.0, 3600.0)
+    largest, _ = await _largest_grants(pool, near, 96)
+    assert largest <= 16
