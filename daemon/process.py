@@ -279,6 +279,10 @@ class Daemon:
             await asyncio.sleep(spread * random.uniform(1, 2))  # noqa: S311 (not a secret)
             if not self.stopping.is_set() and await self.runner.claims.assignee_live(profile_id):
                 await asyncio.sleep(spread * TAKEOVER_GRACE)
+            if self.stopping.is_set() or await self.runner.claims.fire_taken(
+                profile_id, scheduled_for
+            ):
+                return  # claimed (or skipped) by its assignee: nothing to take over
         if not self.stopping.is_set():
             await self._run_fire_attempts(profile_id, scheduled_for, trigger, options)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 
 import asyncpg
 
@@ -74,3 +75,27 @@ async def test_a_connected_assignee_is_live_and_a_gone_one_is_not(
     ):
         await asyncio.sleep(0.01)
     assert not await claims.assignee_live(theirs)  # the assignment still names it: gone
+
+
+async def test_a_fire_claimed_by_another_replica_is_seen_as_taken(pool: asyncpg.Pool) -> None:
+    """A replica that is not a fire's assignee asks whether the fire is taken before trying to
+    take it over: a fire with a run (claimed or skipped) is, the next fire of the same profile
+    and another profile's fire are not; fires asking together get their own answers."""
+    profile = await pool.fetchval(
+        "INSERT INTO profile (name, type) VALUES ('p', 'freeagent_contact_export') RETURNING id"
+    )
+    other = await pool.fetchval(
+        "INSERT INTO profile (name, type) VALUES ('q', 'freeagent_contact_export') RETURNING id"
+    )
+    at = await pool.fetchval("SELECT date_trunc('minute', now())")
+    await pool.execute(
+        "INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, owner)"
+        " VALUES ($1, 'schedule', $2, 'running', 'fa-sync/host-b:12')", profile, at,
+    )  # fmt: skip
+    claims = FireClaims(pool=pool, replica_id="host-a:11", lease_seconds=30)
+    later = at + timedelta(minutes=1)
+    answers = await asyncio.gather(
+        claims.fire_taken(profile, at), claims.fire_taken(profile, later),
+        claims.fire_taken(other, at),
+    )  # fmt: skip
+    assert answers == [True, False, False]
