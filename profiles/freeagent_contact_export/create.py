@@ -326,9 +326,7 @@ class CreateProtocol:
             await self._restamp(p, intent)
 
         try:
-            contact: dict[str, Any] = await self._fa.create_contact(
-                p.payload, before_send=restamp
-            )
+            contact: dict[str, Any] = await self._fa.create_contact(p.payload, before_send=restamp)
         except OutcomeUnknown as exc:
             await self._settling(p, intent, exc)
             raise CreateSettling(
