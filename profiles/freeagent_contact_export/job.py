@@ -92,16 +92,24 @@ async def execute(ctx: RunContext) -> None:
         feed.finish(failed=False)
     except BaseException as exc:
         feed.finish(failed=True)  # the export stops after its batch; the collect's error wins
-        if alongside is not None:
-            if isinstance(exc, asyncio.CancelledError):
-                alongside.cancel()
-            await asyncio.gather(alongside, return_exceptions=True)
+        await _wind_down(alongside, exc)
         raise
     if alongside is not None:
         await alongside
         return
     if ctx.options.export:
         await _export_when_due(ctx, cfg, magento, feed)
+
+
+async def _wind_down(task: asyncio.Task[None] | None, exc: BaseException) -> None:
+    """A task running beside one that failed with `exc`: cancelled with it if that was a
+    cancellation, else left to finish what it started; its own outcome is dropped (the first
+    error is the run's)."""
+    if task is None:
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _export_alongside(
@@ -345,12 +353,8 @@ async def _backlog(ctx: RunContext, exporter: Exporter, feed: Collecting | None)
             if previous is not None:
                 await previous
     except BaseException as exc:
-        # The batch claimed last stops before sending (the exporter saw the error) or, when
-        # this task is cancelled, with it.
-        if sending is not None:
-            if isinstance(exc, asyncio.CancelledError):
-                sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+        # The batch claimed last stops before sending (the exporter saw the error).
+        await _wind_down(sending, exc)
         raise
     if sending is not None:
         await sending
