@@ -68,6 +68,7 @@ class FireClaims:
         #: Session names of the live replicas, this one always among them.
         self.replicas: tuple[str, ...] = (self._me,)
         self.assignees_live: Batched[int, bool] = Batched(self._assignees_live)
+        self.taken: Batched[Fire, bool] = Batched(self._taken)
 
     async def _sessions(self) -> set[str]:
         """Session names of the replicas connected now (their LISTEN sessions), this one's
@@ -95,10 +96,16 @@ class FireClaims:
 
     async def fire_taken(self, profile_id: int, scheduled_for: datetime) -> bool:
         """Whether a replica (the assignee, as a rule) has claimed or skipped this fire: then
-        there is nothing to take over, and the profile read and the claim a takeover costs
-        are saved. The refusal look-up answers it (fires checking together share one read)."""
-        refused = await self.refusal(profile_id, scheduled_for)
-        return refused is not None and bool(refused["same_fire"])
+        there is nothing to take over (fires checking together share one read), and the
+        profile read, the claim and the refusal look-up a takeover costs are saved."""
+        return await self.taken((profile_id, scheduled_for))
+
+    async def _taken(self, fires: list[Fire]) -> list[bool]:
+        rows = await self._pool.fetch(
+            QUERIES["fires_taken"], [f[0] for f in fires], [f[1] for f in fires]
+        )
+        taken = {(row["profile_id"], row["scheduled_for"]) for row in rows}
+        return [fire in taken for fire in fires]
 
     async def profile(self, profile_id: int) -> asyncpg.Record | None:
         """The profile with its breaker (profiles_for_fire), or None if it is gone."""

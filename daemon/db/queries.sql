@@ -367,6 +367,14 @@ RETURNING *;
 SELECT DISTINCT application_name FROM pg_stat_activity
  WHERE datname = current_database() AND application_name LIKE $1;
 
+-- name: fires_taken
+-- Which of these fires ($1 profile ids, $2 scheduled_for) a replica has claimed or skipped:
+-- a replica that is not a fire's assignee asks before it tries to take the fire over.
+SELECT f.profile_id, f.scheduled_for
+  FROM unnest($1::bigint[], $2::timestamptz[]) AS f (profile_id, scheduled_for)
+ WHERE EXISTS (SELECT 1 FROM profile_run r
+                WHERE r.profile_id = f.profile_id AND r.scheduled_for = f.scheduled_for);
+
 -- name: run_claim_refused
 -- Why claims of fires ($1 profile ids, $2 scheduled_for) were refused: per fire, its own row
 -- (a replica claimed or skipped it) first, else the profile's running run and whether its
