@@ -53,10 +53,16 @@ def _kind(char: str) -> str | None:
     return None
 
 
+def _storable(text: str) -> bool:
+    """Whether ``text`` is kept as it is: short enough, nothing _kind() objects to (the
+    common case, told without a look at every character)."""
+    return len(text) <= MAX_STORED_TEXT and _UNSTORABLE.search(text) is None
+
+
 def clean_text(text: str) -> tuple[str, list[str]]:
     """``text`` without unstorable characters and cut to MAX_STORED_TEXT; what was changed."""
-    if len(text) <= MAX_STORED_TEXT and _UNSTORABLE.search(text) is None:
-        return text, []  # the common case, without a look at every character
+    if _storable(text):
+        return text, []
     removed: Counter[str] = Counter()
     kept = []
     for char in text:
@@ -104,7 +110,7 @@ def _plain_copy(value: Any) -> Any:
     """
     kind = type(value)
     if kind is str:
-        if len(value) > MAX_STORED_TEXT or _UNSTORABLE.search(value) is not None:
+        if not _storable(value):
             raise _NeedsWalk
         return value
     if kind is dict:
@@ -117,7 +123,7 @@ def _plain_copy(value: Any) -> Any:
 
 
 def _plain_key(key: Any) -> str:
-    if type(key) is not str or len(key) > MAX_STORED_TEXT or _UNSTORABLE.search(key) is not None:
+    if type(key) is not str or not _storable(key):
         raise _NeedsWalk
     return key
 
