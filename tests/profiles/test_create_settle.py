@@ -170,19 +170,27 @@ async def test_a_crash_between_intent_and_post_creates_once_after_settling(
     await _assert_one_contact_per_customer(pool, stack)
 
 
-async def test_a_crash_while_creates_are_in_flight_is_reconciled_after_settling(
-    pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
-) -> None:
-    """The process dies with POSTs held at FreeAgent: the next run waits, then adopts them."""
+async def _crash_with_three_creates_held(stack: Stack, run: Any, settings: Settings) -> None:
+    """A run dies (cancelled) while FreeAgent holds its three POSTs uncommitted; they commit
+    from now on without delay. The client keeps waiting (a long timeout): the crash comes
+    first."""
     faults = stack.freeagent.faults
-    settings.http_timeout = 30.0  # the client keeps waiting: the crash comes first
-    faults.commit_delay = 2.0  # held beyond the crash and the next run
+    settings.http_timeout = 30.0
+    faults.commit_delay = 2.0  # held beyond the crash
     crashed = asyncio.create_task(run(stack.profile_id))
     await asyncio.wait_for(faults.wait_held(3), 10)
     crashed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await crashed
     faults.commit_delay = 0.0
+
+
+async def test_a_crash_while_creates_are_in_flight_is_reconciled_after_settling(
+    pool: asyncpg.Pool, stack: Stack, run, now: FakeNow, settings: Settings
+) -> None:
+    """The process dies with POSTs held at FreeAgent: the next run waits, then adopts them."""
+    faults = stack.freeagent.faults
+    await _crash_with_three_creates_held(stack, run, settings)
     await run(stack.profile_id)  # the held creates have not committed yet: nothing is sent
     await asyncio.wait_for(faults.settled(), 10)
     assert _posts(stack.freeagent) == 3
@@ -234,14 +242,7 @@ async def test_creates_left_by_a_crash_are_looked_up_with_one_listing(
     contacts created since their intents once (a listing per view), not once per create, and
     still adopts each create's own contact."""
     faults = stack.freeagent.faults
-    settings.http_timeout = 30.0
-    faults.commit_delay = 2.0
-    crashed = asyncio.create_task(run(stack.profile_id))
-    await asyncio.wait_for(faults.wait_held(3), 10)
-    crashed.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await crashed
-    faults.commit_delay = 0.0
+    await _crash_with_three_creates_held(stack, run, settings)
     await asyncio.wait_for(faults.settled(), 10)
     await _settle(now, settings)
     before = _listings(stack.freeagent)
