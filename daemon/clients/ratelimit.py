@@ -149,8 +149,9 @@ STOCK_SECONDS = 0.5
 #: Most requests one fa_rate_take call asks for where the limit binds (FreeAgent's 120/min):
 #: a bigger stock would hold grants an event's request may need in a full window.
 BATCH = 16
-#: Most requests per call where the limit allows over twice MAX_BATCH requests within
-#: STOCK_SECONDS (a limit far above what one process sends): fewer calls, nobody waits.
+#: Most requests per call at all. A budget asks for at most half of what its limit allows
+#: within STOCK_SECONDS, kept between BATCH and MAX_BATCH: only a limit far above what one
+#: process sends (128 or more per STOCK_SECONDS) gets 64, fewer calls and nobody waiting.
 MAX_BATCH = 64
 #: Bound on a statement's run time (the pool's command_timeout): part of the longest time
 #: between a grant and its answer, which caps the answer time recorded for a grant.
