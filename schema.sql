@@ -320,8 +320,12 @@ CREATE TABLE IF NOT EXISTS contact_entity (
     CONSTRAINT contact_entity_one_per_source UNIQUE (profile_id, source_key)
 );
 
-CREATE INDEX IF NOT EXISTS contact_entity_due
-    ON contact_entity (profile_id, status, next_attempt_at);
+-- The queue: a profile's rows of one status in id order, so a claim reads its batch off the
+-- index and stops (contact_entity_due, which ordered by next_attempt_at, made each claim read
+-- and sort every pending row: quadratic over a first sync).
+DROP INDEX IF EXISTS contact_entity_due;
+CREATE INDEX IF NOT EXISTS contact_entity_queue
+    ON contact_entity (profile_id, status, id);
 CREATE INDEX IF NOT EXISTS contact_entity_email
     ON contact_entity (profile_id, lower(email));
 -- Which ledger row owns a FreeAgent contact (reconciling a create skips owned contacts).
@@ -401,6 +405,66 @@ BEGIN
      ORDER BY 3 DESC;
 END $$;
 
+-- Claim a batch of due rows for a run: queries.sql entity_claim_batch says which. Each status
+-- is read off contact_entity_queue in id order and the read stops at the batch: a plain index
+-- scan, never a bitmap scan and sort of the whole queue. Over a first sync the planner's
+-- statistics lag the ledger and it would pick the bitmap scan, which also revisits the index
+-- entries of every row version a claim, intent and outcome left behind (a plain index scan
+-- marks those dead as it passes): quadratic in the ledger's size.
+CREATE OR REPLACE FUNCTION fa_claim_batch(
+    p_profile bigint, p_run bigint, p_fence bigint, p_ids bigint[], p_limit integer,
+    p_now timestamptz, p_settle float8
+) RETURNS SETOF contact_entity
+LANGUAGE plpgsql SET enable_bitmapscan = off SET enable_sort = off AS $$
+BEGIN
+    RETURN QUERY
+    WITH processing AS (
+        SELECT e.id FROM contact_entity e
+         WHERE e.profile_id = p_profile AND e.status = 'processing'
+           AND e.claimed_by_run IS DISTINCT FROM p_run
+           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
+           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
+           AND (e.metadata -> 'create_intent' IS NULL
+                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+                   + make_interval(secs => p_settle) <= p_now)
+         ORDER BY e.id LIMIT p_limit
+         FOR UPDATE SKIP LOCKED
+    ), creating AS (
+        SELECT e.id FROM contact_entity e
+         WHERE e.profile_id = p_profile AND e.status = 'creating'
+           AND e.claimed_by_run IS DISTINCT FROM p_run
+           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
+           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
+           AND (e.metadata -> 'create_intent' IS NULL
+                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+                   + make_interval(secs => p_settle) <= p_now)
+         ORDER BY e.id LIMIT p_limit
+         FOR UPDATE SKIP LOCKED
+    ), waiting AS (
+        SELECT e.id FROM contact_entity e
+         WHERE e.profile_id = p_profile AND e.status = 'pending'
+           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
+           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
+           AND (e.metadata -> 'create_intent' IS NULL
+                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+                   + make_interval(secs => p_settle) <= p_now)
+         ORDER BY e.id LIMIT p_limit
+         FOR UPDATE SKIP LOCKED
+    ), due AS (
+        (SELECT d.id FROM processing d UNION ALL SELECT d.id FROM creating d
+         UNION ALL SELECT d.id FROM waiting d) LIMIT p_limit
+    )
+    UPDATE contact_entity c
+       SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
+                         ELSE 'processing'::entity_status END,
+           metadata = CASE WHEN c.metadata ? 'recollected' THEN c.metadata - 'recollected'
+                           ELSE c.metadata END,
+           claimed_by_run = p_run, claim_fence = p_fence, updated_at = now()
+      FROM due
+     WHERE c.id = due.id
+    RETURNING c.*;
+END $$;
+
 -- The common decision of a first sync in one statement: for rows that would be created if
 -- nothing matched them, take their identity locks (as fa_identity_locks), then, each in a fresh
 -- snapshot taken after the locks, check that nothing does match (no unsettled create of the
@@ -434,8 +498,11 @@ BEGIN
                 WHERE e.profile_id = a.profile_id AND lower(e.email) = lower(a.row_email)
                   AND e.id <> a.id)
        AND NOT EXISTS (
+               -- OFFSET 0: probe the e-mail index once per row; as an anti-join the planner
+               -- may hash every contact of the client for each batch (quadratic)
                SELECT 1 FROM freeagent_contact f
-                WHERE f.client_id = p_client_id AND lower(f.email) = lower(a.sent_email));
+                WHERE f.client_id = p_client_id AND lower(f.email) = lower(a.sent_email)
+               OFFSET 0);
     WITH marked AS (
         UPDATE contact_entity c
            SET status = 'creating',

@@ -484,14 +484,19 @@ DELETE FROM profile_run r
 -- ============================================================================ ledger
 
 -- name: entity_upsert
--- Queue a collected Magento record: new rows are pending; a changed record goes back to pending.
--- $7: what collect cleaned ({"cleaned": [...]} or {}), replacing the previous note. A row out
--- for export (processing, creating) keeps its status and is flagged `recollected`: the export
+-- Queue collected Magento records, a page in one statement: new rows are pending; a changed
+-- record goes back to pending. $1: the profile; then an array per column: $2 source keys
+-- (unique within the call), $3 customer ids, $4 website ids, $5 e-mails, $6 records, $7 what
+-- collect cleaned ({"cleaned": [...]} or {}, replacing the previous note). A row out for
+-- export (processing, creating) keeps its status and is flagged `recollected`: the export
 -- sends what it claimed, and its outcome then puts the row back in the queue (priority lane)
 -- so the newer record is sent too, never lost under the older one's outcome.
 INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, website_id, email,
                             source_data, collected_at, status, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, now(), 'pending', $7::jsonb)
+SELECT $1, r.source_key, r.customer_id, r.website_id, r.email, r.data, now(), 'pending',
+       r.cleaned
+  FROM unnest($2::text[], $3::bigint[], $4::integer[], $5::text[], $6::jsonb[], $7::jsonb[])
+       AS r(source_key, customer_id, website_id, email, data, cleaned)
 ON CONFLICT (profile_id, source_key) DO UPDATE
    SET source_data = EXCLUDED.source_data, email = EXCLUDED.email,
        metadata = (contact_entity.metadata - 'cleaned') || EXCLUDED.metadata
@@ -505,8 +510,7 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
        next_attempt_at = NULL
  WHERE contact_entity.source_data IS DISTINCT FROM EXCLUDED.source_data
     -- guests collected before they had a website get it (identity joins them by website)
-    OR contact_entity.website_id IS DISTINCT FROM EXCLUDED.website_id
-RETURNING id, (xmax = 0) AS inserted;
+    OR contact_entity.website_id IS DISTINCT FROM EXCLUDED.website_id;
 
 -- name: entity_upsert_unstorable
 -- A collected record PostgreSQL refuses even after cleaning: keep its key, skipped, with why.
@@ -526,34 +530,9 @@ SELECT EXISTS (SELECT 1 FROM contact_entity WHERE profile_id = $1 AND source_key
 -- Claim due rows for this run ($6 = now); SKIP LOCKED keeps concurrent claimers apart. A row
 -- with a create intent is never claimed before the intent has settled ($7 = settle seconds),
 -- whatever next_attempt_at says: its POST may still be committed by FreeAgent. Rows in the
--- priority lane are the lane's (entity_claim_priority), not a backlog batch's.
-WITH due AS (
-    SELECT id FROM contact_entity
-     WHERE profile_id = $1
-       AND ($4::bigint[] IS NULL OR id = ANY($4))
-       AND NOT priority
-       AND ((status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $6
-                                    OR $4::bigint[] IS NOT NULL))
-            OR (status IN ('processing', 'creating')
-                AND claimed_by_run IS DISTINCT FROM $2
-                AND (next_attempt_at IS NULL OR next_attempt_at <= $6
-                     OR $4::bigint[] IS NOT NULL)))
-       AND (metadata -> 'create_intent' IS NULL
-            OR (metadata -> 'create_intent' ->> 'at')::timestamptz
-               + make_interval(secs => $7::float8) <= $6)
-     ORDER BY id
-     LIMIT $5
-     FOR UPDATE SKIP LOCKED
-)
-UPDATE contact_entity c
-   SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
-                     ELSE 'processing'::entity_status END,
-       metadata = CASE WHEN c.metadata ? 'recollected' THEN c.metadata - 'recollected'
-                       ELSE c.metadata END,
-       claimed_by_run = $2, claim_fence = $3, updated_at = now()
-  FROM due
- WHERE c.id = due.id
-RETURNING c.*;
+-- priority lane are the lane's (entity_claim_priority), not a backlog batch's. Rows another
+-- run held (processing, creating) come before pending ones; see fa_claim_batch in schema.sql.
+SELECT * FROM fa_claim_batch($1, $2, $3, $4::bigint[], $5, $6, $7::float8);
 
 -- name: entity_claim_priority
 -- The priority lane: claim due rows queued by a Magento event ($4 = now), ahead of the backlog,

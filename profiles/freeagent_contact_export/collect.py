@@ -13,7 +13,7 @@ clock, so a future-dated updated_at cannot hide later changes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,11 +102,17 @@ class Collected:
     stamp: datetime | None  #: updated_at (customers) or created_at (guest orders)
     notes: list[Note]  #: what cleaning changed, for metadata.cleaned
 
-    def row(self, profile_id: int) -> tuple[Any, ...]:
-        """Arguments of entity_upsert."""
+    def row(self) -> tuple[Any, ...]:
+        """This record's values of entity_upsert's arrays."""
         email = self.email[:MAX_EMAIL_COLUMN] if self.email else None
         cleaned = {"cleaned": self.notes} if self.notes else {}
-        return (profile_id, self.key, self.customer_id, self.website_id, email, self.data, cleaned)
+        return (self.key, self.customer_id, self.website_id, email, self.data, cleaned)
+
+
+def upsert_arguments(profile_id: int, entries: Sequence[Collected]) -> list[Any]:
+    """Arguments of entity_upsert for `entries` (their keys unique): an array per column."""
+    columns = zip(*(entry.row() for entry in entries), strict=True)
+    return [profile_id, *(list(column) for column in columns)]
 
 
 def customer_record(raw: Any) -> Collected | str:
@@ -314,24 +320,27 @@ class Collector:
                 for e in entries
                 if await self._ctx.pool.fetchval(QUERIES["entity_exists"], profile_id, e.key)
             ]
-        rows = [e.row(profile_id) for e in entries]
-        try:
-            async with self._ctx.pool.acquire() as conn:
-                await conn.executemany(QUERIES["entity_upsert"], rows)
-        except UNSTORABLE:
-            # executemany is atomic: find the record PostgreSQL refuses, store the others.
-            for entry, row in zip(entries, rows, strict=True):
-                await self._store_one(entry, row)
-        self._ctx.counts.collected += len(rows)
+        if entries:
+            try:
+                await self._ctx.pool.execute(
+                    QUERIES["entity_upsert"], *upsert_arguments(profile_id, entries)
+                )
+            except UNSTORABLE:
+                # The statement is atomic: find the record PostgreSQL refuses, store the others.
+                for entry in entries:
+                    await self._store_one(entry)
+        self._ctx.counts.collected += len(entries)
         if self._on_stored is not None:
             self._on_stored()
         if self._ctx.options.progress:
             self._ctx.options.progress(f"collect {stage}", self._ctx.counts.collected, None)
 
-    async def _store_one(self, entry: Collected, row: tuple[Any, ...]) -> None:
+    async def _store_one(self, entry: Collected) -> None:
         """Store one record; one PostgreSQL still refuses is queued as skipped with the reason."""
         try:
-            await self._ctx.pool.execute(QUERIES["entity_upsert"], *row)
+            await self._ctx.pool.execute(
+                QUERIES["entity_upsert"], *upsert_arguments(self._ctx.profile.id, [entry])
+            )
             return
         except UNSTORABLE as exc:
             reason, _ = clean_text(f"Magento record not storable: {type(exc).__name__}: {exc}")

@@ -19,7 +19,7 @@ from daemon.db.records import Profile
 from daemon.errors import ConfigError
 from daemon.logs import get_logger
 from daemon.webhook import EventKind, MagentoEvent
-from profiles.freeagent_contact_export.collect import Collected, customer_record
+from profiles.freeagent_contact_export.collect import Collected, customer_record, upsert_arguments
 from profiles.freeagent_contact_export.config import ContactExportSettings, load_settings
 from profiles.freeagent_contact_export.removal import effective_delete_policy
 
@@ -84,7 +84,7 @@ async def _queue_saved(
         QUERIES["entity_exists"], profile.id, entry.key
     ):
         return False
-    await pool.execute(QUERIES["entity_upsert"], *entry.row(profile.id))
+    await pool.execute(QUERIES["entity_upsert"], *upsert_arguments(profile.id, [entry]))
     # Unchanged customers stay as they are (nothing to send): only queued rows are flagged.
     flagged = await pool.fetch(QUERIES["entity_prioritise"], profile.id, entry.key)
     log.info("event_customer_queued", profile=profile.name, key=entry.key, queued=bool(flagged))

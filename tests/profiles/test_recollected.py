@@ -42,7 +42,9 @@ async def _now(conn: asyncpg.Connection) -> Any:
 
 
 async def _upsert(conn: asyncpg.Connection, profile: int, data: dict[str, Any]) -> None:
-    await conn.execute(QUERIES["entity_upsert"], profile, "customer:1", 1, 1, "ann@x.io", data, {})
+    await conn.execute(
+        QUERIES["entity_upsert"], profile, ["customer:1"], [1], [1], ["ann@x.io"], [data], [{}]
+    )
 
 
 async def _row(conn: asyncpg.Connection, row_id: int) -> asyncpg.Record:
