@@ -7,7 +7,6 @@ are never asserted: the exit code is 1 only when a measure crashed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from bench.stack import drop_scratch_databases
 from bench.table import Row, as_json, render
+from daemon.loop import run as run_loop
 
 # ruff: noqa: T201  (a benchmark prints its figures)
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     started = time.perf_counter()
-    rows, crashed = asyncio.run(run(args.only or list(MEASURES), args.quick))
+    rows, crashed = run_loop(run(args.only or list(MEASURES), args.quick))
     print(as_json(rows) if args.json else render(rows))
     if not args.json:
         mode = "quick" if args.quick else "full"

@@ -14,7 +14,6 @@ PostgreSQL: --dsn, else FA_SYNC_TEST_DSN, else an embedded server in .fa-sync/be
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate, recreate_database
+from daemon.loop import run as run_loop
 from simulators.magento import MagentoState
 from simulators.stack import register, simulators
 from tests.replicas.chaos import ChaosReport, run_chaos
@@ -81,7 +81,7 @@ def main() -> int:
     if dsn is None:
         dsn, server = start_embedded(ROOT / ".fa-sync" / "bench-pgdata")
     try:
-        report = asyncio.run(chaos(args.kills, args.replicas, args.seed, dsn))
+        report = run_loop(chaos(args.kills, args.replicas, args.seed, dsn))
     finally:
         if server is not None:
             server.cleanup()

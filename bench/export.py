@@ -11,7 +11,6 @@ Prints ratios measured in one run (machines here are shared and noisy):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 import time
@@ -29,6 +28,7 @@ from daemon.db.embedded import start_embedded
 from daemon.db.pool import create_pool, migrate, recreate_database
 from daemon.db.records import RunTrigger
 from daemon.logs import configure
+from daemon.loop import run as run_loop
 from daemon.resources import ClientFactory
 from daemon.runner import Runner
 from daemon.secretbox import SecretBox
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--dsn", default=None, help="PostgreSQL server DSN (default: embedded)")
     args = parser.parse_args()
-    asyncio.run(bench(args.customers, args.dsn))
+    run_loop(bench(args.customers, args.dsn))
 
 
 if __name__ == "__main__":

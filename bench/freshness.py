@@ -35,6 +35,7 @@ from daemon.db.pool import create_pool, migrate, recreate_database
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.logs import configure
+from daemon.loop import run as run_loop
 from daemon.process import Daemon, Services
 from daemon.resources import ClientFactory
 from daemon.runner import utcnow
@@ -230,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 customers, 10 events")
     args = parser.parse_args()
-    for row in asyncio.run(measure(args.quick)):
+    for row in run_loop(measure(args.quick)):
         print(f"{row.measure:38} {row.figure:>9}  {row.target:8} {row.raw}")
 
 

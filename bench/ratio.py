@@ -2,7 +2,9 @@
 
 Each side gets a simulator process of its own with the same store (a fresh FreeAgent each, so
 both create every contact): the bare client first, then fa-sync (in this process, as
-`fa-sync contact export` runs it, timed from claim to outcome).
+`fa-sync contact export` runs it, timed from claim to outcome). Both run in this process, on
+one event loop (uvloop, like fa-sync's own processes: daemon/loop.py), so the ratio compares the
+clients and not their loops.
 """
 
 from __future__ import annotations

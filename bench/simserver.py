@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.loop import run as run_loop
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import _serve, simulators
@@ -134,4 +135,4 @@ if __name__ == "__main__":
     import logging
 
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    asyncio.run(serve(json.loads(sys.argv[1])))
+    run_loop(serve(json.loads(sys.argv[1])))

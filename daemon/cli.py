@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -18,6 +17,7 @@ from daemon.cli_support import console, err_console, load_settings, run_async, s
 from daemon.db.pool import migrate
 from daemon.errors import ConfigError
 from daemon.logs import configure
+from daemon.loop import run as run_loop
 from daemon.process import main as daemon_main
 from daemon.process import open_services
 from daemon.secretbox import prepare_secrets, reseal_all
@@ -67,7 +67,7 @@ def run() -> None:
     s = load_settings()
     configure(log_format=s.log_format, level=s.log_level)
     try:
-        code = asyncio.run(daemon_main(s))
+        code = run_loop(daemon_main(s), loop=s.event_loop)
     except ConfigError as exc:  # e.g. the secret key cannot open the stored secrets
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from daemon.errors import FaSyncError
 from daemon.logs import configure
+from daemon.loop import run as run_loop
 from daemon.settings import Settings
 
 P = ParamSpec("P")
@@ -42,12 +42,16 @@ def settings() -> Settings:
 
 
 def run_async(func: Callable[P, Awaitable[T]]) -> Callable[P, T]:
-    """Run an async command; fa-sync errors become one red line and exit code 1."""
+    """Run an async command on the configured event loop; fa-sync errors become one red line
+    and exit code 1."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        # The command loads the settings again inside the loop; every command needs them, so a
+        # bad value stops it here with the same red line, only sooner.
+        loop = load_settings().event_loop
         try:
-            return asyncio.run(func(*args, **kwargs))  # type: ignore[arg-type]
+            return run_loop(func(*args, **kwargs), loop=loop)  # type: ignore[arg-type]
         except FaSyncError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None

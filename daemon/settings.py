@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from daemon.clients.requestlog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from daemon.db.pool import DEFAULT_STATEMENT_CACHE
 from daemon.errors import ConfigError
+from daemon.loop import EventLoop
 
 #: Connections kept for the process itself (profile reloads, housekeeping, token refreshes).
 POOL_RESERVE = 4
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".fa-sync/pgdata")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+    #: Event loop of every fa-sync process: uvloop (less overhead per callback and socket
+    #: operation), or asyncio (the standard library's; also wherever uvloop is not installed).
+    event_loop: EventLoop = "uvloop"
     #: Directory for request/response logs of profiles that enable them.
     request_log_dir: Path = Path("logs")
     #: A request log file is rotated before it passes this size (bytes).
