@@ -42,7 +42,6 @@ UTC-offset segments
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -96,6 +95,29 @@ def _offset_posix(zone: tzinfo, posix: int) -> timedelta:
     return offset_at(zone, datetime.fromtimestamp(posix, UTC))
 
 
+@functools.lru_cache(maxsize=1024)
+def _year_changes(zone: tzinfo, year: int) -> tuple[tuple[int, timedelta], ...]:
+    """The offset changes at POSIX seconds in (1 January `year`, 1 January `year + 1`] UTC,
+    in order, as (when, new offset): the offset read once an hour and each change bisected.
+    Memoised per zone and year, so segments() over months or years (a monthly or yearly
+    schedule, the whole fire set at every profile reload) costs lookups, not 24 readings a
+    day; the readings are the same wherever a scan starts, so the changes found are too."""
+    hour = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    stop = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp()) if year < 9999 else _LAST_HOUR
+    changes: list[tuple[int, timedelta]] = []
+    reading = _offset_posix(zone, hour)
+    while hour < stop:
+        following = _offset_posix(zone, hour + _STEP)
+        if following != reading:
+            changes.append(_change_in_hour(zone, hour))
+        hour, reading = hour + _STEP, following
+    return tuple(changes)
+
+
+#: The last whole hour whose next hour datetime can still represent.
+_LAST_HOUR = int(datetime(9999, 12, 31, 22, tzinfo=UTC).timestamp())
+
+
 def segments(zone: tzinfo, start: datetime, end: datetime) -> list[Segment]:
     """The segments covering [start, end), in order (the first starts at start, the last ends
     at end). start and end are aware; the result is in UTC."""
@@ -103,14 +125,8 @@ def segments(zone: tzinfo, start: datetime, end: datetime) -> list[Segment]:
     first, last = start.timestamp(), end.timestamp()
     found: list[Segment] = []
     seg_start, offset, skipped_from = start, offset_at(zone, start), None
-    hour = math.floor(first / _STEP) * _STEP
-    reading = _offset_posix(zone, hour)
-    while hour < last:
-        following = _offset_posix(zone, hour + _STEP)
-        changed, hour, reading = following != reading, hour + _STEP, following
-        if not changed:
-            continue
-        when, new = _change_in_hour(zone, hour - _STEP)
+    changes = (c for year in range(start.year, end.year + 1) for c in _year_changes(zone, year))
+    for when, new in changes:
         if when <= first:
             continue
         if when >= last:

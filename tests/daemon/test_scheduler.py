@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from daemon.db.records import Profile
 from daemon.errors import ConfigError
+from daemon.firetimes import segments
 from daemon.scheduler import (
     apscheduler_trigger,
     fire_times,
@@ -280,3 +282,31 @@ def test_results_are_utc_whole_seconds() -> None:
     assert following.tzinfo is UTC and latest is not None and latest.tzinfo is UTC
     assert following.microsecond == 0 and latest.microsecond == 0
     assert latest < now < following
+
+
+ZONES_WITH_CHANGES = sorted({t.zone for t in all_transitions()})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES_WITH_CHANGES),
+    # Hypothesis takes naive bounds and attaches the zone itself.
+    start=st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 1), timezones=st.just(UTC)),  # noqa: DTZ001
+    days=st.integers(0, 700),
+    seconds=st.integers(0, 86_399),
+)
+def test_segments_split_time_at_exactly_the_zones_changes(
+    zone: str, start: datetime, days: int, seconds: int
+) -> None:
+    """segments() (offset changes memoised per zone and year) against changes found
+    independently: the same instants, the offsets zoneinfo gives, across year ends."""
+    start = start.replace(microsecond=0)
+    end = min(start + timedelta(days=days, seconds=seconds + 1), datetime(2028, 1, 1, tzinfo=UTC))
+    tz = ZoneInfo(zone)
+    found = segments(tz, start, end)
+    expected = [t.at for t in zone_transitions(zone, start, end) if start < t.at < end]
+    assert [s.start for s in found[1:]] == expected
+    assert found[0].start == start and found[-1].end == end
+    for seg in found:
+        assert seg.offset == seg.start.astimezone(tz).utcoffset()
+        assert seg.offset == (seg.end - timedelta(seconds=1)).astimezone(tz).utcoffset()
