@@ -31,6 +31,7 @@ Driving fires
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -114,9 +115,11 @@ def _cron_fields(expr: str) -> tuple[dict[str, str], ...]:
     return ({**base, "day": day, "day_of_week": weekday},)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_cron(expr: str, timezone: str = "UTC") -> Schedule:
     """The schedule of a 5- or 6-field expression; ConfigError says what is wrong, including
-    a schedule that never fires."""
+    a schedule that never fires. Memoised: a Schedule is immutable, and every reload parses
+    every profile's schedule again (a refusal is not remembered: it is asked again)."""
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -310,3 +310,13 @@ def test_segments_split_time_at_exactly_the_zones_changes(
     for seg in found:
         assert seg.offset == seg.start.astimezone(tz).utcoffset()
         assert seg.offset == (seg.end - timedelta(seconds=1)).astimezone(tz).utcoffset()
+
+
+def test_a_schedule_is_parsed_once_per_expression_and_zone() -> None:
+    """Reloads parse every profile's schedule again: the same text and zone give the same
+    (immutable) Schedule; another zone, another one; a bad one is refused every time."""
+    assert parse_cron("*/5 * * * *", "Europe/London") is parse_cron("*/5 * * * *", "Europe/London")
+    assert parse_cron("*/5 * * * *", "Europe/Paris").zone != parse_cron("*/5 * * * *").zone
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            parse_cron("0 9 31 2 *", "Europe/London")
