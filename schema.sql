@@ -407,10 +407,12 @@ END $$;
 
 -- Claim a batch of due rows for a run: queries.sql entity_claim_batch says which. Each status
 -- is read off contact_entity_queue in id order and the read stops at the batch: a plain index
--- scan, never a bitmap scan and sort of the whole queue. Over a first sync the planner's
--- statistics lag the ledger and it would pick the bitmap scan, which also revisits the index
--- entries of every row version a claim, intent and outcome left behind (a plain index scan
--- marks those dead as it passes): quadratic in the ledger's size.
+-- scan, never a bitmap scan and sort of the whole queue, nor a walk of the primary key in id
+-- order past every exported row. Over a first sync the planner's statistics lag the ledger
+-- (taken when every row was pending, they make that walk look cheap), so the profile and
+-- status are a range of the index's own columns, in its order: only that index gives it
+-- without a sort. A plain index scan also marks dead the entries that the row versions of
+-- claims, intents and outcomes left behind, which a bitmap scan reads again every time.
 CREATE OR REPLACE FUNCTION fa_claim_batch(
     p_profile bigint, p_run bigint, p_fence bigint, p_ids bigint[], p_limit integer,
     p_now timestamptz, p_settle float8
@@ -420,35 +422,38 @@ BEGIN
     RETURN QUERY
     WITH processing AS (
         SELECT e.id FROM contact_entity e
-         WHERE e.profile_id = p_profile AND e.status = 'processing'
+         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'processing', 0)
+           AND (e.profile_id, e.status, e.id) <= (p_profile, 'processing', 9223372036854775807)
            AND e.claimed_by_run IS DISTINCT FROM p_run
            AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
            AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
            AND (e.metadata -> 'create_intent' IS NULL
                 OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
                    + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.id LIMIT p_limit
+         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
          FOR UPDATE SKIP LOCKED
     ), creating AS (
         SELECT e.id FROM contact_entity e
-         WHERE e.profile_id = p_profile AND e.status = 'creating'
+         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'creating', 0)
+           AND (e.profile_id, e.status, e.id) <= (p_profile, 'creating', 9223372036854775807)
            AND e.claimed_by_run IS DISTINCT FROM p_run
            AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
            AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
            AND (e.metadata -> 'create_intent' IS NULL
                 OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
                    + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.id LIMIT p_limit
+         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
          FOR UPDATE SKIP LOCKED
     ), waiting AS (
         SELECT e.id FROM contact_entity e
-         WHERE e.profile_id = p_profile AND e.status = 'pending'
+         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'pending', 0)
+           AND (e.profile_id, e.status, e.id) <= (p_profile, 'pending', 9223372036854775807)
            AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
            AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
            AND (e.metadata -> 'create_intent' IS NULL
                 OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
                    + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.id LIMIT p_limit
+         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
          FOR UPDATE SKIP LOCKED
     ), due AS (
         (SELECT d.id FROM processing d UNION ALL SELECT d.id FROM creating d
