@@ -420,44 +420,25 @@ CREATE OR REPLACE FUNCTION fa_claim_batch(
 LANGUAGE plpgsql SET enable_bitmapscan = off SET enable_sort = off AS $$
 BEGIN
     RETURN QUERY
-    WITH processing AS (
-        SELECT e.id FROM contact_entity e
-         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'processing', 0)
-           AND (e.profile_id, e.status, e.id) <= (p_profile, 'processing', 9223372036854775807)
-           AND e.claimed_by_run IS DISTINCT FROM p_run
-           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
-           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
-           AND (e.metadata -> 'create_intent' IS NULL
-                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
-                   + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
-         FOR UPDATE SKIP LOCKED
-    ), creating AS (
-        SELECT e.id FROM contact_entity e
-         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'creating', 0)
-           AND (e.profile_id, e.status, e.id) <= (p_profile, 'creating', 9223372036854775807)
-           AND e.claimed_by_run IS DISTINCT FROM p_run
-           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
-           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
-           AND (e.metadata -> 'create_intent' IS NULL
-                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
-                   + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
-         FOR UPDATE SKIP LOCKED
-    ), waiting AS (
-        SELECT e.id FROM contact_entity e
-         WHERE (e.profile_id, e.status, e.id) >= (p_profile, 'pending', 0)
-           AND (e.profile_id, e.status, e.id) <= (p_profile, 'pending', 9223372036854775807)
-           AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
-           AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now OR p_ids IS NOT NULL)
-           AND (e.metadata -> 'create_intent' IS NULL
-                OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
-                   + make_interval(secs => p_settle) <= p_now)
-         ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
-         FOR UPDATE SKIP LOCKED
-    ), due AS (
-        (SELECT d.id FROM processing d UNION ALL SELECT d.id FROM creating d
-         UNION ALL SELECT d.id FROM waiting d) LIMIT p_limit
+    WITH due AS (
+        SELECT d.id
+          FROM unnest('{processing,creating,pending}'::entity_status[]) AS s (status)
+         CROSS JOIN LATERAL (
+            SELECT e.id FROM contact_entity e
+             WHERE (e.profile_id, e.status, e.id) >= (p_profile, s.status, 0)
+               AND (e.profile_id, e.status, e.id) <= (p_profile, s.status, 9223372036854775807)
+               -- processing and creating rows only once another run held them
+               AND (s.status = 'pending' OR e.claimed_by_run IS DISTINCT FROM p_run)
+               AND (p_ids IS NULL OR e.id = ANY (p_ids)) AND NOT e.priority
+               AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now
+                    OR p_ids IS NOT NULL)
+               AND (e.metadata -> 'create_intent' IS NULL
+                    OR (e.metadata -> 'create_intent' ->> 'at')::timestamptz
+                       + make_interval(secs => p_settle) <= p_now)
+             ORDER BY e.profile_id, e.status, e.id LIMIT p_limit
+             FOR UPDATE OF e SKIP LOCKED
+         ) AS d
+         LIMIT p_limit
     )
     UPDATE contact_entity c
        SET status = CASE WHEN c.status = 'creating' THEN 'creating'::entity_status
