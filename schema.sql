@@ -411,13 +411,16 @@ END $$;
 -- order past every exported row. Over a first sync the planner's statistics lag the ledger
 -- (taken when every row was pending, they make that walk look cheap), so the profile and
 -- status are a range of the index's own columns, in its order: only that index gives it
--- without a sort. A plain index scan also marks dead the entries that the row versions of
+-- without a sort, full or incremental (with no statistics at all, the planner walked another
+-- index of the profile's rows and sorted each run of one profile: every row, every claim). A
+-- plain index scan also marks dead the entries that the row versions of
 -- claims, intents and outcomes left behind, which a bitmap scan reads again every time.
 CREATE OR REPLACE FUNCTION fa_claim_batch(
     p_profile bigint, p_run bigint, p_fence bigint, p_ids bigint[], p_limit integer,
     p_now timestamptz, p_settle float8
 ) RETURNS SETOF contact_entity
-LANGUAGE plpgsql SET enable_bitmapscan = off SET enable_sort = off AS $$
+LANGUAGE plpgsql SET enable_bitmapscan = off SET enable_sort = off
+SET enable_incremental_sort = off AS $$
 BEGIN
     RETURN QUERY
     WITH due AS (

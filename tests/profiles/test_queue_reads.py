@@ -73,6 +73,35 @@ async def test_a_claim_reads_its_batch_not_the_queue(pool: asyncpg.Pool) -> None
     assert read < 3 * BATCH, f"{read} index entries read to claim {BATCH} of {QUEUED}"
 
 
+async def test_a_claim_reads_its_batch_with_no_statistics_at_all(pool: asyncpg.Pool) -> None:
+    """The ledger never analysed (autovacuum off, or not yet round to it) and half of it
+    exported through processing and creating, as a first sync leaves it between batches:
+    each claim reads about a batch. With no statistics the planner may walk another index of
+    the profile's rows and sort them on the way (an incremental sort), every row per claim."""
+    async with pool.acquire() as conn:
+        await conn.execute("SET stats_fetch_consistency = none")
+        _client, _other, profiles, run = await _world(conn)
+        await _queue(conn, profiles[0], QUEUED, "pending")
+        for status in ("processing", "creating", "created"):
+            await conn.execute(
+                "UPDATE contact_entity SET status = $2::entity_status WHERE id <= $1",
+                QUEUED // 2, status,
+            )  # fmt: skip
+        claimed: list[int] = []
+        reads: list[int] = []
+        for _ in range(3):
+            before = await _entries_read(conn, "contact_entity")
+            rows = await conn.fetch(
+                QUERIES["entity_claim_batch"], profiles[0], run, 7, None, BATCH, NOW, 300.0
+            )
+            reads.append(await _entries_read(conn, "contact_entity") - before)
+            claimed += [r["id"] for r in rows]
+    assert sorted(claimed) == list(range(QUEUED // 2 + 1, QUEUED // 2 + 1 + 3 * BATCH))
+    # the first claim may step over the dead entries the exported rows left (and marks them
+    # dead); the next ones read the batch and the rows already claimed
+    assert max(reads[1:]) < 6 * BATCH, f"{reads} index entries read per claim of {BATCH}"
+
+
 async def test_rows_another_run_held_are_claimed_first(pool: asyncpg.Pool) -> None:
     """A row a stopped run left in processing comes back before the pending queue."""
     async with pool.acquire() as conn:
