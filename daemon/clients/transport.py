@@ -130,6 +130,11 @@ class _RetryPolicy:
         return float(self._jitter(state))
 
 
+def _retryable(retry: bool) -> type[ApiError]:
+    """Transient errors, or only 429s for a request that must not repeat."""
+    return TransientApiError if retry else RateLimited
+
+
 def _failure(state: RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome else None
 
@@ -187,8 +192,20 @@ class Transport:
         """
         call = _Call(method, url, headers, service, json, data, params,
                      before_send, on_rate_limited, authorize, after_send)  # fmt: skip
+        # The first attempt runs before tenacity is built: setting up its retry state for every
+        # request cost about a sixth of an export's own CPU, and most requests need no retry.
+        # A retryable failure is handed to tenacity as its first attempt's outcome, so the
+        # policy counts and waits exactly as if tenacity had sent it.
+        retryable = _retryable(retry)
+        try:
+            return await self._attempt(call)
+        except retryable as exc:
+            failed: BaseException | None = exc
         async for attempt in self._retrying(retry, call.service):
             with attempt:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 return await self._attempt(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
@@ -204,7 +221,7 @@ class Transport:
         return AsyncRetrying(
             stop=policy.stop,
             wait=policy.wait,
-            retry=retry_if_exception_type(TransientApiError if retry else RateLimited),
+            retry=retry_if_exception_type(_retryable(retry)),
             sleep=self._sleep,
             before_sleep=count_retry,
             reraise=True,

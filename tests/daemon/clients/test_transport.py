@@ -201,3 +201,34 @@ async def test_retry_after_is_honoured(freeagent: FreeAgentRig, sleeps: SleepRec
     assert freeagent.state.count_429 == 1
     assert freeagent.requests("GET", "/v2/users/me") == 2
     assert sleeps.waits == [1.0]
+
+
+async def test_a_429_first_does_not_use_up_the_attempts_meant_for_faults(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """The first attempt is a 429, then the service fails for good: the 429 is waited out and
+    the outage still gets all http_retry_attempts (4) tries. The first attempt is sent before
+    the retry machinery is built, so this pins that its outcome is counted as tenacity would."""
+    freeagent.state.inject_429(1, retry_after=7)
+
+    def outage() -> None:
+        freeagent.state.error_rate = 1.0
+
+    sleeps.then = outage
+    with pytest.raises(TransientApiError):
+        await freeagent.client.company()
+    assert freeagent.state.count_429 == 1
+    assert freeagent.requests("GET", "/v2/company") == 1 + 4
+    assert sleeps.waits[0] == 7.0 and len(sleeps.waits) == 4
+
+
+async def test_a_request_that_must_not_repeat_is_sent_once_on_a_fault(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """A create (no idempotency key) meeting a 502 is not sent again: FreeAgent may have
+    acted on it. Only its first attempt runs, outside the retry machinery."""
+    freeagent.state.error_rate = 1.0
+    with pytest.raises(TransientApiError):
+        await freeagent.client.create_contact({"first_name": "Ada", "last_name": "L"})
+    assert freeagent.requests("POST", "/v2/contacts") == 1
+    assert sleeps.waits == []
