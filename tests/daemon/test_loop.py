@@ -95,3 +95,26 @@ def test_cli_commands_run_on_the_configured_loop(
     else:
         monkeypatch.setenv("FA_SYNC_EVENT_LOOP", choice)
     assert issubclass(run_async(_loop_type)(), uvloop.Loop) is on_uvloop
+
+
+def test_the_collector_is_tuned_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run() raises the collector's young threshold and freezes what was loaded before it,
+    once: a later run() leaves what a process set since alone."""
+    import gc
+
+    from daemon import loop
+
+    saved = gc.get_threshold()
+    monkeypatch.setattr(loop, "_tuned", False)
+    try:
+        gc.set_threshold(700, 10, 10)
+        gc.unfreeze()
+        run(_loop_type())
+        assert gc.get_threshold() == loop.GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+        gc.set_threshold(1234, 10, 10)
+        run(_loop_type())
+        assert gc.get_threshold() == (1234, 10, 10)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
