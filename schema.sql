@@ -285,6 +285,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS profile_run_one_running
 CREATE INDEX IF NOT EXISTS profile_run_profile_started
     ON profile_run (profile_id, scheduled_for DESC);
 
+-- A dry run holds its profile's rehearsal lock (exclusive, until its rolled-back transaction
+-- ends); a claim of a fire takes it shared for the claim statement's moment and passes over a
+-- profile whose lock it cannot get. Otherwise the claim would meet the rehearsal's uncommitted
+-- run row in profile_run_one_running and wait for the rehearsal to end (minutes on a large
+-- shop), and with it every other profile's fire claimed in the same statement. Advisory locks
+-- of two int keys are apart from the single-key ones of the identity locks.
+CREATE OR REPLACE FUNCTION fa_rehearse_profile(p_profile bigint) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(1717654393, (p_profile % 2147483647)::integer)
+$$;
+CREATE OR REPLACE FUNCTION fa_not_rehearsed(p_profile bigint) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_try_advisory_xact_lock_shared(1717654393, (p_profile % 2147483647)::integer)
+$$;
+
 CREATE SEQUENCE IF NOT EXISTS profile_run_fence;
 
 -- ---------------------------------------------------------------------------------------------
@@ -372,6 +387,23 @@ CREATE TABLE IF NOT EXISTS freeagent_contact (
 );
 CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
 
+-- One person's identity lock, held to the end of the transaction. Not in a dry run's
+-- rehearsal (fa_sync.rehearsal on, daemon/db/rehearsal.py), whose one transaction lasts the
+-- whole rehearsal and is rolled back: there the lock is waited for (a real run deciding the
+-- person commits its intent first, which the rehearsal then sees) and let go at once. Held,
+-- it would stop every other profile of the FreeAgent client at that person until the
+-- rehearsal ended.
+CREATE OR REPLACE FUNCTION fa_identity_lock(p_key bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('fa_sync.rehearsal', true) = 'on' THEN
+        PERFORM pg_advisory_lock(p_key);
+        PERFORM pg_advisory_unlock(p_key);
+    ELSE
+        PERFORM pg_advisory_xact_lock(p_key);
+    END IF;
+END $$;
+
 -- Take the identity locks of these people (advisory, transaction-scoped), in ascending key
 -- order: two holders of overlapping sets never wait for each other in a cycle.
 CREATE OR REPLACE FUNCTION fa_take_identity_locks(p_keys bigint[]) RETURNS void
@@ -380,7 +412,7 @@ DECLARE
     v_key bigint;
 BEGIN
     FOREACH v_key IN ARRAY (SELECT array_agg(DISTINCT k ORDER BY k) FROM unnest(p_keys) AS k) LOOP
-        PERFORM pg_advisory_xact_lock(v_key);
+        PERFORM fa_identity_lock(v_key);
     END LOOP;
 END $$;
 

@@ -138,6 +138,12 @@ class Runner:
                 for r in await self._pool.fetch(QUERIES["run_expire_stale"], profile.id):
                     log.warning("run_lease_expired", profile=profile.name, run_id=r["id"])
                 continue
+            if refused is not None and refused["rehearsed"]:
+                reason = (
+                    f"profile {profile.name}: a dry run of it is in progress; its fires are "
+                    "skipped until the dry run ends"
+                )
+                return await self._record_skip(profile, trigger, scheduled_for, reason)
             if refused is not None:
                 reason = (
                     f"run #{refused['id']} of profile {profile.name} is still running "

@@ -7,6 +7,10 @@
 -- Transaction-scoped advisory lock (works behind PgBouncer in transaction mode).
 SELECT pg_advisory_xact_lock($1);
 
+-- name: identity_lock
+-- One person's identity lock ($1 key) for this transaction (schema.sql fa_identity_lock).
+SELECT fa_identity_lock($1);
+
 -- name: identity_locks
 -- Lock several people at a FreeAgent client ($1 keys, $2 lock wait, $3 idle bound, $4 client)
 -- and list the rows creating one of them: (id, identity, intent_at), newest first.
@@ -351,12 +355,14 @@ RETURNING id;
 -- running run (profile_run_one_per_fire and profile_run_one_running decide). Rows go in
 -- profile and fire order: two replicas claiming overlapping fires wait for each other's rows
 -- in the same order, never in a cycle (a deadlock would fail every fire of both statements).
+-- A profile under a dry run is passed over (fa_not_rehearsed), not waited for.
 INSERT INTO profile_run (profile_id, trigger, scheduled_for, status, started_at, owner,
                          lease_expires_at, fence)
 SELECT f.profile_id, f.trigger::run_trigger, f.scheduled_for, 'running', now(), $4,
        now() + make_interval(secs => $5), nextval('profile_run_fence')
   FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS f (profile_id, trigger,
                                                                  scheduled_for)
+ WHERE fa_not_rehearsed(f.profile_id)
  ORDER BY f.profile_id, f.scheduled_for
 ON CONFLICT DO NOTHING
 RETURNING *;
@@ -375,16 +381,28 @@ SELECT f.profile_id, f.scheduled_for
  WHERE EXISTS (SELECT 1 FROM profile_run r
                 WHERE r.profile_id = f.profile_id AND r.scheduled_for = f.scheduled_for);
 
+-- name: rehearsal_begin
+-- Mark this transaction a dry run's rehearsal (schema.sql fa_identity_lock reads it).
+SELECT set_config('fa_sync.rehearsal', 'on', true);
+
+-- name: rehearse_profile
+-- A dry run's hold on its profile (schema.sql fa_rehearse_profile), until its transaction ends.
+SELECT fa_rehearse_profile($1);
+
 -- name: run_claim_refused
 -- Why claims of fires ($1 profile ids, $2 scheduled_for) were refused: per fire, its own row
 -- (a replica claimed or skipped it) first, else the profile's running run and whether its
--- lease ran out; no row for a fire whose refusing run has ended since.
+-- lease ran out, else (rehearsed, id NULL) a dry run of the profile in progress; no row for a
+-- fire whose refusing run has ended since.
 SELECT DISTINCT ON (f.profile_id, f.scheduled_for)
        f.profile_id, f.scheduled_for AS fire, r.id, r.owner,
-       r.scheduled_for = f.scheduled_for AS same_fire, r.lease_expires_at < now() AS stale
+       coalesce(r.scheduled_for = f.scheduled_for, false) AS same_fire,
+       coalesce(r.lease_expires_at < now(), false) AS stale,
+       r.id IS NULL AS rehearsed
   FROM unnest($1::bigint[], $2::timestamptz[]) AS f (profile_id, scheduled_for)
-  JOIN profile_run r ON r.profile_id = f.profile_id
-                    AND (r.scheduled_for = f.scheduled_for OR r.status = 'running')
+  LEFT JOIN profile_run r ON r.profile_id = f.profile_id
+                         AND (r.scheduled_for = f.scheduled_for OR r.status = 'running')
+ WHERE r.id IS NOT NULL OR NOT fa_not_rehearsed(f.profile_id)
  ORDER BY f.profile_id, f.scheduled_for, r.scheduled_for = f.scheduled_for DESC;
 
 -- name: run_active

@@ -15,8 +15,12 @@ Two rules of PostgreSQL shape it:
   of them (a value PostgreSQL refuses fails that record only). Every statement and every
   acquire therefore runs in its own savepoint, so a refused statement undoes itself alone.
 
-While a rehearsal runs, its uncommitted rows and advisory locks are held like any other
-transaction's: a live run of the same profile waits for it (or is refused) until it ends.
+While a rehearsal runs, its uncommitted rows are held like any other transaction's. So that
+this holds back nothing but the rehearsed profile: a dry run holds its profile's rehearsal lock,
+and the fires of that profile are skipped, saying so, until it ends (fa_rehearse_profile); the
+identity locks of the people it decides are waited for and let go at once, not held to the end
+(fa_identity_lock, told by fa_sync.rehearsal), or every other profile of the FreeAgent client
+would wait at those people.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+
+from daemon.db.queries import QUERIES
 
 
 class _Rollback(Exception):
@@ -95,6 +101,8 @@ async def rehearsal(pool: asyncpg.Pool) -> AsyncIterator[RehearsalPool]:
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
+                # Identity locks are waited for, not held (schema.sql fa_identity_lock).
+                await conn.execute(QUERIES["rehearsal_begin"])
                 yield RehearsalPool(conn)
                 raise _Rollback
         except _Rollback:

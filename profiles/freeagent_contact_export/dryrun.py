@@ -129,6 +129,9 @@ async def dry_run(
     """Run the profile as `fa-sync contact export` would, send no write, keep nothing."""
     dry = DryRunResources(resources, clock)
     async with rehearsal(pool) as db:
+        # Held until the rehearsal is rolled back: claims of this profile's fires pass it
+        # over meanwhile (skipped, saying so) instead of waiting for its uncommitted run row.
+        await db.execute(QUERIES["rehearse_profile"], profile_id)
         # The rehearsal pool serves the subset of asyncpg.Pool the runner uses.
         runner = Runner(pool=cast(asyncpg.Pool, db), settings=settings, resources=dry, clock=clock)
         with structlog.contextvars.bound_contextvars(dry_run=True):

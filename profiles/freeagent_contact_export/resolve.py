@@ -218,7 +218,7 @@ async def identity_lock(
             QUERIES["lock_timeouts"], milliseconds(wait_seconds), milliseconds(hold_seconds)
         )
         with lock_wait_bounded(wait_seconds, "this contact's"):
-            await conn.execute(QUERIES["advisory_xact_lock"], key)
+            await conn.execute(QUERIES["identity_lock"], key)
         yield conn
 
 

@@ -1,0 +1,161 @@
+"""A dry run in progress holds back its own profile's runs, and nothing else.
+
+A dry run rehearses the real run in one transaction that is rolled back (daemon/db/rehearsal.py),
+so its run row stays uncommitted for as long as the rehearsal lasts: minutes, on a large shop.
+A claim that met that row would wait for the rehearsal to end, and the daemon claims the fires
+arriving together in one statement: every profile firing with the rehearsed one would wait too.
+Claims therefore pass over a profile being rehearsed, whose fire is skipped with that reason.
+And the rehearsal decides people under their identity locks, which it must not keep to its end:
+another profile of the same FreeAgent client deciding those people would wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from daemon.claims import FireClaims
+from daemon.context import RunOptions
+from daemon.db import rehearsal as rehearsal_module
+from daemon.db.queries import QUERIES
+from daemon.db.records import RunStatus, RunTrigger
+from daemon.resources import ClientFactory
+from daemon.runner import Runner, utcnow
+from daemon.settings import Settings
+from profiles.freeagent_contact_export.collect import Collector
+from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
+from simulators.stack import Stack
+
+#: How long a claim may take before the test calls it stuck (a failure, not a pace).
+DEADLINE = 20.0
+FIRE = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+async def _second_profile(pool: asyncpg.Pool, first: int) -> int:
+    """Another profile on the same FreeAgent client and Magento connection."""
+    return int(
+        await pool.fetchval(
+            """INSERT INTO profile (name, type, client_id, connection_id, schedule, settings)
+               SELECT name || '-two', type, client_id, connection_id, schedule, settings
+                 FROM profile WHERE id = $1 RETURNING id""",
+            first,
+        )
+    )
+
+
+def _hold_collect(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The collect (of the dry run: no other run collects here) stops at its first stored
+    chunk until `release` is set; `reached` says it got there."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    flush = Collector._flush
+
+    async def held(self: Collector, chunk: dict[str, Any], stage: str) -> None:
+        reached.set()
+        await release.wait()
+        await flush(self, chunk, stage)
+
+    monkeypatch.setattr(Collector, "_flush", held)
+    return reached, release
+
+
+async def test_a_dry_run_holds_back_only_its_own_profile(
+    pool: asyncpg.Pool, settings: Settings, factory: ClientFactory, stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    rehearsed = stack.profile_id
+    other = await _second_profile(pool, rehearsed)
+    reached, release = _hold_collect(monkeypatch)
+    rehearsal: asyncio.Task[DryRunReport] = asyncio.create_task(
+        dry_run(
+            pool=pool,
+            settings=settings,
+            resources=factory,
+            profile_id=rehearsed,
+            options=RunOptions(full=True),
+            clock=utcnow,
+        )
+    )
+    try:
+        await asyncio.wait_for(reached.wait(), DEADLINE)
+        # Both fires in one claim statement, as a daemon sends fires arriving together.
+        claims = FireClaims(pool=pool, replica_id="r-test", lease_seconds=30)
+        claimed = await asyncio.wait_for(
+            asyncio.gather(
+                claims.claim(rehearsed, RunTrigger.SCHEDULE, FIRE),
+                claims.claim(other, RunTrigger.SCHEDULE, FIRE),
+            ),
+            DEADLINE,
+        )
+        assert claimed[0] is None, "a profile being rehearsed was claimed"
+        assert claimed[1] is not None and claimed[1]["profile_id"] == other
+        await pool.execute(
+            "UPDATE profile_run SET status = 'complete', finished_at = now() WHERE id = $1",
+            claimed[1]["id"],
+        )
+        # The runner's fire of the rehearsed profile is skipped and says why, without waiting.
+        runner = Runner(pool=pool, settings=settings, resources=factory)
+        later = FIRE.replace(minute=5)
+        outcome = await asyncio.wait_for(runner.fire(rehearsed, later), DEADLINE)
+        assert outcome.status is RunStatus.SKIPPED
+        assert outcome.error is not None and "dry run" in outcome.error
+    finally:
+        release.set()
+        report = await asyncio.wait_for(rehearsal, DEADLINE)
+    assert report.error is None and report.totals["created"] > 0  # it ran through
+    # Once it ended, the profile is claimed as usual.
+    assert await claims.claim(rehearsed, RunTrigger.SCHEDULE, FIRE.replace(minute=10)) is not None
+
+
+def _hold_after_the_rehearsed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """The dry run stops once its rehearsed run has ended, before its rollback: every row,
+    decision and lock of the rehearsal is still held."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    fetch = rehearsal_module.RehearsalPool.fetch
+    touched = QUERIES["entity_touched_by_run"]
+
+    async def held(self: rehearsal_module.RehearsalPool, query: str, *args: Any) -> Any:
+        if query == touched:
+            reached.set()
+            await release.wait()
+        return await fetch(self, query, *args)
+
+    monkeypatch.setattr(rehearsal_module.RehearsalPool, "fetch", held)
+    return reached, release
+
+
+async def test_another_profile_of_the_client_exports_the_same_people_meanwhile(
+    pool: asyncpg.Pool, settings: Settings, factory: ClientFactory, stack: Stack, run_profile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Profile two (same shop, same FreeAgent client) runs while profile one's dry run, having
+    decided to create every one of those people, still holds its transaction: it creates
+    them all without waiting, and the dry run still ends as it would have."""
+    other = await _second_profile(pool, stack.profile_id)
+    reached, release = _hold_after_the_rehearsed_run(monkeypatch)
+    rehearsal = asyncio.create_task(
+        dry_run(
+            pool=pool,
+            settings=settings,
+            resources=factory,
+            profile_id=stack.profile_id,
+            options=RunOptions(full=True),
+            clock=utcnow,
+        )
+    )
+    try:
+        await asyncio.wait_for(reached.wait(), DEADLINE)
+        outcome = await asyncio.wait_for(run_profile(other), DEADLINE)
+    finally:
+        release.set()
+        report = await asyncio.wait_for(rehearsal, DEADLINE)
+    assert outcome.status == RunStatus.COMPLETE, outcome.error
+    assert outcome.counts.created == report.totals["created"] > 0
+    assert outcome.counts.retrying == 0
+    assert stack.freeagent.write_count() == outcome.counts.created  # the dry run sent none
+
