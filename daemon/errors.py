@@ -40,6 +40,10 @@ class DatabaseError(FaSyncError):
     """PostgreSQL refused a statement or the connection was lost."""
 
 
+class ProfileRehearsed(FaSyncError):
+    """A dry run of the profile holds its ledger rows until it ends: try again after it."""
+
+
 class LeaseLost(FaSyncError):
     """This replica no longer owns the run: another one took it over after the lease expired."""
 

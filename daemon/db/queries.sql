@@ -381,6 +381,11 @@ SELECT f.profile_id, f.scheduled_for
  WHERE EXISTS (SELECT 1 FROM profile_run r
                 WHERE r.profile_id = f.profile_id AND r.scheduled_for = f.scheduled_for);
 
+-- name: profile_not_rehearsed
+-- Whether no dry run of profile $1 is in progress; if so, holds it off until this transaction
+-- ends (schema.sql fa_not_rehearsed): writes to its ledger then wait for no rehearsal.
+SELECT fa_not_rehearsed($1);
+
 -- name: rehearsal_begin
 -- Mark this transaction a dry run's rehearsal (schema.sql fa_identity_lock reads it).
 SELECT set_config('fa_sync.rehearsal', 'on', true);

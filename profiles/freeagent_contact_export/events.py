@@ -9,6 +9,8 @@ through the delete policy (delete_policy below, the one place that decides).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -16,7 +18,7 @@ import asyncpg
 from daemon.context import Resources
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, ProfileRehearsed
 from daemon.logs import get_logger
 from daemon.webhook import EventKind, MagentoEvent
 from profiles.freeagent_contact_export.collect import Collected, customer_record, upsert_arguments
@@ -80,15 +82,31 @@ async def _queue_saved(
 ) -> bool:
     if not _in_scope(cfg, entry.data, entry):
         return False
-    if not cfg.events.queue_new_customers and not await pool.fetchval(
-        QUERIES["entity_exists"], profile.id, entry.key
-    ):
-        return False
-    await pool.execute(QUERIES["entity_upsert"], *upsert_arguments(profile.id, [entry]))
-    # Unchanged customers stay as they are (nothing to send): only queued rows are flagged.
-    flagged = await pool.fetch(QUERIES["entity_prioritise"], profile.id, entry.key)
+    async with _ledger_of(pool, profile) as conn:
+        if not cfg.events.queue_new_customers and not await conn.fetchval(
+            QUERIES["entity_exists"], profile.id, entry.key
+        ):
+            return False
+        await conn.execute(QUERIES["entity_upsert"], *upsert_arguments(profile.id, [entry]))
+        # Unchanged customers stay as they are (nothing to send): only queued rows are flagged.
+        flagged = await conn.fetch(QUERIES["entity_prioritise"], profile.id, entry.key)
     log.info("event_customer_queued", profile=profile.name, key=entry.key, queued=bool(flagged))
     return bool(flagged)
+
+
+@asynccontextmanager
+async def _ledger_of(pool: asyncpg.Pool, profile: Profile) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction for an event's writes to the profile's ledger, or ProfileRehearsed at
+    once while a dry run of the profile holds its rows (the webhook answers 503 and the sender
+    retries): waiting for the rehearsal would hold the request and a pooled connection for as
+    long as the dry run lasts. The check holds dry runs off until the writes are committed."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(QUERIES["profile_not_rehearsed"], profile.id):
+            raise ProfileRehearsed(
+                f"profile {profile.name}: a dry run of it is in progress; "
+                "the event is queued when it is sent again after the dry run"
+            )
+        yield conn
 
 
 async def delete_policy(
@@ -98,9 +116,10 @@ async def delete_policy(
     (`removal.effective_delete_policy`; the export decides and acts, as for a full pass)."""
     if effective_delete_policy(profile.api_behaviour, cfg) is None:
         return False
-    rows = await pool.fetch(QUERIES["entity_rows_of_customer"], profile.id, customer_id)
-    for row in rows:
-        await pool.execute(QUERIES["entity_mark_deleted"], row["id"])
-        await pool.execute(QUERIES["entity_prioritise"], profile.id, f"customer:{customer_id}")
-        log.info("customer_deleted_in_magento", customer_id=customer_id, source="event")
+    async with _ledger_of(pool, profile) as conn:
+        rows = await conn.fetch(QUERIES["entity_rows_of_customer"], profile.id, customer_id)
+        for row in rows:
+            await conn.execute(QUERIES["entity_mark_deleted"], row["id"])
+            await conn.execute(QUERIES["entity_prioritise"], profile.id, f"customer:{customer_id}")
+            log.info("customer_deleted_in_magento", customer_id=customer_id, source="event")
     return bool(rows)

@@ -22,12 +22,15 @@ from daemon.claims import FireClaims
 from daemon.context import RunOptions
 from daemon.db import rehearsal as rehearsal_module
 from daemon.db.queries import QUERIES
-from daemon.db.records import RunStatus, RunTrigger
+from daemon.db.records import Profile, RunStatus, RunTrigger
+from daemon.errors import ProfileRehearsed
 from daemon.resources import ClientFactory
 from daemon.runner import Runner, utcnow
 from daemon.settings import Settings
+from daemon.webhook import EventKind, MagentoEvent
 from profiles.freeagent_contact_export.collect import Collector
 from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
+from profiles.freeagent_contact_export.events import queue_event
 from simulators.stack import Stack
 
 #: How long a claim may take before the test calls it stuck (a failure, not a pace).
@@ -159,3 +162,36 @@ async def test_another_profile_of_the_client_exports_the_same_people_meanwhile(
     assert outcome.counts.retrying == 0
     assert stack.freeagent.write_count() == outcome.counts.created  # the dry run sent none
 
+
+async def test_an_event_for_a_profile_under_a_dry_run_is_refused_at_once_for_a_retry(
+    pool: asyncpg.Pool, settings: Settings, factory: ClientFactory, stack: Stack, run_profile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A Magento event for a customer whose row the held dry run has rehearsed cannot be
+    queued without waiting for the rehearsal: it is refused at once (the webhook answers 503
+    and the sender retries), holding no connection, and is queued once the dry run ended."""
+    assert (await run_profile(stack.profile_id)).status == RunStatus.COMPLETE
+    customer_id = next(iter(stack.magento.customers.values()))["id"]
+    stack.magento.update_customer(customer_id, lastname="Changed")  # the dry run updates it
+    profiles = [Profile.from_row(await pool.fetchrow(QUERIES["profile_get"], stack.profile_id))]
+    event = MagentoEvent(stack.connection_id, EventKind.SAVED, customer_id)
+    reached, release = _hold_after_the_rehearsed_run(monkeypatch)
+    rehearsal = asyncio.create_task(
+        dry_run(
+            pool=pool,
+            settings=settings,
+            resources=factory,
+            profile_id=stack.profile_id,
+            options=RunOptions(full=True),
+            clock=utcnow,
+        )
+    )
+    try:
+        await asyncio.wait_for(reached.wait(), DEADLINE)
+        with pytest.raises(ProfileRehearsed, match="dry run"):
+            await asyncio.wait_for(queue_event(pool, factory, profiles, event), DEADLINE)
+    finally:
+        release.set()
+        report = await asyncio.wait_for(rehearsal, DEADLINE)
+    assert report.totals["updated"] == 1
+    assert await queue_event(pool, factory, profiles, event) == [stack.profile_id]
