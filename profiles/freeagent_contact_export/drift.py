@@ -49,6 +49,23 @@ def _same(theirs: Any, ours: Any) -> bool:
     return bool(theirs == ours)
 
 
+def holds_exactly(theirs: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+    """Whether the contact as indexed already holds every field of `body`, value for value
+    (empty and absent alike: FreeAgent omits empty fields). Exact, unlike drift's `_same`: a
+    contact that differs in case or spacing alone is still sent ours. Linking the contacts a
+    shop already has (moving from another connector, a second profile of the same shop)
+    then costs no write for those that match, where each was a PUT of the same values."""
+    if theirs is None:
+        return False
+    for key, ours in body.items():
+        held = theirs.get(key)
+        if held in (None, "") and ours in (None, ""):
+            continue
+        if type(held) is not type(ours) or held != ours:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Drift:
     """Fields FreeAgent holds differently from what fa-sync last wrote."""
@@ -146,8 +163,11 @@ async def check_drift(
 ) -> tuple[DriftPolicy, Drift | None, DriftDecision]:
     """The policy in force for this row (a person's review decision wins once), the drift
     against the indexed contact, and the decision for this update body. A contact linked
-    just now was never written by us: there is nothing to drift from."""
+    just now was never written by us: there is nothing to drift from, and nothing to send
+    when FreeAgent already holds exactly what we would (`holds_exactly`)."""
     if linked_now:
+        if holds_exactly(await index.contact(url), body):
+            return configured, None, DriftDecision("skip", {}, [], dict(body))
         return configured, None, DriftDecision("send", body, [], dict(body))
     meta = row.metadata
     resolution = meta.get("drift_resolution")

@@ -339,9 +339,13 @@ class Exporter:
             self._ctx.counts.created += 1
             return
         sent = decision.action == "send"
+        if sent:
+            status = EntityStatus.UPDATED
+        else:  # FreeAgent holds what we would send: linked as it is, or nothing left
+            status = EntityStatus.LINKED if linked_now else EntityStatus.UNCHANGED
         await self._finish(
             p.row,
-            EntityStatus.UPDATED if sent else EntityStatus.UNCHANGED,
+            status,
             url=url,
             hash_=p.hash,
             sent=p.payload,
@@ -351,8 +355,10 @@ class Exporter:
             drift=self._drifts.pop(p.row.id, None),
         )
         self._ctx.counts.updated += sent
-        self._ctx.counts.unchanged += not sent
-        log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
+        self._ctx.counts.linked += not sent and linked_now
+        self._ctx.counts.unchanged += not sent and not linked_now
+        if sent:
+            log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
 
     async def _check_drift(
         self, p: Prepared, url: str, body: dict[str, Any], linked_now: bool

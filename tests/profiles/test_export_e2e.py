@@ -576,3 +576,35 @@ async def test_freeagent_user_without_contact_permission_is_refused(
     assert outcome.status == "error"
     assert "permission level 2" in (outcome.error or "")
     assert stack.freeagent.write_count() == 0
+
+
+async def test_linking_contacts_that_already_hold_our_values_writes_nothing(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """A shop whose FreeAgent account already has its contacts, as fa-sync would write them
+    (moving from another connector, or a ledger started afresh): every contact is linked, and
+    only the one whose customer changed since is written."""
+    first = await run_profile(stack.profile_id)
+    assert first.counts.created > 2
+    await pool.execute("DELETE FROM contact_entity")
+    await pool.execute("DELETE FROM freeagent_contact")
+    await pool.execute("DELETE FROM profile_state")
+    changed = _customer(stack.magento, _plain_person)
+    stack.magento.update_customer(changed["id"], lastname="Changedname")
+    stack.freeagent.reset_counters()
+    again = await run_profile(stack.profile_id)
+    assert again.error is None
+    assert again.counts.created == 0
+    assert again.counts.updated == 1
+    assert again.counts.linked == first.counts.created + first.counts.linked - 1
+    assert stack.freeagent.write_count() == 1
+    row = await pool.fetchrow(
+        "SELECT status::text, freeagent_url FROM contact_entity WHERE source_key = $1",
+        f"customer:{changed['id']}",
+    )
+    contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == row["freeagent_url"])
+    assert row["status"] == "updated" and contact["last_name"] == "Changedname"
+    # the next run over unchanged data writes nothing either
+    stack.freeagent.reset_counters()
+    third = await run_profile(stack.profile_id, full=True)
+    assert stack.freeagent.write_count() == 0 and third.counts.updated == 0
