@@ -74,7 +74,8 @@ async def test_migrating_an_up_to_date_schema_takes_no_table_lock(
         async with busy.transaction():
             # A running replica mid-transaction: collect's upserts hold ledger and profile locks.
             await busy.execute(
-                "LOCK TABLE profile, profile_run, contact_entity IN ROW EXCLUSIVE MODE")
+                "LOCK TABLE profile, profile_run, contact_entity IN ROW EXCLUSIVE MODE"
+            )
             await asyncio.wait_for(migrate(pool), 10)
     finally:
         await busy.close()

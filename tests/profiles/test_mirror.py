@@ -154,9 +154,7 @@ async def test_policy_none_closes_the_row_and_writes_nothing(
     assert row["metadata"]["removal"]["policy"] == "none"
 
 
-async def test_partial_listing_never_removes(
-    pool: asyncpg.Pool, stack: Stack, run_profile
-) -> None:
+async def test_partial_listing_never_removes(pool: asyncpg.Pool, stack: Stack, run_profile) -> None:
     """A full pass that missed customers (total_count says more) judges no deletion."""
     await _mirror(pool, {"delete_policy": "delete"})
     customer = _customer(stack.magento, _plain_person)
@@ -182,9 +180,10 @@ async def test_customer_magento_still_has_is_not_removed(
     customer = _customer(stack.magento, _plain_person)
     await run_profile(stack.profile_id)
     # Restricting the listing to other websites leaves the customer out of a complete pass.
-    others = sorted({c.get("website_id") for c in stack.magento.customers.values()} - {
-        customer.get("website_id")
-    })
+    others = sorted(
+        {c.get("website_id") for c in stack.magento.customers.values()}
+        - {customer.get("website_id")}
+    )
     if not others:
         pytest.skip("seed has one website")
     settings = {"delete_policy": "hide", "store": {"restrict": True, "website_ids": others}}
