@@ -21,7 +21,16 @@ from daemon.loop import run as run_loop
 # ruff: noqa: T201  (a benchmark prints its figures)
 
 #: In the order of the issue; freshness is measured only where bench/freshness.py exists.
-MEASURES = ("ratio", "seed", "utilisation", "freshness", "memory", "shops", "reload")
+MEASURES = (
+    "ratio",
+    "seed",
+    "relink",
+    "utilisation",
+    "freshness",
+    "memory",
+    "shops",
+    "reload",
+)
 HERE = Path(__file__).resolve().parent
 
 
