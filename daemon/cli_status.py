@@ -17,7 +17,7 @@ from daemon.cli_support import console, run_async, settings, show
 from daemon.db.queries import QUERIES
 from daemon.process import open_services
 from daemon.runner import utcnow
-from daemon.screens import gather_status, history_table, render_status
+from daemon.screens import gather_egress, gather_status, history_table, render_status
 
 WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, untruncated.")]
 
@@ -26,13 +26,21 @@ WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, untruncated
 async def status(as_json: JsonOpt = False) -> None:
     """Every profile on one screen: schedule, next fire, last run, queue, rate, token."""
     now = utcnow()
-    async with open_services(settings()) as s:
+    config = settings()
+    async with open_services(config) as s:
         profiles = await gather_status(s.pool, now)
+        egress = await gather_egress(
+            s.pool, now, config.rate_egress_key, config.rate_egress_per_minute
+        )
     if as_json:
-        doc = {"now": now, "profiles": [asdict(p) for p in profiles]}
+        doc = {
+            "now": now,
+            "egress": asdict(egress) if egress else None,
+            "profiles": [asdict(p) for p in profiles],
+        }
         sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
         return
-    console.print(render_status(profiles, now))
+    console.print(render_status(profiles, now, egress))
 
 
 @run_async

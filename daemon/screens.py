@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from daemon.clients.ratelimit import provisional_key, user_key
+from daemon.clients.ratelimit import egress_key, provisional_key, user_key
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
 from daemon.describe import ago, describe_cron, span, until
@@ -63,6 +63,33 @@ class ClientStatus:
     used_minute: int = 0
     used_hour: int = 0
     blocked_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EgressStatus:
+    """The budget every FreeAgent user sending from this address shares (settings
+    rate_egress_*): FreeAgent's per-address limit, minute window only."""
+
+    name: str  #: FA_SYNC_RATE_EGRESS_KEY
+    per_minute: int  #: FA_SYNC_RATE_EGRESS_PER_MINUTE
+    used_minute: int = 0
+    blocked_until: datetime | None = None
+
+
+async def gather_egress(
+    pool: asyncpg.Pool, now: datetime, name: str, per_minute: int
+) -> EgressStatus | None:
+    """The egress budget's use in the last minute, None when it is off (per_minute 0)."""
+    if per_minute <= 0:
+        return None
+    async with translated("status"):
+        row = await pool.fetchrow(QUERIES["egress_used"], egress_key(name), now)
+    return EgressStatus(
+        name=name,
+        per_minute=per_minute,
+        used_minute=row["last_minute"] if row else 0,
+        blocked_until=row["blocked_until"] if row else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -137,16 +164,22 @@ def _client_status(row: Mapping[str, Any], used: Mapping[str, Any] | None) -> Cl
 # ------------------------------------------------------------------------------- status
 
 
-def render_status(profiles: Sequence[ProfileStatus], now: datetime) -> RenderableType:
-    """The status screen: a header line, then one block of labelled lines per profile."""
+def render_status(
+    profiles: Sequence[ProfileStatus], now: datetime, egress: EgressStatus | None = None
+) -> RenderableType:
+    """The status screen: a header line (and the address's egress budget, when there is
+    one), then one block of labelled lines per profile."""
     header = Text.assemble(
         ("fa-sync status", "bold"),
         f"  {now:%Y-%m-%d %H:%M} UTC  ",
         f"{len(profiles)} profile{'' if len(profiles) == 1 else 's'}",
     )
+    heading: list[RenderableType] = [header]
+    if egress is not None:
+        heading.append(_egress(egress, now))
     if not profiles:
-        return Group(header, Text("no profiles yet: fa-sync profile create --help"))
-    blocks: list[RenderableType] = [header]
+        return Group(*heading, Text("no profiles yet: fa-sync profile create --help"))
+    blocks: list[RenderableType] = heading
     for p in profiles:
         blocks += [Text(""), _profile_block(p, now)]
     return Group(*blocks)
@@ -230,6 +263,14 @@ def counts_text(counts: Mapping[str, Any], order: Iterable[str]) -> str:
     """Non-zero counts only: "60 seen, 58 new, 2 fail" (labels from a dict, or the keys)."""
     labels = order if isinstance(order, Mapping) else {k: k for k in order}
     return ", ".join(f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k))
+
+
+def _egress(e: EgressStatus, now: datetime) -> Text:
+    """One line: what every user sending from this address has used of its minute."""
+    text = Text(f"egress {e.name}: {e.used_minute}/{e.per_minute} in the last minute, all users")
+    if e.blocked_until and e.blocked_until > now:
+        text.append(f"; paused by a 429 {until(e.blocked_until, now)}", "yellow")
+    return text
 
 
 def _rate(c: ClientStatus, now: datetime) -> Text:

@@ -172,6 +172,14 @@ SELECT k.key AS budget_key,
   LEFT JOIN rate_budget b ON b.budget_key = k.key
  GROUP BY k.key, b.blocked_until;
 
+-- name: egress_used
+-- `status`: requests granted under egress key $1 in the minute ending at $2, and until when a
+-- 429 pauses the egress (NULL: not paused).
+SELECT coalesce((SELECT sum(n) FROM rate_event
+                  WHERE egress_key = $1 AND at > $2::timestamptz - interval '60 seconds'),
+                0)::int AS last_minute,
+       (SELECT blocked_until FROM rate_budget WHERE budget_key = $1) AS blocked_until;
+
 -- ============================================================================ magento
 
 -- name: connection_insert

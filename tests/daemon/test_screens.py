@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from daemon.describe import ago, describe_cron
-from daemon.screens import gather_status, render_status
+from daemon.screens import gather_egress, gather_status, render_status
 from tests.fakes import FakeNow
 
 NOW = datetime(2026, 3, 2, 10, 7, 30, tzinfo=UTC)  # a Monday
@@ -232,3 +232,31 @@ def test_ages_are_compact() -> None:
         "2h ago",
         "3d ago",
     ]
+
+
+async def test_status_shows_the_addresss_egress_budget(pool: asyncpg.Pool, cli80) -> None:
+    """The header says what every user sending from this address used of its minute (the
+    grants of the last minute under the egress key, not older ones), and a 429's pause."""
+    clock = FakeNow(NOW)
+    await seed(pool, clock())
+    await pool.execute(
+        """INSERT INTO rate_event (budget_key, egress_key, at, n)
+           VALUES ('user:a', 'egress:shared', $1, 30), ('user:b', 'egress:shared', $2, 7),
+                  ('user:a', 'egress:shared', $3, 500), ('user:a', 'egress:other', $1, 9);
+           """.replace("$1", f"'{NOW - timedelta(seconds=10)}'")
+        .replace("$2", f"'{NOW - timedelta(seconds=50)}'")
+        .replace("$3", f"'{NOW - timedelta(seconds=90)}'")
+    )
+    await pool.execute(
+        "INSERT INTO rate_budget (budget_key, blocked_until) VALUES ('egress:shared', $1)",
+        NOW + minutes(2),
+    )
+    egress = await gather_egress(pool, clock(), "shared", 1000)
+    assert egress is not None and egress.used_minute == 37
+    text = rendered(render_status(await gather_status(pool, clock()), clock(), egress))
+    line = text.splitlines()[1]
+    assert line == "egress shared: 37/1000 in the last minute, all users; paused by a 429 in 2m"
+    assert await gather_egress(pool, clock(), "shared", 0) is None  # the budget is off
+    code, raw, err = await cli80("status", "--json")
+    assert code == 0, err
+    assert json.loads(raw)["egress"]["name"] == "shared"
