@@ -11,6 +11,7 @@ The cyclic garbage collector is tuned here too, once per process (see `tune_coll
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -23,9 +24,9 @@ EventLoop = Literal["uvloop", "asyncio"]
 #: The collector's thresholds: a young collection every 10,000 net container allocations
 #: (Python's default is 700), older ones after 10 of those each, as by default.
 GC_THRESHOLD = (10_000, 10, 10)
-_tuned = False
 
 
+@functools.cache
 def tune_collector() -> None:
     """Collect reference cycles less often, and never walk what startup loaded again.
 
@@ -35,11 +36,7 @@ def tune_collector() -> None:
     everything is freed by reference counting. At 10,000 it runs twice. Memory is unchanged
     (bench/run --only memory): what the collector would free sooner is a few thousand
     objects at most. Modules, settings and the like, loaded before the loop starts, are
-    frozen (gc.freeze) so that full collections skip them. Once per process."""
-    global _tuned
-    if _tuned:
-        return
-    _tuned = True
+    frozen (gc.freeze) so that full collections skip them. Once per process (cached)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
 

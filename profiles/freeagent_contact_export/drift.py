@@ -41,8 +41,13 @@ def written_record(now: datetime, fields: dict[str, Any]) -> dict[str, Any]:
     return {"at": now.isoformat(), "fields": dict(fields)}
 
 
+def _both_empty(theirs: Any, ours: Any) -> bool:
+    """Empty and absent are the same: FreeAgent omits empty fields."""
+    return theirs in (None, "") and ours in (None, "")
+
+
 def _same(theirs: Any, ours: Any) -> bool:
-    if theirs in (None, "") and ours in (None, ""):
+    if _both_empty(theirs, ours):
         return True
     if isinstance(theirs, str) and isinstance(ours, str):
         return " ".join(theirs.split()).casefold() == " ".join(ours.split()).casefold()
@@ -59,7 +64,7 @@ def holds_exactly(theirs: dict[str, Any] | None, body: dict[str, Any]) -> bool:
         return False
     for key, ours in body.items():
         held = theirs.get(key)
-        if held in (None, "") and ours in (None, ""):
+        if _both_empty(held, ours):
             continue
         if type(held) is not type(ours) or held != ours:
             return False

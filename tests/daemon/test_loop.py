@@ -97,7 +97,7 @@ def test_cli_commands_run_on_the_configured_loop(
     assert issubclass(run_async(_loop_type)(), uvloop.Loop) is on_uvloop
 
 
-def test_the_collector_is_tuned_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_collector_is_tuned_once_per_process() -> None:
     """run() raises the collector's young threshold and freezes what was loaded before it,
     once: a later run() leaves what a process set since alone."""
     import gc
@@ -105,7 +105,7 @@ def test_the_collector_is_tuned_once_per_process(monkeypatch: pytest.MonkeyPatch
     from daemon import loop
 
     saved = gc.get_threshold()
-    monkeypatch.setattr(loop, "_tuned", False)
+    loop.tune_collector.cache_clear()
     try:
         gc.set_threshold(700, 10, 10)
         gc.unfreeze()
@@ -118,3 +118,4 @@ def test_the_collector_is_tuned_once_per_process(monkeypatch: pytest.MonkeyPatch
     finally:
         gc.unfreeze()
         gc.set_threshold(*saved)
+        loop.tune_collector.cache_clear()

@@ -50,6 +50,22 @@ async def _second_profile(pool: asyncpg.Pool, first: int) -> int:
     )
 
 
+def _start_dry_run(
+    pool: asyncpg.Pool, settings: Settings, factory: ClientFactory, profile_id: int
+) -> asyncio.Task[DryRunReport]:
+    """A full dry run of the profile, as `contact export --dry-run --full` starts it."""
+    return asyncio.create_task(
+        dry_run(
+            pool=pool,
+            settings=settings,
+            resources=factory,
+            profile_id=profile_id,
+            options=RunOptions(full=True),
+            clock=utcnow,
+        )
+    )
+
+
 def _hold_collect(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """The collect (of the dry run: no other run collects here) stops at its first stored
     chunk until `release` is set; `reached` says it got there."""
@@ -72,16 +88,7 @@ async def test_a_dry_run_holds_back_only_its_own_profile(
     rehearsed = stack.profile_id
     other = await _second_profile(pool, rehearsed)
     reached, release = _hold_collect(monkeypatch)
-    rehearsal: asyncio.Task[DryRunReport] = asyncio.create_task(
-        dry_run(
-            pool=pool,
-            settings=settings,
-            resources=factory,
-            profile_id=rehearsed,
-            options=RunOptions(full=True),
-            clock=utcnow,
-        )
-    )
+    rehearsal = _start_dry_run(pool, settings, factory, rehearsed)
     try:
         await asyncio.wait_for(reached.wait(), DEADLINE)
         # Both fires in one claim statement, as a daemon sends fires arriving together.
@@ -141,16 +148,7 @@ async def test_another_profile_of_the_client_exports_the_same_people_meanwhile(
     them all without waiting, and the dry run still ends as it would have."""
     other = await _second_profile(pool, stack.profile_id)
     reached, release = _hold_after_the_rehearsed_run(monkeypatch)
-    rehearsal = asyncio.create_task(
-        dry_run(
-            pool=pool,
-            settings=settings,
-            resources=factory,
-            profile_id=stack.profile_id,
-            options=RunOptions(full=True),
-            clock=utcnow,
-        )
-    )
+    rehearsal = _start_dry_run(pool, settings, factory, stack.profile_id)
     try:
         await asyncio.wait_for(reached.wait(), DEADLINE)
         outcome = await asyncio.wait_for(run_profile(other), DEADLINE)
@@ -176,16 +174,7 @@ async def test_an_event_for_a_profile_under_a_dry_run_is_refused_at_once_for_a_r
     profiles = [Profile.from_row(await pool.fetchrow(QUERIES["profile_get"], stack.profile_id))]
     event = MagentoEvent(stack.connection_id, EventKind.SAVED, customer_id)
     reached, release = _hold_after_the_rehearsed_run(monkeypatch)
-    rehearsal = asyncio.create_task(
-        dry_run(
-            pool=pool,
-            settings=settings,
-            resources=factory,
-            profile_id=stack.profile_id,
-            options=RunOptions(full=True),
-            clock=utcnow,
-        )
-    )
+    rehearsal = _start_dry_run(pool, settings, factory, stack.profile_id)
     try:
         await asyncio.wait_for(reached.wait(), DEADLINE)
         with pytest.raises(ProfileRehearsed, match="dry run"):
