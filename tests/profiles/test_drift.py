@@ -10,7 +10,12 @@ import asyncpg
 import pytest
 
 from daemon.db.queries import QUERIES
-from profiles.freeagent_contact_export.drift import Drift, decide_drift, detect_drift
+from profiles.freeagent_contact_export.drift import (
+    Drift,
+    decide_drift,
+    detect_drift,
+    holds_exactly,
+)
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
 from simulators.stack import Stack
@@ -194,3 +199,30 @@ async def test_review_waits_then_applies_the_decision(
     row = await _row(pool, customer)
     assert row["status"] == "updated"
     assert "drift_resolution" not in row["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("theirs", "body", "holds"),
+    [
+        ({"first_name": "Ada", "town": "Leeds"}, {"first_name": "Ada", "town": "Leeds"}, True),
+        # FreeAgent omits empty fields: absent, null and "" are one
+        ({"first_name": "Ada"}, {"first_name": "Ada", "address2": ""}, True),
+        ({"first_name": "Ada", "address2": None}, {"first_name": "Ada"}, True),
+        # exact: a difference in case or spacing alone is still a difference to send
+        ({"last_name": "smith"}, {"last_name": "Smith"}, False),
+        ({"last_name": "Smith "}, {"last_name": "Smith"}, False),
+        # the documented types are not a contract: a number as text is not the number
+        ({"default_payment_terms_in_days": "30"}, {"default_payment_terms_in_days": 30}, False),
+        ({"uses_contact_invoice_sequence": 1}, {"uses_contact_invoice_sequence": True}, False),
+        # a field we send that FreeAgent does not hold, or holds empty
+        ({"first_name": "Ada"}, {"first_name": "Ada", "town": "Leeds"}, False),
+        ({"town": ""}, {"town": "Leeds"}, False),
+        # fields FreeAgent holds and we do not send are not ours to judge
+        ({"first_name": "Ada", "phone_number": "0113"}, {"first_name": "Ada"}, True),
+        (None, {"first_name": "Ada"}, False),  # not in the index: send
+    ],
+)
+def test_a_linked_contact_is_left_unwritten_only_when_it_holds_exactly_our_values(
+    theirs: dict[str, Any] | None, body: dict[str, Any], holds: bool
+) -> None:
+    assert holds_exactly(theirs, body) is holds
