@@ -19,6 +19,7 @@ from daemon.cli_support import console, run_async, settings, show
 from daemon.context import RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
+from daemon.db.rehearsal import unrehearsed
 from daemon.process import Services, open_services
 from daemon.runner import Runner, RunOutcome, utcnow
 from profiles.freeagent_contact_export import dryrun
@@ -251,10 +252,17 @@ async def queue_retry(
 ) -> None:
     """Put failed rows back in the queue for the next run."""
     async with open_services(settings()) as s:
-        rows = await s.pool.fetch(
-            QUERIES["entity_retry"], await _profile_id(s, profile), status, ids
-        )
+        profile_id = await _profile_id(s, profile)
+        rows = await s.pool.fetch(QUERIES["entity_retry"], profile_id, status, ids)
+        held = await s.pool.fetch(QUERIES["entity_retry_held"], profile_id, status, ids)
     console.print(f"{len(rows)} row(s) re-queued")
+    for h in held:
+        console.print(
+            f"[yellow]profile {h['name']}: {h['n']} row(s) left as they were: a dry run of it "
+            "is in progress; retry when it has finished[/yellow]"
+        )
+    if held:
+        raise typer.Exit(1)
 
 
 @queue_app.command("resolve")
@@ -272,7 +280,15 @@ async def queue_resolve(
     """Decide a contact edited in FreeAgent (on_drift: review); the next run applies it once."""
     decision = "keep" if keep else "overwrite"
     async with open_services(settings()) as s:
-        done = await s.pool.fetchval(QUERIES["entity_resolve_review"], row, decision)
+        found = await s.pool.fetchrow(QUERIES["entity_review_get"], row)
+        done = None
+        if found is not None:
+            refused = (
+                f"profile {found['profile_name']}: a dry run of it is in progress; "
+                "decide again when it has finished"
+            )
+            async with unrehearsed(s.pool, found["profile_id"], refused) as conn:
+                done = await conn.fetchval(QUERIES["entity_resolve_review"], row, decision)
     if done is None:
         console.print(f"[red]row {row} is not waiting for review[/red]")
         raise typer.Exit(1)

@@ -874,13 +874,25 @@ SELECT e.*, p.name AS profile_name
  LIMIT $3;
 
 -- name: entity_retry
--- Re-queue failed (or given) rows for another attempt.
+-- Re-queue failed (or given) rows for another attempt. Rows of a profile under a dry run are
+-- left (it holds them until it ends: entity_retry_held says which), never waited for.
 UPDATE contact_entity
    SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now()
  WHERE ($1::bigint IS NULL OR profile_id = $1)
    AND status::text = coalesce($2, 'failed')
    AND ($3::bigint[] IS NULL OR id = ANY($3))
+   AND fa_not_rehearsed(profile_id)
 RETURNING id;
+
+-- name: entity_retry_held
+-- The rows entity_retry ($1 profile, $2 status, $3 ids) left, by profile: a dry run holds them.
+SELECT p.name, count(*)::int AS n
+  FROM contact_entity e JOIN profile p ON p.id = e.profile_id
+ WHERE ($1::bigint IS NULL OR e.profile_id = $1)
+   AND e.status::text = coalesce($2, 'failed')
+   AND ($3::bigint[] IS NULL OR e.id = ANY($3))
+   AND NOT fa_not_rehearsed(e.profile_id)
+ GROUP BY p.name ORDER BY p.name;
 
 -- name: entity_counts
 -- Rows per status for one profile.

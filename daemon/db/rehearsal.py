@@ -20,7 +20,9 @@ this holds back nothing but the rehearsed profile: a dry run holds its profile's
 and the fires of that profile are skipped, saying so, until it ends (fa_rehearse_profile); the
 identity locks of the people it decides are waited for and let go at once, not held to the end
 (fa_identity_lock, told by fa_sync.rehearsal), or every other profile of the FreeAgent client
-would wait at those people.
+would wait at those people. Writes to the rehearsed profile's ledger from elsewhere (a Magento
+event, an operator's `match link` or `queue retry`) are refused at once with ProfileRehearsed
+(`unrehearsed`), never left waiting for the rehearsal's rows.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import asyncpg
 
 from daemon.db.queries import QUERIES
+from daemon.errors import ProfileRehearsed
 
 
 class _Rollback(Exception):
@@ -107,3 +110,17 @@ async def rehearsal(pool: asyncpg.Pool) -> AsyncIterator[RehearsalPool]:
                 raise _Rollback
         except _Rollback:
             pass
+
+
+@asynccontextmanager
+async def unrehearsed(
+    pool: asyncpg.Pool, profile_id: int, refused: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction for writes to a profile's ledger, or ProfileRehearsed(refused) at once
+    while a dry run of the profile holds its rows: waiting for them would last as long as the
+    dry run, minutes on a large shop, with nothing said. The check holds dry runs of the
+    profile off until the writes are committed."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(QUERIES["profile_not_rehearsed"], profile_id):
+            raise ProfileRehearsed(refused)
+        yield conn

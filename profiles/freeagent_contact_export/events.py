@@ -9,8 +9,7 @@ through the delete policy (delete_policy below, the one place that decides).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -18,7 +17,8 @@ import asyncpg
 from daemon.context import Resources
 from daemon.db.queries import QUERIES
 from daemon.db.records import Profile
-from daemon.errors import ConfigError, ProfileRehearsed
+from daemon.db.rehearsal import unrehearsed
+from daemon.errors import ConfigError
 from daemon.logs import get_logger
 from daemon.webhook import EventKind, MagentoEvent
 from profiles.freeagent_contact_export.collect import Collected, customer_record, upsert_arguments
@@ -94,19 +94,19 @@ async def _queue_saved(
     return bool(flagged)
 
 
-@asynccontextmanager
-async def _ledger_of(pool: asyncpg.Pool, profile: Profile) -> AsyncIterator[asyncpg.Connection]:
+def _ledger_of(
+    pool: asyncpg.Pool, profile: Profile
+) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A transaction for an event's writes to the profile's ledger, or ProfileRehearsed at
     once while a dry run of the profile holds its rows (the webhook answers 503 and the sender
     retries): waiting for the rehearsal would hold the request and a pooled connection for as
-    long as the dry run lasts. The check holds dry runs off until the writes are committed."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(QUERIES["profile_not_rehearsed"], profile.id):
-            raise ProfileRehearsed(
-                f"profile {profile.name}: a dry run of it is in progress; "
-                "the event is queued when it is sent again after the dry run"
-            )
-        yield conn
+    long as the dry run lasts."""
+    return unrehearsed(
+        pool,
+        profile.id,
+        f"profile {profile.name}: a dry run of it is in progress; "
+        "the event is queued when it is sent again after the dry run",
+    )
 
 
 async def delete_policy(

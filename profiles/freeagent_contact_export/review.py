@@ -4,7 +4,8 @@ Both put the row back in the queue as pending, so the next export acts on the de
 `link` with the chosen FreeAgent contact (the export updates it), `create` with a flag that
 makes the export create a new contact even though candidates exist. Each decision is kept in
 metadata.review (what, who, when, and the candidates the person chose from) and appended to
-attempt_history. A row being exported right now is refused: decide again after the run.
+attempt_history. A row being exported right now is refused: decide again after the run. So is
+a row of a profile under a dry run, at once (its rows are held until the dry run ends).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from daemon.db.queries import QUERIES
+from daemon.db.rehearsal import unrehearsed
 from daemon.errors import ConfigError
 
 
@@ -51,7 +53,12 @@ def _decision(row: asyncpg.Record, what: str, url: str | None, by: str, now: dat
 async def _apply(
     pool: asyncpg.Pool, row: asyncpg.Record, url: str | None, review: Any, entry: Any
 ) -> None:
-    done = await pool.fetchval(QUERIES["entity_review_decide"], row["id"], url, review, entry)
+    refused = (
+        f"profile {row['profile_name']}: a dry run of it is in progress; "
+        "decide again when it has finished"
+    )
+    async with unrehearsed(pool, row["profile_id"], refused) as conn:
+        done = await conn.fetchval(QUERIES["entity_review_decide"], row["id"], url, review, entry)
     if done is None:
         raise ConfigError(
             f"ledger row {row['id']} is being exported right now ({row['status']}); "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,7 @@ from profiles.freeagent_contact_export.collect import Collector
 from profiles.freeagent_contact_export.dryrun import DryRunReport, dry_run
 from profiles.freeagent_contact_export.events import queue_event
 from simulators.stack import Stack
+from tests.clirun import fa_sync
 
 #: How long a claim may take before the test calls it stuck (a failure, not a pace).
 DEADLINE = 20.0
@@ -184,3 +186,61 @@ async def test_an_event_for_a_profile_under_a_dry_run_is_refused_at_once_for_a_r
         report = await asyncio.wait_for(rehearsal, DEADLINE)
     assert report.totals["updated"] == 1
     assert await queue_event(pool, factory, profiles, event) == [stack.profile_id]
+
+
+async def test_operator_writes_to_a_profile_under_a_dry_run_are_refused_at_once(
+    pool: asyncpg.Pool, database_dsn: str, settings: Settings, factory: ClientFactory,
+    stack: Stack, run_profile, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    """`match link`, `queue resolve` and `queue retry` on rows the held dry run has rehearsed
+    say so and exit 1 at once, changing nothing, instead of waiting silently for the dry run;
+    afterwards they work as usual."""
+    assert (await run_profile(stack.profile_id)).status == RunStatus.COMPLETE
+    failed, review = [dict(r) for r in await pool.fetch(
+        "SELECT id, source_key, freeagent_url FROM contact_entity WHERE profile_id = $1 "
+        "ORDER BY id LIMIT 2", stack.profile_id,
+    )]  # fmt: skip
+    await pool.execute("UPDATE contact_entity SET status = 'failed' WHERE id = $1", failed["id"])
+    await pool.execute(
+        "UPDATE contact_entity SET status = 'needs_review' WHERE id = $1", review["id"]
+    )
+    for row in (failed, review):  # the dry run collects both again: it holds their rows
+        customer_id = int(row["source_key"].split(":")[1])
+        stack.magento.update_customer(customer_id, lastname="Changed")
+    reached, release = _hold_after_the_rehearsed_run(monkeypatch)
+    rehearsal = _start_dry_run(pool, settings, factory, stack.profile_id)
+    name = await pool.fetchval("SELECT name FROM profile WHERE id = $1", stack.profile_id)
+    commands = [
+        ("queue", "retry", "--profile", name),
+        ("queue", "resolve", str(review["id"]), "--keep"),
+        ("match", "link", str(failed["id"]), review["freeagent_url"]),
+    ]
+    try:
+        await asyncio.wait_for(reached.wait(), DEADLINE)
+        held = await pool.fetch(
+            "SELECT id FROM contact_entity WHERE id = ANY($1) FOR UPDATE SKIP LOCKED",
+            [failed["id"], review["id"]],
+        )
+        assert held == [], "the dry run does not hold the rows: the test proves nothing"
+        for command in commands:
+            code, out, err = await asyncio.wait_for(
+                fa_sync(*command, dsn=database_dsn, cwd=tmp_path), DEADLINE
+            )
+            assert code == 1, (command, out, err)
+            assert "dry run of it is in progress" in " ".join((out + err).split()), command
+    finally:
+        release.set()
+        await asyncio.wait_for(rehearsal, DEADLINE)
+    statuses = dict(await pool.fetch(
+        "SELECT id, status::text FROM contact_entity WHERE id = ANY($1)",
+        [failed["id"], review["id"]],
+    ))  # fmt: skip
+    assert statuses == {failed["id"]: "failed", review["id"]: "needs_review"}
+    for command in commands[:2]:  # after the dry run: done as usual
+        code, out, err = await fa_sync(*command, dsn=database_dsn, cwd=tmp_path)
+        assert code == 0, (command, out, err)
+    statuses = dict(await pool.fetch(
+        "SELECT id, status::text FROM contact_entity WHERE id = ANY($1)",
+        [failed["id"], review["id"]],
+    ))  # fmt: skip
+    assert statuses == {failed["id"]: "pending", review["id"]: "pending"}
