@@ -20,6 +20,7 @@ from daemon.context import RunOptions
 from daemon.db.queries import QUERIES
 from daemon.db.records import RunTrigger
 from daemon.db.rehearsal import unrehearsed
+from daemon.errors import ConfigError
 from daemon.process import Services, open_services
 from daemon.runner import Runner, RunOutcome, utcnow
 from profiles.freeagent_contact_export import dryrun
@@ -30,7 +31,7 @@ queue_app = typer.Typer(help="The contact ledger (export queue).", no_args_is_he
 
 #: Records a dry run lists on the terminal (--json lists every one).
 SHOWN_RECORDS = 200
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Profile name or id.")]
 COUNT_KEYS = [
     "collected",
     "created",
@@ -81,15 +82,23 @@ async def run_once(
     return outcome
 
 
-def print_outcome(outcome: RunOutcome, as_json: bool) -> None:
-    row: dict[str, Any] = {
+def _outcome_row(outcome: RunOutcome) -> dict[str, Any]:
+    return {
         "run": outcome.run_id,
         "status": outcome.status,
         **outcome.counts.as_dict(),
         "error": outcome.error,
     }
+
+
+def _failed(outcome: RunOutcome) -> bool:
+    return outcome.status in ("error", "skipped")
+
+
+def print_outcome(outcome: RunOutcome, as_json: bool) -> None:
+    row = _outcome_row(outcome)
     show([row], ["run", "status", *COUNT_KEYS, "error"], title="run result", as_json=as_json)
-    if outcome.status in ("error", "skipped") and not as_json:
+    if _failed(outcome) and not as_json:
         raise typer.Exit(1)
 
 
@@ -119,7 +128,14 @@ async def contact_collect(
 @contact_app.command("export")
 @run_async
 async def contact_export(
-    profile: ProfileOpt,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="Profile name or id. Left out: every enabled profile, or the profiles of --id.",
+        ),
+    ] = None,
     ids: Annotated[list[int] | None, typer.Option("--id", help="Only these ledger rows.")] = None,
     dry_run: Annotated[
         bool,
@@ -131,19 +147,58 @@ async def contact_export(
 ) -> None:
     """Export queued customers to FreeAgent now (run-once mode of the daemon's own path)."""
     async with open_services(settings()) as s:
-        options = RunOptions(
-            collect=collect and not ids, full=full, ids=tuple(ids) if ids else None
-        )
-        if dry_run:
-            await _dry_run(s, profile, options, as_json)
+        if profile is not None:
+            options = RunOptions(
+                collect=collect and not ids, full=full, ids=tuple(ids) if ids else None
+            )
+            if dry_run:
+                await _dry_run(s, profile, options, as_json)
+                return
+            outcome = await run_once(s, profile, options)
+            print_outcome(outcome, as_json)
             return
-        outcome = await run_once(s, profile, options)
-    print_outcome(outcome, as_json)
+        await _export_each(s, ids, dry_run=dry_run, collect=collect, full=full, as_json=as_json)
 
 
-async def _dry_run(s: Services, profile_name: str, options: RunOptions, as_json: bool) -> None:
+async def _export_each(
+    s: Services, ids: list[int] | None, *, dry_run: bool, collect: bool, full: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """`contact export` without --profile: every enabled profile (or the profiles of the
+    ledger rows --id names), one after the other; exit 1 if any run failed or was skipped."""
+    targets = await s.pool.fetch(QUERIES["profiles_to_export"], ids)
+    unknown = [t for t in targets if t["profile_id"] is None]
+    if unknown:
+        missing = ", ".join(str(i) for i in unknown[0]["ids"])
+        raise ConfigError(f"ledger rows {missing} do not exist (fa-sync queue list)")
+    if not targets:
+        raise ConfigError("no enabled profile to export (fa-sync profile list)")
+    rows, plans, failed = [], [], False
+    for target in targets:
+        mine = tuple(target["ids"]) if target["ids"] else None
+        options = RunOptions(collect=collect and not mine, full=full, ids=mine)
+        if dry_run:
+            report = await _dry_report(s, target["name"], options)
+            plans.append({"profile": target["name"], "dry_run": True, **asdict(report)})
+            if not as_json:
+                print_dry_run(target["name"], report, as_json=False, exit_on_failure=False)
+            failed |= report.status in ("error", "skipped")
+            continue
+        outcome = await run_once(s, target["name"], options)
+        rows.append({"profile": target["name"], **_outcome_row(outcome)})
+        failed |= _failed(outcome)
+    if dry_run and as_json:
+        sys.stdout.write(json.dumps(plans, default=str, indent=2, ensure_ascii=False) + "\n")
+    elif not dry_run:
+        columns = ["profile", "run", "status", *COUNT_KEYS, "error"]
+        show(rows, columns, title="run results", as_json=as_json)
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _dry_report(s: Services, profile_name: str, options: RunOptions) -> dryrun.DryRunReport:
     profile = await profile_by_name(s, profile_name)
-    report = await dryrun.dry_run(
+    return await dryrun.dry_run(
         pool=s.pool,
         settings=s.settings,
         resources=s.factory,
@@ -151,10 +206,15 @@ async def _dry_run(s: Services, profile_name: str, options: RunOptions, as_json:
         options=options,
         clock=utcnow,
     )
-    print_dry_run(profile_name, report, as_json)
 
 
-def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool) -> None:
+async def _dry_run(s: Services, profile_name: str, options: RunOptions, as_json: bool) -> None:
+    print_dry_run(profile_name, await _dry_report(s, profile_name, options), as_json)
+
+
+def print_dry_run(
+    profile_name: str, report: dryrun.DryRunReport, as_json: bool, *, exit_on_failure: bool = True
+) -> None:
     """Totals, then one line per record (field changes for updates); --json the same."""
     if as_json:
         body = {"profile": profile_name, "dry_run": True, **asdict(report)}
@@ -180,7 +240,8 @@ def print_dry_run(profile_name: str, report: dryrun.DryRunReport, as_json: bool)
     if report.status in ("error", "skipped"):
         if not as_json:
             console.print(f"[red]run {report.status}:[/red] {report.error}")
-        raise typer.Exit(1)
+        if exit_on_failure:
+            raise typer.Exit(1)
 
 
 @contact_app.command("import")

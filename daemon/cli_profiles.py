@@ -36,7 +36,11 @@ PROFILE_COLUMNS = [
 
 
 async def profile_by_name(services: Services, name: str) -> Profile:
+    """A profile by name or, when no profile has that name, by id (`--profile=1`)."""
     row = await services.pool.fetchrow(QUERIES["profile_get_by_name"], name)
+    digits = name.strip()
+    if row is None and digits.isascii() and digits.isdigit() and int(digits) < 2**63:
+        row = await services.pool.fetchrow(QUERIES["profile_get"], int(digits))
     if row is None:
         raise ConfigError(f"profile {name!r} does not exist (fa-sync profile list)")
     return Profile.from_row(row)

@@ -121,7 +121,7 @@ ON CONFLICT (client_id) DO UPDATE
 -- name: status_clients
 -- `status`: each client's token expiry and re-authorisation flag (never the tokens).
 SELECT c.id, c.name, c.user_url, c.rate_limit_per_minute, c.rate_limit_per_hour,
-       c.access_token IS NOT NULL AS authorised, c.access_token_expires_at,
+       c.rate_limit_test, c.access_token IS NOT NULL AS authorised, c.access_token_expires_at,
        c.refresh_token_expires_at, a.reason AS reauth_reason, a.refused_at AS reauth_at
   FROM freeagent_client c
   LEFT JOIN freeagent_client_reauth a
@@ -286,6 +286,25 @@ SELECT p.*, s.config_error, s.magento_watermark
 SELECT p.*, s.config_error, s.magento_watermark
   FROM profile p LEFT JOIN profile_state s ON s.profile_id = p.id
  WHERE p.name = $1;
+
+-- name: profiles_to_export
+-- `contact export` without --profile: every enabled profile (ids $1 NULL), or the profiles of the
+-- ledger rows $1 with those rows, in profile id order. Rows not on the ledger come back with
+-- profile_id NULL.
+SELECT p.id AS profile_id, p.name, array_agg(e.id ORDER BY e.id) FILTER (WHERE e.id IS NOT NULL) AS ids
+  FROM profile p JOIN contact_entity e ON e.profile_id = p.id AND e.id = ANY($1)
+ WHERE $1::bigint[] IS NOT NULL
+ GROUP BY p.id, p.name
+UNION ALL
+SELECT NULL, NULL, array_agg(a.id ORDER BY a.id)
+  FROM unnest($1::bigint[]) AS a(id)
+ WHERE NOT EXISTS (SELECT 1 FROM contact_entity e WHERE e.id = a.id)
+HAVING count(*) > 0
+UNION ALL
+SELECT p.id, p.name, NULL
+  FROM profile p
+ WHERE $1::bigint[] IS NULL AND p.enabled
+ORDER BY 1 NULLS FIRST;
 
 -- name: profile_update
 -- `profile set`: change any column; NULL leaves a column as it is.

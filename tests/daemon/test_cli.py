@@ -143,6 +143,51 @@ async def test_export_then_history_and_queue(pool: asyncpg.Pool, stack: Stack, c
     assert len(queue) == run["created"]
 
 
+async def test_export_without_a_profile_runs_every_enabled_one_or_the_rows_given(
+    pool: asyncpg.Pool, stack: Stack, cli
+) -> None:
+    """As the original's `fa_contact:export`: no --profile exports every enabled profile
+    (a disabled one is left alone), `--id N` alone the profiles of those ledger rows and only
+    those rows, `--profile 1` takes an id; an unknown row is a clear error."""
+    await pool.execute(
+        """INSERT INTO profile (name, type, enabled, client_id, connection_id)
+           SELECT 'off', type, false, client_id, connection_id FROM profile WHERE name = 'demo'"""
+    )
+    result = await cli("contact", "export", "--json")
+    assert result.code == 0, result.err
+    (run,) = result.json()
+    assert run["profile"] == "demo" and run["created"] > 0
+    off = await pool.fetchval("SELECT count(*) FROM contact_entity e JOIN profile p "
+                              "ON p.id = e.profile_id WHERE p.name = 'off'")  # fmt: skip
+    assert off == 0
+    customer = stack.magento.add_customer(email="late@example.com", firstname="La", lastname="Te")
+    other = stack.magento.add_customer(email="later@example.com", firstname="La", lastname="Ter")
+    by_id = await cli("contact", "export", "--profile", str(stack.profile_id), "--json")
+    assert by_id.code == 0, by_id.err
+    assert by_id.json()[0]["created"] == 2  # collected and exported both
+    await pool.execute(
+        "UPDATE contact_entity SET status = 'failed' WHERE source_key = ANY($1)",
+        [f"customer:{customer['id']}", f"customer:{other['id']}"],
+    )
+    row = await pool.fetchval(
+        "SELECT id FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
+    )
+    await pool.execute("UPDATE contact_entity SET status = 'pending' WHERE id = $1", row)
+    only = await cli("contact", "export", "--id", str(row), "--json")
+    assert only.code == 0, only.err
+    (run,) = only.json()
+    assert run["profile"] == "demo"
+    statuses = dict(await pool.fetch(
+        "SELECT source_key, status::text FROM contact_entity WHERE source_key = ANY($1)",
+        [f"customer:{customer['id']}", f"customer:{other['id']}"],
+    ))  # fmt: skip
+    assert statuses[f"customer:{other['id']}"] == "failed"  # not named: left alone
+    assert statuses[f"customer:{customer['id']}"] in ("unchanged", "updated")  # exported
+    missing = await cli("contact", "export", "--id", "987654321")
+    assert missing.code == 1 and "987654321" in missing.out + missing.err
+    assert "Traceback" not in missing.out + missing.err
+
+
 async def test_cli_output_never_shows_secrets(pool: asyncpg.Pool, stack: Stack, cli) -> None:
     """Client listings, exports and their logs keep tokens and secrets out."""
     outputs = [
