@@ -362,6 +362,27 @@ CREATE TABLE IF NOT EXISTS magento_webhook (
     secret      text NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Senders that cannot sign each request (Mageplaza Webhook offers only Basic auth or fixed
+-- headers) opt in per connection: auth_kind 'header' (auth_name = the header's name,
+-- auth_secret = its value) or 'basic' (auth_name = the user, auth_secret = the password),
+-- auth_secret sealed like `secret`. A connection may then have no HMAC secret at all.
+ALTER TABLE magento_webhook ADD COLUMN IF NOT EXISTS auth_kind text;
+ALTER TABLE magento_webhook ADD COLUMN IF NOT EXISTS auth_name text;
+ALTER TABLE magento_webhook ADD COLUMN IF NOT EXISTS auth_secret text;
+-- Skipped once in place, so re-running takes no lock on a live table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'magento_webhook'::regclass
+                      AND conname = 'webhook needs a secret; auth is header or basic') THEN
+        ALTER TABLE magento_webhook
+            ALTER COLUMN secret DROP NOT NULL,
+            ADD CONSTRAINT "webhook needs a secret; auth is header or basic" CHECK (
+                (secret IS NOT NULL OR auth_kind IS NOT NULL)
+                AND (auth_kind IS NULL
+                     OR (auth_kind IN ('header', 'basic')
+                         AND auth_name IS NOT NULL AND auth_secret IS NOT NULL)));
+    END IF;
+END $$;
 
 -- Signatures of webhook deliveries already accepted (replay guard, shared by replicas);
 -- rows older than the timestamp tolerance are purged as new ones arrive.

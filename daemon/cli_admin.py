@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -296,10 +297,21 @@ async def magento_remove(name: str) -> None:
 async def magento_webhook(
     name: str,
     secret_file: Annotated[Path | None, secret_file_option("webhook secret")] = None,
+    header: Annotated[
+        str | None,
+        typer.Option(help="Also accept deliveries carrying this header with the secret as value."),
+    ] = None,
+    basic: Annotated[
+        str | None,
+        typer.Option(help="Also accept HTTP Basic auth: this user, the secret as password."),
+    ] = None,
     off: Annotated[bool, typer.Option("--off", help="Refuse this shop's webhooks.")] = False,
 ) -> None:
     """Accept POST /webhooks/magento from this shop, signed with a shared secret read from
-    --secret-file, else FA_SYNC_WEBHOOK_SECRET, else a hidden prompt (stored sealed)."""
+    --secret-file, else FA_SYNC_WEBHOOK_SECRET, else a hidden prompt (stored sealed).
+    --header / --basic: the secret is instead a fixed header's value or a Basic password,
+    for senders that cannot sign each request (Mageplaza)."""
+    auth = webhook_auth(header, basic)
     async with open_services(settings()) as s, translated(f"Magento connection {name}"):
         row = await s.pool.fetchrow(QUERIES["connection_get_by_name"], name)
         if row is None:
@@ -311,7 +323,35 @@ async def magento_webhook(
         secret = read_secret("webhook secret", "FA_SYNC_WEBHOOK_SECRET", secret_file)
         if len(secret) < 16:
             raise ConfigError("webhook secret: use at least 16 characters")
-        await s.pool.execute(
-            QUERIES["webhook_secret_set"], row["id"], s.factory.secrets.seal(secret)
-        )
+        sealed = s.factory.secrets.seal(secret)
+        if auth is None:
+            await s.pool.execute(QUERIES["webhook_secret_set"], row["id"], sealed)
+        else:
+            await s.pool.execute(QUERIES["webhook_auth_set"], row["id"], *auth, sealed)
     console.print(f"webhooks of Magento connection [bold]{name}[/bold] accepted")
+
+
+#: Header names a fixed secret may not use: ours, and those HTTP itself gives a meaning.
+RESERVED_HEADERS = {
+    "authorization", "content-type", "content-length", "host", "transfer-encoding",
+    "x-fa-sync-timestamp", "x-fa-sync-signature",
+}  # fmt: skip
+
+
+def webhook_auth(header: str | None, basic: str | None) -> tuple[str, str] | None:
+    """(kind, name) of the opt-in credentials asked for, or None for the HMAC secret."""
+    if header is not None and basic is not None:
+        raise ConfigError("webhook: give --header or --basic, not both")
+    if header is not None:
+        token = header.strip()
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", token):
+            raise ConfigError(f"webhook --header {header!r}: not an HTTP header name")
+        if token.lower() in RESERVED_HEADERS:
+            raise ConfigError(f"webhook --header {token}: reserved, choose another name")
+        return "header", token
+    if basic is not None:
+        user = basic.strip()
+        if not user or ":" in user or not user.isprintable():
+            raise ConfigError(f"webhook --basic {basic!r}: a user name without ':'")
+        return "basic", user
+    return None

@@ -34,7 +34,7 @@ PREFIX = "fernet:v1:"
 SECRET_COLUMNS = {
     "freeagent_client": ("client_secret", "access_token", "refresh_token"),
     "magento_connection": ("access_token", "consumer_secret", "access_token_secret"),
-    "magento_webhook": ("secret",),
+    "magento_webhook": ("secret", "auth_secret"),
 }
 NO_KEY = (
     "FA_SYNC_SECRET_KEY is not set: fa-sync stores no secret without it "

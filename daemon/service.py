@@ -61,6 +61,7 @@ async def supervised(
                 clock=utcnow,  # senders sign with wall time, even under FA_SYNC_CLOCK_START
                 max_body_bytes=settings.webhook_max_body_bytes,
                 tolerance_seconds=settings.webhook_tolerance_seconds,
+                settle_seconds=settings.webhook_settle_seconds,
             )
             await hooks.start(*address)
         yield server

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
     #: A delivery whose timestamp is further than this from our clock is refused (seconds).
     webhook_tolerance_seconds: float = Field(default=300.0, ge=1, le=3600)
+    #: Events sent while the shop's transaction is still open (Adobe Commerce Webhooks,
+    #: Mageplaza) are answered at once and queued this many seconds later, once it committed.
+    webhook_settle_seconds: float = Field(default=5.0, ge=0, le=300)
 
     #: Alerts (daemon/alerts/): both channels unset turns them off. A Slack-compatible
     #: incoming webhook; its URL holds a secret, so it is never logged.

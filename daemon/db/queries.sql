@@ -216,22 +216,31 @@ UPDATE magento_connection SET access_token = $2, consumer_secret = $3, access_to
 INSERT INTO magento_webhook (id, secret) VALUES ($1, $2)
 ON CONFLICT (id) DO UPDATE SET secret = EXCLUDED.secret, updated_at = now();
 
+-- name: webhook_auth_set
+-- Store (or replace) a connection's fixed-header or Basic credentials, the secret sealed;
+-- the HMAC secret, if any, stays.
+INSERT INTO magento_webhook (id, auth_kind, auth_name, auth_secret) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE
+   SET auth_kind = EXCLUDED.auth_kind, auth_name = EXCLUDED.auth_name,
+       auth_secret = EXCLUDED.auth_secret, updated_at = now();
+
 -- name: webhook_secret_clear
 -- Switch a connection's webhook off.
 DELETE FROM magento_webhook WHERE id = $1 RETURNING id;
 
 -- name: webhook_secrets
--- Connections accepting webhooks, with their sealed secrets.
-SELECT w.id, w.secret, m.name FROM magento_webhook w JOIN magento_connection m ON m.id = w.id
+-- Connections accepting webhooks, with their sealed secrets and credentials.
+SELECT w.id, w.secret, w.auth_kind, w.auth_name, w.auth_secret, m.name
+  FROM magento_webhook w JOIN magento_connection m ON m.id = w.id
  ORDER BY w.id;
 
 -- name: webhook_secrets_lock
 -- Every webhook secret, locked while they are sealed again.
-SELECT id, secret FROM magento_webhook ORDER BY id FOR UPDATE;
+SELECT id, secret, auth_secret FROM magento_webhook ORDER BY id FOR UPDATE;
 
 -- name: webhook_secrets_set
--- Store a webhook secret sealed again.
-UPDATE magento_webhook SET secret = $2 WHERE id = $1;
+-- Store a connection's webhook secrets sealed again.
+UPDATE magento_webhook SET secret = $2, auth_secret = $3 WHERE id = $1;
 
 -- name: webhook_seen
 -- Remember an accepted delivery's signature; nothing returned when it was seen before (replay).
