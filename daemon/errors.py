@@ -70,15 +70,24 @@ class ApiError(FaSyncError):
 
 
 class TransientApiError(ApiError):
-    """Worth retrying later: timeouts, connection errors, 5xx and 429."""
+    """Worth retrying later: timeouts, connection errors, 5xx and 429.
+
+    retry_after: seconds the server asked us to wait (a 503 from a proxy in maintenance
+    sends Retry-After too), or None when it named no time.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class RateLimited(TransientApiError):
     """HTTP 429; retry_after is the server's Retry-After in seconds."""
 
+    retry_after: float
+
     def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
-        super().__init__(message, status=429, **kwargs)
-        self.retry_after = retry_after
+        super().__init__(message, status=429, retry_after=retry_after, **kwargs)
 
 
 class OutcomeUnknown(TransientApiError):

@@ -11,7 +11,10 @@ context (it does not filter), an unknown one is "Request does not match any rout
 
 Every response is JSON without nulls and honours `fields=` trimming. Three middlewares wrap
 the routes, outermost first: record the request, inject faults (latency, queued 429s, a
-"proxy" 503 at `error_rate`), render MagentoError as Magento's error JSON.
+"proxy" 503 at `error_rate` whose Retry-After holds: earlier requests get 503 again), render
+MagentoError as Magento's error JSON. List searches can be made to misbehave as some installs
+do: short pages (`page_cap`), records counted but not listed (`search_omits`,
+`order_search_omits`), `in` matching only its first value (`in_first_value_only`).
 
 Usage: `web.run_app(create_app(MagentoState.seeded(200)), port=8081)`; tests use
 `aiohttp_client(create_app(state))` and then inspect `state`.
@@ -23,6 +26,7 @@ import asyncio
 import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from operator import methodcaller
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,12 +35,13 @@ from aiohttp import web
 
 from simulators.magento_auth import authorize
 from simulators.magento_errors import MagentoError, internal_error, route_not_found
-from simulators.magento_keyset import search_table
+from simulators.magento_keyset import Table, search_table
 from simulators.magento_records import omit_nulls
 from simulators.magento_search import (
     Collection,
     Column,
     SearchCriteria,
+    echo,
     parse_fields,
     parse_search_criteria,
     trim_fields,
@@ -151,11 +156,41 @@ def _criteria(request: web.Request) -> SearchCriteria:
 LIST_OMITS = frozenset({"extension_attributes", "custom_attributes"})
 
 
+def _as_applied(criteria: SearchCriteria, state: MagentoState) -> SearchCriteria:
+    """The criteria as the simulated build applies them: with `in_first_value_only`, an `in`
+    filter keeps only its first value (the echo still shows what was sent)."""
+    if not state.in_first_value_only:
+        return criteria
+    groups = tuple(
+        tuple(
+            replace(f, value=f.value.split(",")[0])
+            if f.value is not None and (f.condition_type or "").lower() == "in"
+            else f
+            for f in group
+        )
+        for group in criteria.filter_groups
+    )
+    return replace(criteria, filter_groups=groups)
+
+
+def _search(
+    request: web.Request, state: MagentoState, table: Table, collection: Collection
+) -> dict[str, Any]:
+    """One list search: matched, paged and counted, then cut short as the state says (the
+    count still holds every match)."""
+    criteria = _criteria(request)
+    result = search_table(table, _as_applied(criteria, state), collection, state.paging())
+    result["search_criteria"] = echo(criteria)
+    items = result["items"][: state.page_cap] if state.page_cap is not None else result["items"]
+    omits = state.search_omits if collection is CUSTOMERS else state.order_search_omits
+    entity_id = collection.columns["entity_id"]
+    result["items"] = [i for i in items if entity_id(i) not in omits]
+    return result
+
+
 def _search_customers(request: web.Request, state: MagentoState) -> Any:
     """GET /V1/customers/search; the items may lack extension and custom attributes."""
-    result = search_table(state.customers, _criteria(request), CUSTOMERS, state.paging())
-    if state.search_omits:
-        result["items"] = [i for i in result["items"] if i.get("id") not in state.search_omits]
+    result = _search(request, state, state.customers, CUSTOMERS)
     if not state.search_includes_attributes:
         result["items"] = [
             {key: value for key, value in item.items() if key not in LIST_OMITS}
@@ -179,7 +214,7 @@ def _get_customer(request: web.Request, state: MagentoState) -> Any:
 
 def _search_orders(request: web.Request, state: MagentoState) -> Any:
     """GET /V1/orders."""
-    return search_table(state.orders, _criteria(request), ORDERS, state.paging())
+    return _search(request, state, state.orders, ORDERS)
 
 
 def _get_order(request: web.Request, state: MagentoState) -> Any:

@@ -11,11 +11,12 @@ depends on them: saving a customer bumps `updated_at`; editing only an address d
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from simulators import magento_seed
@@ -108,12 +109,22 @@ class MagentoState:
     #: here; /V1/customers/{id} has them. True: the list carries them too.
     search_includes_attributes: bool = False
     error_rate: float = 0.0  #: share of requests a "proxy" answers with 503
-    error_retry_after: int = 1  #: Retry-After seconds on those 503s
+    #: Retry-After seconds on those 503s. The proxy means it: until that time has passed
+    #: (by `clock`) it answers every request 503 again, with the seconds still to wait.
+    error_retry_after: int = 1
+    #: Requests that came back before a 503's Retry-After had passed (each refused again).
+    early_retries: int = 0
     latency: float = 0.0  #: seconds added before every answer
     seed: int = 7  #: seeds `rng`, which decides the 503s
     #: Customer ids customers/search leaves out of its items while total_count still counts
     #: them (a listing cut short); GET /V1/customers/{id} still answers them.
     search_omits: set[int] = field(default_factory=set)
+    order_search_omits: set[int] = field(default_factory=set)  #: the same, for /V1/orders
+    #: At most this many items a page, whatever pageSize asked, total_count unchanged: short
+    #: pages while more records remain (a plugin dropping rows after the count). None: off.
+    page_cap: int | None = None
+    #: An `in` filter matches only its first value, as on some 2.1/2.2 builds (§8.4).
+    in_first_value_only: bool = False
     #: Serve null-valued keys instead of omitting them (some plugins and proxies do).
     keep_nulls: bool = False
     #: Escape non-ASCII as \uXXXX like PHP's json_encode (4-byte characters as surrogate
@@ -126,6 +137,8 @@ class MagentoState:
     used_nonces: set[tuple[str, str]] = field(default_factory=set)  #: (consumer_key, nonce)
     rng: random.Random = field(init=False, repr=False)  #: fault decisions, seeded
     pending_429: deque[int] = field(init=False, repr=False)  #: Retry-After of queued 429s
+    #: When the last proxy 503 lets requests through again (None: no 503 pending).
+    unavailable_until: datetime | None = field(default=None, init=False, repr=False)
     _sequences: dict[str, int] = field(init=False, repr=False)  #: next auto-increment ids
 
     def __post_init__(self) -> None:
@@ -178,10 +191,18 @@ class MagentoState:
         self.pending_429.extend([retry_after] * count)
 
     def take_fault(self) -> tuple[int, int] | None:
-        """(status, retry_after) if this request is to fail before reaching Magento, else None."""
+        """(status, retry_after) if this request is to fail before reaching Magento, else None.
+
+        A 503's Retry-After holds: a request before it has passed is refused again (counted
+        in `early_retries`), told the whole seconds still to wait."""
         if self.pending_429:
             return 429, self.pending_429.popleft()
+        now = self.clock()
+        if self.unavailable_until is not None and now < self.unavailable_until:
+            self.early_retries += 1
+            return 503, math.ceil((self.unavailable_until - now).total_seconds())
         if self.error_rate and self.rng.random() < self.error_rate:
+            self.unavailable_until = now + timedelta(seconds=self.error_retry_after)
             return 503, self.error_retry_after
         return None
 

@@ -2,8 +2,10 @@
 
 Page-number paging over Magento is fragile: 2.3 repeats the last page past the end, and rows
 inserted or deleted mid-scan shift pages. So every list here is read by keyset: filter
-`entity_id gt <last id seen>`, sort `entity_id ASC`, always page 1 of a fixed size, and stop
-on an empty or short page, or a page with no new id.
+`entity_id gt <last id seen>`, sort `entity_id ASC`, always page 1 of a fixed size. The scan
+ends when a page lists everything Magento still counts (`total_count`, which covers only the
+ids past the last one seen), on an empty page, or on a page with no new id. A short page alone
+proves nothing: a store whose plugins hide some records serves short pages mid-listing.
 
 Authentication is the integration access token, either as Bearer (needs Magento's
 enable_integration_as_bearer on 2.4.4+) or as an OAuth 1.0a HMAC-SHA256 signature. A
@@ -30,6 +32,7 @@ from authlib.oauth1.rfc5849.signature import (  # type: ignore[import-untyped]
 from authlib.oauth1.rfc5849.util import escape  # type: ignore[import-untyped]
 from yarl import URL
 
+from daemon.clients.listing import ListingReport
 from daemon.clients.readcache import ReadCache
 from daemon.clients.transport import Response, Transport
 from daemon.db.records import MagentoConnectionRow
@@ -71,20 +74,29 @@ class Filter:
     condition_type: str = "eq"
 
 
+@dataclass(frozen=True)
+class AnyOf:
+    """Conditions OR'ed inside one filter group (Magento ORs within a group, ANDs groups)."""
+
+    filters: tuple[Filter, ...]
+
+
 def search_criteria(
-    filters: Sequence[Filter], *, sort_field: str, page_size: int
+    filters: Sequence[Filter | AnyOf], *, sort_field: str, page_size: int
 ) -> list[tuple[str, str]]:
     """Query pairs with explicit integer indexes (`[]` is an SQL error on Magento), spelt as
     Adobe's search guide spells them (filter_groups/condition_type, sortOrders/pageSize/
     currentPage); always page 1, sorted ascending (keyset paging)."""
     pairs: list[tuple[str, str]] = []
-    for group, condition in enumerate(filters):
-        prefix = f"searchCriteria[filter_groups][{group}][filters][0]"
-        pairs += [
-            (f"{prefix}[field]", condition.field),
-            (f"{prefix}[value]", condition.value),
-            (f"{prefix}[condition_type]", condition.condition_type),
-        ]
+    for group, term in enumerate(filters):
+        members = term.filters if isinstance(term, AnyOf) else (term,)
+        for index, condition in enumerate(members):
+            prefix = f"searchCriteria[filter_groups][{group}][filters][{index}]"
+            pairs += [
+                (f"{prefix}[field]", condition.field),
+                (f"{prefix}[value]", condition.value),
+                (f"{prefix}[condition_type]", condition.condition_type),
+            ]
     pairs += [
         ("searchCriteria[sortOrders][0][field]", sort_field),
         ("searchCriteria[sortOrders][0][direction]", "ASC"),
@@ -107,9 +119,13 @@ def magento_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _in(field: str, ids: Sequence[int] | None) -> list[Filter]:
-    """An `in` filter, or none when no ids are given (None or empty: no restriction)."""
-    return [Filter(field, ",".join(str(i) for i in ids), "in")] if ids else []
+def _one_of(field: str, ids: Sequence[int] | None) -> list[AnyOf]:
+    """`field` equal to one of the ids, or no filter when none are given (None or empty: no
+    restriction). OR'ed `eq` filters in one group rather than `in`: on some 2.1/2.2 builds
+    `in` matched only its first value (reference §8.4), silently dropping the other websites."""
+    if not ids:
+        return []
+    return [AnyOf(tuple(Filter(field, str(i), "eq") for i in dict.fromkeys(ids)))]
 
 
 class MagentoClient:
@@ -145,7 +161,10 @@ class MagentoClient:
         """Customers in id order, optionally updated at/after a UTC moment and in some
         websites/store views; every matching customer exactly once. `listing` learns
         whether the scan provably read every match (deletions are judged only then)."""
-        filters = [*_in("website_id", website_ids), *_in("store_id", store_ids)]
+        filters: list[Filter | AnyOf] = [
+            *_one_of("website_id", website_ids),
+            *_one_of("store_id", store_ids),
+        ]
         if updated_since is not None:
             filters.append(Filter("updated_at", magento_time(updated_since), "gteq"))
         async for item in self._keyset(
@@ -181,12 +200,17 @@ class MagentoClient:
         created_since: datetime | None = None,
         store_ids: list[int] | None = None,
         page_size: int = 100,
+        listing: ListingReport | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Guest-checkout orders (customer_is_guest = 1) in entity_id order."""
-        filters = [Filter("customer_is_guest", "1", "eq"), *_in("store_id", store_ids)]
+        """Guest-checkout orders (customer_is_guest = 1) in entity_id order, optionally in
+        some store views; `listing` learns whether the scan read every match."""
+        filters: list[Filter | AnyOf] = [
+            Filter("customer_is_guest", "1", "eq"),
+            *_one_of("store_id", store_ids),
+        ]
         if created_since is not None:
             filters.append(Filter("created_at", magento_time(created_since), "gteq"))
-        async for item in self._keyset("orders", filters, "entity_id", page_size):
+        async for item in self._keyset("orders", filters, "entity_id", page_size, listing=listing):
             yield item
 
     # -- stores --------------------------------------------------------------------------
@@ -219,19 +243,16 @@ class MagentoClient:
     async def _keyset(
         self,
         path: str,
-        filters: Sequence[Filter],
+        filters: Sequence[Filter | AnyOf],
         id_key: str,
         page_size: int,
         *,
         fields: str | None = None,
         listing: ListingReport | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Keyset paging on entity_id; also safe against servers that ignore the filter
-        and repeat a page (2.3 overflow): a page without a new id ends the scan.
-
-        Complete (`listing.complete`) only when the scan ends on a short page holding every
-        record Magento counts past the previous one (`total_count`): a page cut short, a
-        repeated page or an item without an id leave it incomplete."""
+        """Keyset paging on entity_id, read on while Magento counts more past the last id
+        (see ListingReport.read_on); also safe against servers that ignore the filter and
+        repeat a page (2.3 overflow): a page without a new id ends the scan."""
         page_size = max(1, page_size)
         listing = listing or ListingReport()
         last = 0
@@ -243,7 +264,6 @@ class MagentoClient:
             body = _json(await self._get(path, query), dict)
             items = _items(body.get("items"))
             ids = [_item_id(item, id_key) for item in items]
-            fresh = [i for i in ids if i is not None and i > last]
             for item, item_id in zip(items, ids, strict=True):
                 if item_id is None:
                     # Not ours to judge: the caller notes the record; the scan goes on.
@@ -252,14 +272,11 @@ class MagentoClient:
                     yield item
                 elif item_id > last:
                     yield item
-            if len(items) < page_size:
-                listing.ended(body.get("total_count"), len(items), last)
+            if not listing.read_on(last, ids, body.get("total_count"), page_size):
+                if listing.short:
+                    log.warning("magento_listing_short", path=path, reasons=listing.short[:3])
                 return
-            if not fresh:
-                log.warning("magento_page_repeated", path=path, after_id=last)
-                listing.gap(f"page after id {last} repeated an earlier one")
-                return
-            last = max(fresh)
+            last = max(i for i in ids if i is not None)
 
     async def _get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Response:
         """GET with the query encoded once: what is signed is exactly what is sent."""
@@ -304,28 +321,6 @@ class MagentoClient:
         return {"Authorization": str(headers["Authorization"])}
 
 
-class ListingReport:
-    """Whether a keyset scan read every record Magento says matches."""
-
-    def __init__(self) -> None:
-        self.complete = False  #: True only when the scan ended on a full last page
-        self.gaps: list[str] = []  #: why it may have missed records
-
-    def gap(self, reason: str) -> None:
-        """The scan may have missed records."""
-        self.gaps.append(reason)
-        self.complete = False
-
-    def ended(self, total_count: Any, returned: int, after_id: int) -> None:
-        """The last (short) page: complete when it held all Magento counts past `after_id`."""
-        if not isinstance(total_count, int) or isinstance(total_count, bool):
-            self.gap(f"last page after id {after_id} has no total_count")
-        elif total_count > returned:
-            self.gap(f"last page after id {after_id} held {returned} of {total_count} customers")
-        else:
-            self.complete = not self.gaps
-
-
 def _signer(connection: MagentoConnectionRow) -> MagentoOAuth1:
     return MagentoOAuth1(
         connection.consumer_key,
@@ -366,4 +361,12 @@ def _json(response: Response, kind: type[dict[Any, Any]] | type[list[Any]]) -> A
     )
 
 
-__all__ = ["Filter", "MagentoClient", "MagentoOAuth1", "encode_query", "search_criteria"]
+__all__ = [
+    "AnyOf",
+    "Filter",
+    "ListingReport",
+    "MagentoClient",
+    "MagentoOAuth1",
+    "encode_query",
+    "search_criteria",
+]

@@ -5,12 +5,13 @@ requests. aiohttp's exceptions stop here: callers see the fa-sync hierarchy from
 
     aiohttp timeout / connection error / dropped body  -> TransientApiError (retried)
     429                                                -> RateLimited (retried after Retry-After)
-    5xx                                                -> TransientApiError (retried)
+    5xx                                                -> TransientApiError (retried; not before
+                                                          its Retry-After, if it sends one)
     401                                                -> AuthError (the client refreshes once)
-    400 403 404 409 422                                -> RejectedRecord, message = the API's words
+    400 403 404 409 410 422                            -> RejectedRecord, message = the API's words
     other 4xx                                          -> ApiError (never retried)
 
-(the table is daemon/failures.py; FreeAgentClient turns a 403/404 not about one record into
+(the table is daemon/failures.py; FreeAgentClient turns a 403/404/410 not about one record into
 EndpointError, which stops the run)
 
 Secrets never reach an exception message (no headers are quoted; free text is scrubbed) nor
@@ -123,11 +124,16 @@ class _RetryPolicy:
         return failures >= max(1, self._settings.http_retry_attempts)
 
     def wait(self, state: RetryCallState) -> float:
-        """Retry-After for a 429 (the server named the time), else capped jittered backoff."""
+        """Retry-After for a 429 (the server named the time), else capped jittered backoff;
+        a 5xx naming a later time (a proxy or WAF in front of the API: Magento Cloud's Fastly,
+        nginx) is not asked again before it, or the early retries are refused as well."""
         failure = _failure(state)
         if isinstance(failure, RateLimited):
             return failure.retry_after
-        return float(self._jitter(state))
+        backoff = float(self._jitter(state))
+        if isinstance(failure, TransientApiError) and failure.retry_after is not None:
+            return min(max(backoff, failure.retry_after), MAX_RETRY_AFTER)
+        return backoff
 
 
 def _retryable(retry: bool) -> type[ApiError]:
@@ -336,19 +342,32 @@ def status_error(response: Response, *, where: str, service: str) -> ApiError | 
         return RateLimited(context, retry_after=retry_after, body=body, service=service)
     if kind is RejectedRecord:
         return RejectedRecord(words, status=status, body=body, service=service)
+    if kind is TransientApiError:
+        # Only a wait: whether to retry at all stays the caller's (a create never repeats).
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        return TransientApiError(
+            context, retry_after=wait, status=status, body=body, service=service
+        )
     return kind(context, status=status, body=body, service=service)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date), at most an hour; 60
     when absent or bad."""
+    seconds = retry_after_seconds(value, now=now)
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), at most an hour; None
+    when absent or unreadable."""
     value = (value or "").strip()
     if value.isascii() and value.replace(".", "", 1).isdigit():
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value).replace(tzinfo=UTC)  # HTTP-dates are always GMT
     except (TypeError, ValueError, OverflowError):
-        return DEFAULT_RETRY_AFTER
+        return None
     seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
 

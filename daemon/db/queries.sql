@@ -876,7 +876,7 @@ SELECT id FROM contact_entity WHERE profile_id = $1 AND magento_customer_id = $2
  ORDER BY id LIMIT 1;
 
 -- name: fa_contact_forget
--- A contact FreeAgent no longer has (we deleted it): out of the index.
+-- A contact FreeAgent no longer has (we deleted it, or it answered 404/410): out of the index.
 DELETE FROM freeagent_contact WHERE client_id = $1 AND url = $2;
 
 -- name: entity_url_live_user

@@ -32,6 +32,13 @@ from profiles.freeagent_contact_export.clean import (
 )
 from profiles.freeagent_contact_export.config import ContactExportSettings
 from profiles.freeagent_contact_export.failures import UNSTORABLE
+from profiles.freeagent_contact_export.guests import (
+    GuestScope,
+    guest_scope,
+    sales_refused,
+    store_websites,
+)
+from profiles.freeagent_contact_export.payload import contact_email
 from profiles.freeagent_contact_export.removal import confirm_deleted, effective_delete_policy
 
 log = get_logger(__name__)
@@ -97,10 +104,16 @@ class Collected:
     key: str  #: source_key: customer:<id> or guest:<e-mail>
     customer_id: int | None
     website_id: int | None
+    #: The e-mail as the export sends it (payload.contact_email: trimmed, without control or
+    #: invisible characters), so ledger rows are grouped and matched by what identity keys on:
+    #: a pasted zero-width space must not split one person into two rows that each link (and
+    #: write) one FreeAgent contact. Guests: lower-cased, as their key.
     email: str | None
     data: dict[str, Any]  #: the record after clean_record
     stamp: datetime | None  #: updated_at (customers) or created_at (guest orders)
     notes: list[Note]  #: what cleaning changed, for metadata.cleaned
+    #: Why the record is kept as skipped rather than queued (None: queued for export).
+    skip: str | None = None
 
     def row(self) -> tuple[Any, ...]:
         """This record's values of entity_upsert's arrays."""
@@ -123,40 +136,66 @@ def customer_record(raw: Any) -> Collected | str:
     cid = small_int(data.get("id"))
     if cid is None:
         return f"Magento customer without a usable id ({data.get('id')!r:.40}): ignored"
-    email = data.get("email")
     return Collected(
         key=f"customer:{cid}",
         customer_id=cid,
         website_id=small_int(data.get("website_id")),
-        email=email.strip() if isinstance(email, str) else None,
+        email=contact_email(data.get("email")),
         data=data,
         stamp=parse_magento_time(data.get("updated_at")),
         notes=notes,
     )
 
 
+def guest_email(order: dict[str, Any]) -> Any:
+    """The guest's e-mail as the export reads it (Buyer.from_guest_order): the order's
+    customer_email, else its billing address's when customer_email holds no address
+    (reference §4); else customer_email as it is (None when absent)."""
+    billing = order.get("billing_address")
+    fallback = billing.get("email") if isinstance(billing, dict) else None
+    own = order.get("customer_email")
+    real = (v for v in (own, fallback) if v is not None and any(map(str.isalnum, str(v))))
+    return next(real, own)
+
+
 def guest_record(raw: Any, websites: dict[int, int] | None = None) -> Collected | str:
     """A guest order as a ledger entry keyed by e-mail, or why it cannot be one. `websites`
     (store id -> website id) gives the guest the website of its order's store: identity
-    joins a guest to the account with its e-mail on that website."""
+    joins a guest to the account with its e-mail on that website. An order without any
+    e-mail is kept as a skipped entry keyed by the order (`skip` says why)."""
     if not isinstance(raw, dict):
         return f"Magento order is not a JSON object ({type(raw).__name__}): ignored"
     data, notes = clean_record(raw)
-    email = str(data.get("customer_email") or "").strip().lower()
+    address = guest_email(data)
+    email = str(address or "").strip().lower()
     if not email:
-        return f"guest order {data.get('increment_id')!r:.40} without e-mail: ignored"
+        return _without_email(data, notes)
     # An e-mail cannot be longer than 254 characters; a longer value still gets a key that
     # fits PostgreSQL's index row limit.
     key = email if len(email) <= 254 else "#" + hashlib.sha256(email.encode()).hexdigest()
+    sent = contact_email(address)
     return Collected(
         key=f"guest:{key}",
         customer_id=None,
         website_id=(websites or {}).get(small_int(data.get("store_id")) or -1),
-        email=email,
+        email=sent.lower() if sent else None,
         data=data,
         stamp=parse_magento_time(data.get("created_at")),
         notes=notes,
     )
+
+
+def _without_email(data: dict[str, Any], notes: list[Note]) -> Collected | str:
+    """A guest order with no e-mail anywhere cannot become a contact, but is not dropped
+    silently: it is kept on the ledger as skipped, keyed by the order, saying why."""
+    order_id = small_int(data.get("entity_id"))
+    reason = (
+        f"guest order {data.get('increment_id')!r:.40} (entity_id {data.get('entity_id')!r:.20}) "
+        "has no e-mail, neither customer_email nor billing_address.email: not exported"
+    )
+    if order_id is None:
+        return f"{reason} (no usable entity_id to keep it by)"
+    return Collected(f"guest:#order-{order_id}", None, None, None, data, None, notes, reason)
 
 
 class Collector:
@@ -197,10 +236,10 @@ class Collector:
         check_deleted = plan.full and effective_delete_policy(ctx.profile.api_behaviour, self._cfg)
         seen_ids: set[int] | None = set() if check_deleted else None
         newest = await self._store(self._customers(plan), seen_ids, "customers")
-        guest_newest = None
-        if self._cfg.include_guests:
-            websites = await self._store_websites()
-            guest_newest = await self._store(self._guests(plan, websites), None, "guests")
+        if self._listing.short:
+            self._held("customer", self._listing)
+            newest = None
+        guest_newest = await self._collect_guests(plan) if self._cfg.include_guests else None
         await ctx.pool.execute(
             QUERIES["profile_set_watermarks"],
             ctx.profile.id,
@@ -228,31 +267,54 @@ class Collector:
                 self._listing.gap("a customer record could not be read")
             yield entry
 
-    async def _store_websites(self) -> dict[int, int]:
-        """Store id -> website id; without it guests have no website (noted, not fatal).
-        Customers were read already, so a 401 here is the integration's store ACL."""
+    def _held(self, which: str, listing: ListingReport) -> None:
+        """A listing that missed records Magento counts keeps its watermark where it was, so
+        the next run reads them again: say so."""
+        reason = "; ".join(listing.short[:3])
+        self._ctx.counts.note(
+            "warning",
+            f"{which} watermark not advanced: Magento's listing missed records it counts "
+            f"({reason}); the next run reads again from the same point",
+        )
+        log.warning("watermark_held", listing=which, reason=reason)
+
+    async def _collect_guests(self, plan: CollectPlan) -> datetime | None:
+        """Guest buyers within the store restriction (see guests.py); the guest watermark
+        candidate, or None when guests were skipped or their listing missed orders."""
+        scope, warning = guest_scope(self._cfg.store, await store_websites(self._magento))
+        if warning is not None:
+            self._ctx.counts.note("warning", warning)
+            log.warning("guest_scope", warning=warning)
+        if scope is None or scope.empty:
+            return None
+        listing = ListingReport()
         try:
-            views = await self._magento.store_views()
+            newest = await self._store(self._guests(plan, scope, listing), None, "guests")
         except ApiError as exc:
-            self._ctx.counts.note(
-                "warning", f"Magento store views not read ({exc}): guests have no website"
-            )
-            return {}
-        pairs = ((small_int(v.get("id")), small_int(v.get("website_id"))) for v in views
-                 if isinstance(v, dict))  # fmt: skip
-        return {s: w for s, w in pairs if s is not None and w is not None}
+            if (refused := sales_refused(exc)) is None:
+                raise
+            self._ctx.counts.note("warning", refused)
+            log.warning("guests_skipped", reason=refused)
+            return None
+        if listing.short:
+            self._held("guest", listing)
+            return None
+        return newest
 
     async def _guests(
-        self, plan: CollectPlan, websites: dict[int, int]
+        self, plan: CollectPlan, scope: GuestScope, listing: ListingReport
     ) -> AsyncIterator[Collected | None]:
-        """Guest orders grouped by e-mail; the newest order's details win."""
-        store = self._cfg.store
+        """Guest orders grouped by e-mail; the newest order's details win. An order outside
+        the chosen stores (a server ignoring the filter) is passed over."""
+        websites = dict(scope.websites)
         async for order in self._magento.iter_guest_orders(
             created_since=plan.guests_since,
-            store_ids=store.store_ids or None if store.restrict else None,
+            store_ids=scope.store_ids,
             page_size=self._ctx.profile.collection_size,
+            listing=listing,
         ):
-            yield self._isolated(lambda raw: guest_record(raw, websites), order)
+            if not isinstance(order, dict) or scope.admits(order):
+                yield self._isolated(lambda raw: guest_record(raw, websites), order)
 
     def _isolated(self, read: Callable[[Any], Collected | str], raw: Any) -> Collected | None:
         """One Magento record as a ledger entry; a record that cannot be one is noted, and
@@ -280,6 +342,9 @@ class Collector:
         chunk: dict[str, Collected] = {}
         async for entry in records:
             if entry is None:
+                continue
+            if entry.skip is not None:
+                await self._keep_skipped(entry, entry.skip)
                 continue
             if seen is not None and entry.customer_id is not None:
                 seen.add(entry.customer_id)
@@ -343,8 +408,15 @@ class Collector:
             )
             return
         except UNSTORABLE as exc:
-            reason, _ = clean_text(f"Magento record not storable: {type(exc).__name__}: {exc}")
-        log.warning("collect_record_unstorable", source_key=entry.key, reason=reason)
+            reason = f"Magento record not storable: {type(exc).__name__}: {exc}"
+        log.warning("collect_record_unstorable", source_key=entry.key)
+        await self._keep_skipped(entry, reason)
+
+    async def _keep_skipped(self, entry: Collected, why: str) -> None:
+        """Keep a record that cannot be exported on the ledger as skipped, with the reason
+        (on its row and in the run's messages): never lost silently."""
+        reason, _ = clean_text(why)
+        log.warning("collect_record_skipped", source_key=entry.key, reason=reason)
         self._ctx.counts.note("error", reason, source_key=entry.key)
         try:
             await self._ctx.pool.execute(

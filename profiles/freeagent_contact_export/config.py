@@ -44,7 +44,9 @@ class ContactDefaults(_Strict):
 class StoreSettings(_Strict):
     """Store Configuration: which stores to export, and each store's invoice locale."""
 
-    restrict: bool = False  #: export only customers of store_ids / website_ids
+    #: Export only customers, and guest buyers whose order's store view is, in store_ids /
+    #: website_ids (guests are skipped when the store views cannot be read).
+    restrict: bool = False
     store_ids: list[MagentoId] = []
     website_ids: list[MagentoId] = []
     #: Magento store id -> FreeAgent locale ("fr") or Magento locale ("fr_FR").

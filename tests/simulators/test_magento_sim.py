@@ -684,6 +684,23 @@ async def test_error_rate_gives_proxy_503_html(client, state):
     assert response.content_type == "text/html" and "Retry-After" in response.headers
 
 
+async def test_proxy_503_refuses_requests_before_its_retry_after(client, state):
+    """After a 503 with Retry-After: 30, every request before those 30 s is refused again with
+    the seconds left (and counted); once they have passed, requests get through."""
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    moments = iter([start, start + timedelta(seconds=10.5), start + timedelta(seconds=30)])
+    state.clock = lambda: next(moments)
+    state.error_rate, state.error_retry_after = 1.0, 30
+    first = await client.get(SEARCH, params={"searchCriteria": ""}, headers=BEARER)
+    assert (first.status, first.headers["Retry-After"]) == (503, "30")
+    state.error_rate = 0.0  # the outage is over, but the proxy still holds to its word
+    early = await client.get(SEARCH, params={"searchCriteria": ""}, headers=BEARER)
+    assert (early.status, early.headers["Retry-After"]) == (503, "20")
+    assert state.early_retries == 1
+    await get_json(client, SEARCH)
+    assert state.early_retries == 1
+
+
 async def test_requests_are_recorded(client, state):
     """state.requests logs method, path, decoded query and status."""
     await get_json(client, "/rest/V1/customers/99999", status=404)
@@ -724,3 +741,32 @@ async def test_page_past_the_end_can_be_page_one_again(client, state):
     state.overflow_mode = "first"
     body = await get_json(client, SEARCH, [*ALL_ASC[:2], *page(10, 99)])
     assert ids(body) == sorted(state.customers)[:10]
+
+
+async def test_page_cap_serves_short_pages_with_the_full_count(client, state):
+    """page_cap: fewer items than pageSize while more remain; total_count still counts all."""
+    state.page_cap = 3
+    body = await get_json(client, SEARCH, ALL_ASC)
+    assert ids(body) == sorted(state.customers)[:3]
+    assert body["total_count"] == len(state.customers)
+
+
+async def test_order_search_omits_hides_orders_the_count_still_holds(client, state):
+    """order_search_omits: /V1/orders leaves the order out of its items, not its count."""
+    hidden = min(state.orders)
+    state.order_search_omits.add(hidden)
+    body = await get_json(client, ORDERS, ALL_ASC)
+    assert hidden not in [o["entity_id"] for o in body["items"]]
+    assert body["total_count"] == len(state.orders) == len(body["items"]) + 1
+
+
+async def test_in_first_value_only_matches_just_the_first_value(client, state):
+    """in_first_value_only: `in` 2,1 matches website 2 only, `eq` filters OR'ed in one group
+    still match both, and the echo shows what was sent."""
+    state.in_first_value_only = True
+    as_in = await get_json(client, SEARCH, [*flt(0, 0, "website_id", "2,1", "in"), *ALL_ASC])
+    assert {state.customers[i]["website_id"] for i in ids(as_in)} == {2}
+    assert as_in["search_criteria"]["filter_groups"][0]["filters"][0]["value"] == "2,1"
+    ored = [*flt(0, 0, "website_id", "2", "eq"), *flt(0, 1, "website_id", "1", "eq")]
+    both = await get_json(client, SEARCH, [*ored, *ALL_ASC])
+    assert {state.customers[i]["website_id"] for i in ids(both)} == {1, 2}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from daemon.clients.magento import Filter, encode_query, search_criteria
+from daemon.clients.magento import AnyOf, Filter, ListingReport, encode_query, search_criteria
 from daemon.clients.transport import Response
 from daemon.errors import AuthError
 from simulators.magento import MagentoState
@@ -217,3 +217,92 @@ async def test_items_sent_as_an_object_are_read_as_a_list(
     rig = await make_magento(MagentoState.seeded(1))
     monkeypatch.setattr(rig.client, "_get", _Pages({"0": {"id": 4}, "2": {"id": 6}}))
     assert [c["id"] async for c in rig.client.iter_customers(page_size=4)] == [4, 6]
+
+
+def test_one_of_several_ids_is_one_group_of_ored_eq_filters() -> None:
+    """AnyOf puts its filters in one group (OR), numbered from 0, beside the other groups."""
+    pairs = dict(
+        search_criteria(
+            [AnyOf((Filter("website_id", "1"), Filter("website_id", "2"))), Filter("id", "7")],
+            sort_field="entity_id",
+            page_size=50,
+        )
+    )
+    group = "searchCriteria[filter_groups][0][filters]"
+    assert [pairs[f"{group}[{i}][value]"] for i in (0, 1)] == ["1", "2"]
+    assert {pairs[f"{group}[{i}][condition_type]"] for i in (0, 1)} == {"eq"}
+    assert pairs["searchCriteria[filter_groups][1][filters][0][field]"] == "id"
+
+
+async def test_website_filter_survives_in_matching_only_its_first_value(
+    make_magento: MakeMagento,
+) -> None:
+    """On a build where `in` matches only its first value (reference §8.4), customers of
+    website 2 are still read when websites 1 and 2 are asked for: no `in` is sent."""
+    state = MagentoState.seeded(40)
+    state.in_first_value_only = True
+    rig = await make_magento(state)
+    got = [c["id"] async for c in rig.client.iter_customers(website_ids=[1, 2], page_size=7)]
+    expected = sorted(i for i, c in state.customers.items() if c["website_id"] in (1, 2))
+    assert got == expected
+    assert any(state.customers[i]["website_id"] == 2 for i in got)
+    sent = [v for q in _searches(state, "/customers/search") for v in q.values()]
+    assert "in" not in sent
+
+
+async def test_keyset_paging_reads_on_past_short_pages(make_magento: MakeMagento) -> None:
+    """Pages shorter than pageSize while total_count says more remain do not end the scan:
+    every customer is read, and the listing is complete."""
+    state = MagentoState.seeded(30)
+    state.page_cap = 4
+    rig = await make_magento(state)
+    listing = ListingReport()
+    ids = [c["id"] async for c in rig.client.iter_customers(page_size=10, listing=listing)]
+    assert ids == sorted(state.customers)
+    assert listing.complete and listing.short == []
+
+
+async def test_records_counted_but_not_listed_make_the_listing_short(
+    make_magento: MakeMagento,
+) -> None:
+    """A record Magento counts but leaves out of its page is reported (the scan still reads
+    everything after it): the listing is short, so no watermark may pass it."""
+    state = MagentoState.seeded(30)
+    hidden = sorted(state.customers)[3]
+    state.search_omits.add(hidden)
+    rig = await make_magento(state)
+    listing = ListingReport()
+    ids = [c["id"] async for c in rig.client.iter_customers(page_size=10, listing=listing)]
+    assert ids == [i for i in sorted(state.customers) if i != hidden]
+    assert not listing.complete
+    first_page_end = sorted(state.customers)[9]  # the first page: ten ids, one not listed
+    assert listing.short == [
+        f"1 record(s) Magento counts after id 0 up to id {first_page_end} were not listed"
+    ]
+
+
+async def test_guest_order_listing_reports_orders_it_did_not_list(
+    make_magento: MakeMagento,
+) -> None:
+    """Guest orders are paged like customers: past a short page, and reported short when
+    Magento counts an order it never lists (here the last one)."""
+    state = MagentoState.seeded(10, guest_orders=9)
+    guests = sorted(i for i, o in state.orders.items() if o["customer_is_guest"] == 1)
+    state.order_search_omits.add(guests[-1])
+    rig = await make_magento(state)
+    listing = ListingReport()
+    got = [o["entity_id"] async for o in rig.client.iter_guest_orders(page_size=4, listing=listing)]
+    assert got == guests[:-1]
+    assert listing.short and not listing.complete
+
+
+async def test_a_listing_without_total_count_is_not_proven_complete(
+    make_magento: MakeMagento, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without total_count only a short page can end the scan, and it proves nothing."""
+    rig = await make_magento(MagentoState.seeded(1))
+    monkeypatch.setattr(rig.client, "_get", _Pages([{"id": 1}, {"id": 2}], [{"id": 3}]))
+    listing = ListingReport()
+    ids = [c["id"] async for c in rig.client.iter_customers(page_size=2, listing=listing)]
+    assert ids == [1, 2, 3]
+    assert not listing.complete and listing.short

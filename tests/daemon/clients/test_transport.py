@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
 
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from daemon.clients.transport import (
     Response,
+    Transport,
     error_message,
     parse_body,
     parse_retry_after,
@@ -21,8 +25,10 @@ from daemon.errors import (
     RejectedRecord,
     TransientApiError,
 )
+from simulators.magento import MagentoState
+from tests.fakes import FakeNow
 
-from .conftest import FreeAgentRig, SleepRecorder
+from .conftest import FreeAgentRig, MakeMagento, SleepRecorder
 
 
 @pytest.mark.parametrize(
@@ -231,4 +237,82 @@ async def test_a_request_that_must_not_repeat_is_sent_once_on_a_fault(
     with pytest.raises(TransientApiError):
         await freeagent.client.create_contact({"first_name": "Ada", "last_name": "L"})
     assert freeagent.requests("POST", "/v2/contacts") == 1
+    assert sleeps.waits == []
+
+
+# -- Retry-After on 5xx (a proxy or WAF in front of the API) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"),
+    [
+        (503, "30", 30.0),
+        (502, "2.5", 2.5),
+        (504, "1000000000", 3600.0),  # capped as a 429's is
+        (503, None, None),  # no time named: the backoff alone
+        (503, "soon", None),  # unreadable: the backoff alone, not the 429 default
+    ],
+)
+def test_a_5xx_carries_its_retry_after(
+    status: int, header: str | None, seconds: float | None
+) -> None:
+    """A 5xx keeps the Retry-After it was sent (bounded to an hour), and stays a plain
+    TransientApiError: never a RateLimited, which even a create would repeat."""
+    headers = {} if header is None else {"Retry-After": header}
+    error = status_error(_response(status, "busy", **headers), where="w", service="s")
+    assert type(error) is TransientApiError
+    assert error.retry_after == seconds
+
+
+def test_a_5xx_retry_after_may_be_an_http_date() -> None:
+    """A 503's Retry-After as an HTTP-date is read as seconds from now, as a 429's is."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    error = status_error(_response(503, "busy", **{"Retry-After": when}), where="w", service="s")
+    assert isinstance(error, TransientApiError) and error.retry_after is not None
+    assert 100 < error.retry_after <= 120
+
+
+async def test_a_5xx_is_not_retried_before_its_retry_after(
+    make_magento: MakeMagento, sleeps: SleepRecorder
+) -> None:
+    """Magento's proxy answers 503 with Retry-After: 30 and refuses any earlier request: the
+    retry waits the 30 s (not the shorter backoff) and then succeeds at once."""
+    clock = FakeNow()
+    state = MagentoState.seeded(5, guest_orders=0)
+    state.clock = clock
+    state.error_rate, state.error_retry_after = 1.0, 30
+    rig = await make_magento(state)
+
+    def waited() -> None:
+        clock.advance(sleeps.waits[-1])
+        state.error_rate = 0.0
+
+    sleeps.then = waited
+    customers = [c async for c in rig.client.iter_customers()]
+    assert len(customers) == 5
+    assert sleeps.waits == [30.0]
+    assert state.early_retries == 0
+
+
+async def test_a_create_answered_503_with_retry_after_is_sent_once(
+    aiohttp_server: Any, transport: Transport, sleeps: SleepRecorder
+) -> None:
+    """A POST that must not repeat, answered 503 with Retry-After, is still sent only once:
+    the server may have acted on it, and Retry-After says when to ask, not that it did not."""
+    posts: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        posts.append(request.path)
+        return web.Response(status=503, text="busy", headers={"Retry-After": "2"})
+
+    app = web.Application()
+    app.router.add_post("/v2/contacts", create)
+    server = await aiohttp_server(app)
+    with pytest.raises(TransientApiError) as info:
+        await transport.request(
+            "POST", server.make_url("/v2/contacts"), headers={}, json={"contact": {}},
+            service="freeagent", retry=False,
+        )  # fmt: skip
+    assert not isinstance(info.value, RateLimited) and info.value.retry_after == 2.0
+    assert posts == ["/v2/contacts"]
     assert sleeps.waits == []
