@@ -408,6 +408,14 @@ CREATE TABLE IF NOT EXISTS freeagent_contact (
 );
 CREATE INDEX IF NOT EXISTS freeagent_contact_email ON freeagent_contact (client_id, lower(email));
 
+-- When each client's contact index was last swept: a full listing, then every indexed contact
+-- it did not list looked up and dropped if FreeAgent no longer has it (resolve.py). Listings
+-- with updated_since never report deletions.
+CREATE TABLE IF NOT EXISTS freeagent_contact_sweep (
+    client_id  bigint PRIMARY KEY REFERENCES freeagent_client (id) ON DELETE CASCADE,
+    swept_at   timestamptz NOT NULL
+);
+
 -- One person's identity lock, held to the end of the transaction. Not in a dry run's
 -- rehearsal (fa_sync.rehearsal on, daemon/db/rehearsal.py), whose one transaction lasts the
 -- whole rehearsal and is rolled back: there the lock is waited for (a real run deciding the

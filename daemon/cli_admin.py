@@ -73,9 +73,15 @@ async def client_add(
     environment: Annotated[str, typer.Option(help="production | sandbox | custom")] = "sandbox",
     base_url: Annotated[str | None, typer.Option(help="custom only: API root ending /v2/")] = None,
     redirect_uri: str = "urn:ietf:wg:oauth:2.0:oob",
-    per_minute: int = 120,
-    per_hour: int = 3600,
-    rate_limit_test: bool = False,
+    per_minute: Annotated[int, typer.Option(help="Requests a minute FreeAgent allows.")] = 120,
+    per_hour: Annotated[int, typer.Option(help="Requests an hour FreeAgent allows.")] = 3600,
+    rate_limit_test: Annotated[
+        bool,
+        typer.Option(
+            help="Send X-RateLimit-Test: true (sandbox): FreeAgent then allows 5 requests a "
+            "minute, and fa-sync spends at most 5 a minute and 300 an hour."
+        ),
+    ] = False,
 ) -> None:
     """Register a FreeAgent app's credentials; the secret from --secret-file, else
     FA_SYNC_CLIENT_SECRET, else a hidden prompt."""

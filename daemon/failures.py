@@ -9,7 +9,8 @@ ends `error` with the reason, its records are handed back untouched (no attempt 
 the profile's breaker delays its next scheduled runs.
 
 `status_error` (daemon/clients/transport.py) maps a status to an exception class through
-STATUS_ERRORS; FreeAgentClient narrows 403 and 404 by what was asked (`freeagent_scope`);
+STATUS_ERRORS; FreeAgentClient narrows 403, 404 and 410 by what was asked
+(`freeagent_run_level`);
 the exporter's `_guarded` acts on the class. README's table is CAUSES, as rendered by
 `table_rows()`.
 """
@@ -61,11 +62,15 @@ CAUSES: tuple[Cause, ...] = (
     Cause("403 on DELETE of one contact", RejectedRecord, Action.FAIL_RECORD,
           "the contact has history: hidden instead"),
     Cause("403 on anything else (permission, subscription)", EndpointError, Action.STOP_RUN),
-    Cause("404 on one contact", RejectedRecord, Action.FAIL_RECORD,
-          "GET: contact gone; PUT: recreated; DELETE: counts as deleted"),
-    Cause("404 on a collection, users/me, company (wrong base URL)", EndpointError,
+    Cause("404 or 410 on one contact", RejectedRecord, Action.FAIL_RECORD,
+          "contact gone: dropped from the index; GET: none; PUT: recreated (not under "
+          "api_behaviour update); DELETE: counts as deleted"),
+    Cause("404 or 410 on a collection, users/me, company (wrong base URL)", EndpointError,
           Action.STOP_RUN),
-    Cause("HTML or text where JSON was expected", EndpointError, Action.STOP_RUN),
+    Cause("HTML, XML or text answering a read (GET) despite Accept JSON", TransientApiError,
+          Action.RETRY, "backoff, then as a 5xx that goes on failing"),
+    Cause("HTML or text where JSON was expected, answering a write", EndpointError,
+          Action.STOP_RUN, "the write may have acted: never sent again blindly"),
     Cause("400, 409, 422 (validation, conflict)", RejectedRecord, Action.FAIL_RECORD,
           "the API's words on the ledger row"),
     Cause("other 4xx", ApiError, Action.FAIL_RECORD),
@@ -79,10 +84,16 @@ STATUS_ERRORS: MappingProxyType[int, type[ApiError]] = MappingProxyType(
         403: RejectedRecord,  # FreeAgentClient: EndpointError unless a DELETE of one contact
         404: RejectedRecord,  # FreeAgentClient: EndpointError unless about one contact
         409: RejectedRecord,
+        410: RejectedRecord,  # as 404: a deleted record (or, on a collection, the endpoint)
         422: RejectedRecord,
         429: RateLimited,
     }
 )
+
+
+#: Statuses meaning the record asked for no longer exists. FreeAgent documents 404 for an
+#: unknown id; 410 Gone is how many APIs answer for a deleted one, so both mean deleted.
+GONE = frozenset({404, 410})
 
 
 def error_class(status: int) -> type[ApiError] | None:
@@ -95,13 +106,13 @@ def error_class(status: int) -> type[ApiError] | None:
 
 
 def freeagent_run_level(status: int | None, method: str, one_record: bool) -> bool:
-    """Is this FreeAgent 403/404 about the account or endpoint rather than one record?
+    """Is this FreeAgent 403/404/410 about the account or endpoint rather than one record?
 
     one_record: the URL names one contact (…/contacts/<id>).
     """
     if status == 403:
         return not (one_record and method == "DELETE")
-    if status == 404:
+    if status in GONE:
         return not one_record
     return False
 

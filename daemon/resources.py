@@ -75,11 +75,12 @@ class ClientFactory:
         `client authorize` does not yet know whom the new tokens act for).
         """
         s = self._settings
+        per_minute, per_hour = row.rate_limits  # X-RateLimit-Test lowers them (records.py)
         budget = RateBudget(
             self._pool,
             key or row.budget_key,
-            row.rate_limit_per_minute,
-            row.rate_limit_per_hour,
+            per_minute,
+            per_hour,
             s.rate_minute_window,
             s.rate_hour_window,
             headroom=Headroom(

@@ -20,6 +20,7 @@ from rich.text import Text
 from daemon.clients.ratelimit import egress_key, provisional_key, user_key
 from daemon.db.pool import translated
 from daemon.db.queries import QUERIES
+from daemon.db.records import client_rate_limits
 from daemon.describe import ago, describe_cron, span, until
 from daemon.errors import ConfigError
 from daemon.firetimes import fire_times
@@ -58,7 +59,7 @@ class ClientStatus:
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
     reauth_reason: str | None  #: set when FreeAgent refused the current refresh token
-    per_minute: int
+    per_minute: int  #: the budget's limits: X-RateLimit-Test lowers the configured ones
     per_hour: int
     used_minute: int = 0
     used_hour: int = 0
@@ -147,14 +148,17 @@ def _budget_key(row: Mapping[str, Any]) -> str:
 
 
 def _client_status(row: Mapping[str, Any], used: Mapping[str, Any] | None) -> ClientStatus:
+    per_minute, per_hour = client_rate_limits(
+        row["rate_limit_per_minute"], row["rate_limit_per_hour"], row["rate_limit_test"]
+    )
     return ClientStatus(
         name=row["name"],
         authorised=row["authorised"],
         access_expires_at=row["access_token_expires_at"],
         refresh_expires_at=row["refresh_token_expires_at"],
         reauth_reason=row["reauth_reason"],
-        per_minute=row["rate_limit_per_minute"],
-        per_hour=row["rate_limit_per_hour"],
+        per_minute=per_minute,
+        per_hour=per_hour,
         used_minute=used["last_minute"] if used else 0,
         used_hour=used["last_hour"] if used else 0,
         blocked_until=used["blocked_until"] if used else None,

@@ -18,7 +18,9 @@ application/json is answered in XML (FreeAgent speaks both; reference §1).
 
 Where the reference is unsure, the harsher reading is the default: view=all leaves out Hidden
 contacts, PUT answers 200 without a body, updated_since means strictly after, a refresh token
-dies when used, countries of the EU must be spelt as FreeAgent's own list spells them.
+dies when used, countries of the EU must be spelt as FreeAgent's own list spells them, and a
+listing's Link URLs carry only page and per_page (the client must send its view, sort and
+updated_since again).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ async def _simulate(request: web.Request, handler: Handler) -> web.StreamRespons
         dropped = transport is None or transport.is_closing()
         record = RequestRecord(
             request.method, request.path, status, arrived, visit.user,
-            visit.reached_handler, dropped,
+            visit.reached_handler, dropped, request.query_string,
         )  # fmt: skip
         state.requests.append(record)
 
@@ -253,10 +255,12 @@ def _visible(request: web.Request, state: FreeAgentState) -> dict[int, dict[str,
 
 
 def _contact_id(request: web.Request, state: FreeAgentState) -> int:
-    """The id in the path, if such a contact exists; 404 otherwise."""
+    """The id in the path, if such a contact exists; 404 otherwise (gone_status for one that
+    was deleted)."""
     contact_id = int(request.match_info["id"])
     if contact_id not in _visible(request, state):
-        raise web.HTTPNotFound(
+        gone = contact_id in state.deleted and state.gone_status == 410
+        raise (web.HTTPGone if gone else web.HTTPNotFound)(
             text='{"errors":{"error":{"message":"Resource not found"}}}',
             content_type="application/json",
         )
@@ -264,10 +268,13 @@ def _contact_id(request: web.Request, state: FreeAgentState) -> int:
 
 
 def _link_header(url: URL, query: ListQuery, total: int, *, endless: bool = False) -> str:
-    """Link with single-quoted rels, as the live API sends; no next on the last page."""
+    """Link with single-quoted rels, as the live API sends; no next on the last page.
+
+    The reference's example links carry only page and per_page (§6), so that is all these
+    carry (the harsher reading): view, sort and updated_since are the client's to send again.
+    """
     last = query.last_page(total)
-    others = [(k, v) for k, v in url.query.items() if k not in {"page", "per_page"}]
-    base = url.with_query(others)
+    base = url.with_query(None)
     rels = []
     if query.page > 1:
         rels.append(("prev", query.page - 1))
@@ -359,7 +366,7 @@ async def delete_contact(request: web.Request) -> web.Response:
             state.delete_refused_status,
             "This contact has invoices, estimates, projects or bills and cannot be deleted.",
         )
-    del state.contacts[contact_id]
+    state.delete_contact(contact_id)
     return web.Response(status=200)
 
 

@@ -96,11 +96,6 @@ _FORMATS: Mapping[str, re.Pattern[str]] = MappingProxyType(
         "subcontractor_verification_number": re.compile(r"^V\d{10}[A-Z]{0,2}$"),
     }
 )
-# Common English forms that pycountry spells differently (Türkiye, Czechia, Russian Federation...).
-_COUNTRY_ALIASES = (
-    "Turkey", "Czech Republic", "Russia", "Brunei", "Ivory Coast", "Cape Verde", "Swaziland",
-    "Macedonia", "Palestine", "Vatican City", "Micronesia", "United States of America",
-)  # fmt: skip
 
 
 class ContactError(Exception):
@@ -134,17 +129,28 @@ EU_SPELLINGS: Mapping[str, str] = MappingProxyType(
 )  # fmt: skip
 
 
+#: Outside the EU, the common English name where ISO's short name is a formal or local one
+#: (the names FreeAgent's examples and UI use are English; accepted spellings are unverified,
+#: reference §11). pycountry's own common_name (South Korea, Vietnam, Iran...) needs no entry.
+COMMON_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "TR": "Turkey", "RU": "Russia", "BN": "Brunei", "CI": "Ivory Coast", "CV": "Cape Verde",
+        "PS": "Palestine", "VA": "Vatican City", "FM": "Micronesia",
+    }
+)  # fmt: skip
+
+
 def _country_names() -> frozenset[str]:
-    """Every spelling accepted, exactly as written (accepted spellings are unverified, so the
-    harsher reading: case matters, and EU countries have one spelling each)."""
-    names: set[str] = set(_COUNTRY_ALIASES)
+    """One spelling per country, exactly as written (accepted spellings are unverified, so
+    the harsher reading: case matters, and neither ISO's formal names nor other variants
+    pass): EU countries as FreeAgent's own list spells them, the others by COMMON_NAMES, else
+    pycountry's common_name, else its short name."""
+    names: set[str] = set()
     for country in pycountry.countries:
-        if country.alpha_2 in EU_SPELLINGS:
-            continue
-        for attr in ("name", "common_name", "official_name"):
-            if spelling := getattr(country, attr, None):
-                names.add(spelling)
-    return frozenset(names | set(EU_SPELLINGS.values()))
+        code = country.alpha_2
+        common = getattr(country, "common_name", None)
+        names.add(EU_SPELLINGS.get(code) or COMMON_NAMES.get(code) or common or country.name)
+    return frozenset(names)
 
 
 COUNTRIES = _country_names()

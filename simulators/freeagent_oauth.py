@@ -3,7 +3,8 @@
 The quirks we copy on purpose (reference §2): client credentials only via HTTP Basic, a
 form-encoded body, single-use codes, refresh tokens that rotate on every refresh, a
 15-per-minute refresh cap per user (token requests also count against the user's
-request windows), and a plain-text 401 for bad client credentials.
+request windows), and a plain-text 401 for bad client credentials (and, with
+`refused_grants_401`, for a refused code too).
 """
 
 from __future__ import annotations
@@ -17,10 +18,25 @@ from yarl import URL
 
 from simulators.freeagent_state import FREEAGENT_STATE, FreeAgentState, GrantError, Throttle
 
+#: FreeAgent's answer to wrong client credentials, and (observed) to a re-used code.
+ACCESS_DENIED = "HTTP Basic: Access denied."
 
-def _grant_error(description: str, error: str = "invalid_grant") -> web.Response:
+
+def _grant_error(description: str, error: str = "invalid_grant", status: int = 400) -> web.Response:
     """The token endpoint's OAuth-style error body."""
-    return web.json_response({"error": error, "error_description": description}, status=400)
+    return web.json_response({"error": error, "error_description": description}, status=status)
+
+
+def _refused_code(state: FreeAgentState, description: str) -> web.Response:
+    """A code refused: FreeAgent's observed 401 text, or (switched off) RFC 6749's 400."""
+    if state.refused_grants_401:
+        return web.Response(status=401, text=ACCESS_DENIED)
+    return _grant_error(description)
+
+
+def _refused_refresh(state: FreeAgentState, description: str) -> web.Response:
+    """A refresh token refused: invalid_grant, with 401 (harsher) or 400 (RFC 6749)."""
+    return _grant_error(description, status=401 if state.refused_grants_401 else 400)
 
 
 def _basic_client(request: web.Request, state: FreeAgentState) -> str | None:
@@ -66,7 +82,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
     state = request.app[FREEAGENT_STATE]
     client_id = _basic_client(request, state)
     if client_id is None:
-        return web.Response(status=401, text="HTTP Basic: Access denied.")
+        return web.Response(status=401, text=ACCESS_DENIED)
     form = await request.post()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     grant_type = fields.get("grant_type")
@@ -83,7 +99,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         else:
             return _grant_error(f"Unsupported grant_type {grant_type!r}", "unsupported_grant_type")
     except GrantError as exc:
-        return _grant_error(str(exc))
+        return _refused_code(state, str(exc))
     return _token_response(payload)
 
 
@@ -92,7 +108,7 @@ def _refresh(state: FreeAgentState, client_id: str, token: str) -> web.Response:
     try:
         user_id = state.refresh_user(client_id, token)
     except GrantError as exc:
-        return _grant_error(str(exc))
+        return _refused_refresh(state, str(exc))
     throttle = state.admit_refresh(user_id)
     if throttle is not None:
         return _too_many(state, throttle)

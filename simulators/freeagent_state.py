@@ -81,6 +81,7 @@ class RequestRecord:
     user: int | None  #: authorising user, when a bearer token was accepted
     reached_handler: bool = False  #: passed auth, throttling and fault injection
     dropped: bool = False  #: connection closed after the work was done
+    query: str = ""  #: the query string as sent (paging requests are checked by it)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,12 @@ class FreeAgentState:
     #: (whole seconds of a 3-second window would overshoot it by up to a third).
     retry_after_scale: float = 1.0
     refresh_per_minute: int = 15  #: token refreshes per user per minute window
+    #: How the token endpoint refuses a grant (a used, expired or mismatched code; a dead
+    #: refresh token). The reference (§2) saw a re-used code answered 401 "HTTP Basic: Access
+    #: denied.", the very answer to wrong client credentials, and gives invalid_grant bodies
+    #: no status. On (the harsher reading): a refused code gets that 401 text, a refused
+    #: refresh token invalid_grant with 401. Off: invalid_grant with 400 (RFC 6749 §5.2).
+    refused_grants_401: bool = True
     #: The reference does not say whether token-endpoint requests count against the user's
     #: 120/min and 3600/h; the harsher reading is that they do.
     token_requests_count: bool = True
@@ -169,6 +176,9 @@ class FreeAgentState:
     #: Status of a DELETE refused because the contact has history: 403 was observed, the
     #: "has invoices" case is undocumented (reference §5), so tests try 409 and 422 too.
     delete_refused_status: int = 403
+    #: Status for a contact that existed and was deleted: 404 as the docs say for an unknown
+    #: id (reference §5), or 410 Gone, which a client must read the same way.
+    gone_status: int = 404
     #: A second limit, per client IP address across users (reference addendum): 1,000 a minute.
     per_ip_per_minute: int = 1000
     permission_level: int = 8  #: the authorising user's level (0-8); < 3 hides contact details
@@ -193,6 +203,7 @@ class FreeAgentState:
         self.rng = random.Random(self.seed)
         self.invoiced: set[int] = set()  #: contacts that have invoices, so cannot be deleted
         self.contact_user: dict[int, int] = {}  #: company_per_user: contact id -> its user
+        self.deleted: set[int] = set()  #: ids of deleted contacts, answered gone_status
         self._epoch = self.clock()
         self._next_id = 1
         self._pending_429: list[int] = []  #: Retry-After of each injected 429 still to send
@@ -279,6 +290,11 @@ class FreeAgentState:
         contact_id, self._next_id = self._next_id, self._next_id + 1
         self.contacts[contact_id] = stored
         return contact_id
+
+    def delete_contact(self, contact_id: int) -> None:
+        """Delete a contact, as DELETE /v2/contacts/:id or a person in FreeAgent would."""
+        del self.contacts[contact_id]
+        self.deleted.add(contact_id)
 
     def update_contact(self, contact_id: int, attributes: dict[str, Any]) -> None:
         """Merge changed fields; updated_at moves only when something changed, as in Rails."""

@@ -8,7 +8,7 @@ Magento connection on 127.0.0.1).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from daemon.db.queries import QUERIES
 from daemon.secretbox import SecretBox
@@ -59,11 +60,18 @@ async def simulators(
     magento: MagentoState | None = None,
     customers: int = 50,
     guest_orders: int = 10,
+    freeagent_middlewares: Sequence[Middleware] = (),
 ) -> AsyncIterator[Stack]:
-    """Start both simulators on free loopback ports."""
+    """Start both simulators on free loopback ports.
+
+    freeagent_middlewares: run inside the FreeAgent simulator's own, next to its handlers
+    (a test rewriting an answer FreeAgent might give, e.g. users/me in another shape).
+    """
     fa = freeagent or FreeAgentState()
     mg = magento or MagentoState.seeded(customers, guest_orders)
-    fa_runner, fa_root = await _serve(create_freeagent(fa))
+    fa_app = create_freeagent(fa)
+    fa_app.middlewares.extend(freeagent_middlewares)
+    fa_runner, fa_root = await _serve(fa_app)
     mg_runner, mg_root = await _serve(create_magento(mg))
     fa.base_url = fa_root
     stack = Stack(fa, mg, f"{fa_root}/v2/", mg_root, runners=[fa_runner, mg_runner])

@@ -14,6 +14,7 @@ A remote API (or anything between us and it) may send a body of any size and any
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -54,11 +55,17 @@ def _too_large(status: int, size: str, cap: int, where: str, service: str) -> Tr
     )
 
 
+def is_json_type(headers: Mapping[str, str]) -> bool:
+    """Whether the answer's Content-Type says JSON (application/json or a +json type)."""
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
 def parse_body(content_type: str, raw: bytes, *, where: str = "") -> Any:
     """JSON (dict/list) only when the server says so and it parses within MAX_JSON_DEPTH;
     otherwise the text. Never raises: FreeAgent has answered XML and HTML by mistake."""
     text = raw.decode("utf-8", errors="replace")
-    if not (content_type == "application/json" or content_type.endswith("+json")):
+    if not is_json_type({"Content-Type": content_type}):
         return text
     try:
         value = json.loads(text)

@@ -2,8 +2,8 @@
 
 Every request takes one unit from the user's shared budget first (RateBudget, in PostgreSQL;
 token refreshes too, through TokenStore), a 429 blocks that budget for everyone, and a 401
-triggers one token refresh and one retry. A 403, or a 404 not about one contact, is about the
-account or the API address: EndpointError, which stops the run (daemon/failures.py).
+triggers one token refresh and one retry. A 403, or a 404/410 not about one contact, is about
+the account or the API address: EndpointError, which stops the run (daemon/failures.py).
 FreeAgent has no idempotency key and no upsert, so a create is never repeated once FreeAgent
 may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is retried.
 """
@@ -11,8 +11,9 @@ may have acted on it: only a 429 (refused unprocessed) or a 401 (likewise) is re
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urljoin
 
@@ -23,6 +24,14 @@ from daemon.clients.freeagent_answers import (
     contact_list,
     created_contact,
     member,
+)
+from daemon.clients.freeagent_paging import (
+    LIST_SORT,
+    changed,
+    format_since,
+    newest,
+    parse_link_header,
+    with_params,
 )
 from daemon.clients.oauth import REAUTHORISE, TokenStore
 from daemon.clients.ratelimit import Grant, RateBudget
@@ -38,7 +47,7 @@ from daemon.errors import (
     RejectedRecord,
     TransientApiError,
 )
-from daemon.failures import freeagent_run_level
+from daemon.failures import GONE, freeagent_run_level
 from daemon.logs import get_logger
 
 #: A caller's step right before a request is sent (its rate grant held).
@@ -51,31 +60,8 @@ log = get_logger(__name__)
 #: FreeAgent's largest page.
 MAX_PER_PAGE = 100
 
-# Link: <https://…?page=2>; rel="next", <…>; rel='last'  (the live API uses single quotes)
-_LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
 #: The path of one contact: a 404 there is about that record, not the endpoint.
 _ONE_CONTACT = re.compile(r"/contacts/\d+/?$")
-_REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,]+))""", re.I)
-
-
-def parse_link_header(values: list[str]) -> dict[str, str]:
-    """rel -> URL from one or more Link headers; both quote styles, several rels per link."""
-    links: dict[str, str] = {}
-    for value in values:
-        for match in _LINK.finditer(value):
-            rel = _REL.search(match.group(2))
-            if rel is None:
-                continue
-            for name in next(g for g in rel.groups() if g is not None).split():
-                links.setdefault(name.lower(), match.group(1).strip())
-    return links
-
-
-def format_since(moment: datetime) -> str:
-    """ISO 8601 UTC for updated_since; truncating to the second only widens the window."""
-    if moment.tzinfo is None:
-        raise ValueError(f"updated_since {moment!r} has no timezone; pass an aware datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def users_me_key(row: FreeAgentClientRow) -> tuple[Any, ...]:
@@ -146,57 +132,85 @@ class FreeAgentClient:
         *,
         view: str = "all",
         updated_since: datetime | None = None,
-        sort: str = "updated_at",
         per_page: int = MAX_PER_PAGE,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every contact of the view, following Link rel=next; each contact yielded once.
+        """Every contact of the view, following Link rel=next, newest first.
 
-        Page numbers shift when contacts change mid-scan, so a stable sort is used and
-        contacts already yielded (by URL) are skipped. A listing that does not end (an empty
-        page that still links to a next one, or more than MAX_PAGES pages) is an endpoint
-        error, not something to follow for ever.
+        A contact is yielded again only when a later copy differs from the one yielded (it
+        changed while the pages were read), so a consumer keeping the last copy of each URL
+        holds the newest. A listing of several pages ends with a catch-up listing of what
+        changed since its first page was read (why: freeagent_paging.LIST_SORT). A listing
+        that does not end (an empty page that still links to a next one, or more than
+        MAX_PAGES pages) is an endpoint error, not something to follow for ever.
         """
-        params = {"view": view, "sort": sort, "per_page": str(max(1, min(per_page, MAX_PER_PAGE)))}
+        params = {
+            "view": view, "sort": LIST_SORT,
+            "per_page": str(max(1, min(per_page, MAX_PER_PAGE))),
+        }  # fmt: skip
         if updated_since is not None:
             params["updated_since"] = format_since(updated_since)
+        yielded: dict[str, Any] = {}  #: url -> updated_at of the copy yielded
+        first: list[dict[str, Any]] | None = None
+        pages = 0
+        async with aclosing(self._pages(params)) as listing:
+            async for page in listing:
+                first = page if first is None else first
+                pages += 1
+                for contact in changed(page, yielded):
+                    yield contact
+        since = newest(first or [])
+        if pages < 2 or since is None:
+            return  # one page: what changed after it is newer than it, for the next read
+        async with aclosing(self._pages({**params, "updated_since": format_since(since)})) as late:
+            async for page in late:
+                for contact in changed(page, yielded):
+                    yield contact
+
+    async def _pages(self, params: dict[str, str]) -> AsyncGenerator[list[dict[str, Any]]]:
+        """The pages of one listing, each contact with its canonical URL.
+
+        Each next link gets back any of `params` it lacks: the reference's example links
+        carry only page and per_page (§6), and a next page read without view, sort or
+        updated_since would be another listing's page."""
         url = f"{self.api_base}contacts"
         response = await self._send("GET", url, params=params)
-        seen_urls: set[Any] = set()
         visited: set[str] = set()
         while True:
-            page = contact_list(response)
-            for contact in page:
+            raw = contact_list(response)
+            page = []
+            for contact in raw:
                 if not isinstance(contact, dict):
                     log.warning("freeagent_listed_item_not_a_contact", kind=type(contact).__name__)
                     continue
-                contact = self._canonical(contact)
-                if contact.get("url") not in seen_urls:
-                    seen_urls.add(contact.get("url"))
-                    yield contact
-            next_url = self._next_page(response, url, visited)
+                page.append(self._canonical(contact))
+            yield page
+            next_url = self._next_page(response, url, params, visited)
             if next_url is None:
                 return
-            check_progress(page, len(visited), next_url)
+            check_progress(raw, len(visited), next_url)
             url = next_url
             response = await self._send("GET", self._own_url(url))
 
-    def _next_page(self, response: Response, current: str, visited: set[str]) -> str | None:
-        """The rel=next URL, absolute; None on the last page or if a link loops back."""
+    def _next_page(
+        self, response: Response, current: str, params: Mapping[str, str], visited: set[str]
+    ) -> str | None:
+        """The rel=next URL, absolute and with our parameters; None on the last page or if a
+        link loops back."""
         link = parse_link_header(response.headers.getall("Link", [])).get("next")
         if not link:
             return None
-        absolute = urljoin(current, link)
+        absolute = with_params(urljoin(current, link), params)
         if absolute in visited:
             return None
         visited.add(absolute)
         return absolute
 
     async def get_contact(self, url: str) -> dict[str, Any] | None:
-        """One contact by its URL; None when FreeAgent no longer has it (404)."""
+        """One contact by its URL; None when FreeAgent no longer has it (404 or 410)."""
         try:
             response = await self._send("GET", self._own_url(url))
         except RejectedRecord as exc:
-            if exc.status == 404:
+            if exc.status in GONE:
                 return None
             raise
         return self._canonical(dict(member(response, "contact")))
@@ -238,7 +252,8 @@ class FreeAgentClient:
     async def delete_contact(self, url: str) -> Literal["deleted", "hidden"]:
         """DELETE, or hide when FreeAgent refuses (a contact with invoices/estimates: 403/409...).
 
-        404 counts as deleted: a retried DELETE whose first attempt succeeded answers 404.
+        404 or 410 counts as deleted: a retried DELETE whose first attempt succeeded answers
+        so.
         """
         try:
             await self._send("DELETE", self._own_url(url))
@@ -246,7 +261,7 @@ class FreeAgentClient:
             refused = exc.status is not None and 400 <= exc.status < 500
             if not refused or isinstance(exc, AuthError | TransientApiError | EndpointError):
                 raise
-            if exc.status in (404, 410):
+            if exc.status in GONE:
                 return "deleted"
             await self.hide_contact(url)
             return "hidden"
@@ -311,7 +326,8 @@ class FreeAgentClient:
         retry: bool = True,
         before_send: BeforeSend | None = None,
     ) -> Response:
-        """Budgeted, authorised request; a 403/404 not about one contact is an EndpointError."""
+        """Budgeted, authorised request; a 403/404/410 not about one contact is an
+        EndpointError."""
         try:
             return await self._send_authorised(
                 method, url, json=json, params=params, retry=retry, before_send=before_send
@@ -400,6 +416,9 @@ class FreeAgentClient:
             on_rate_limited=self._budget.block,
             authorize=authorize,
             after_send=answered,
+            # FreeAgent has answered XML despite Accept JSON ([F579]): a read is asked again;
+            # a write so answered may have acted, so its answer is read as it came.
+            expect_json=method == "GET",
         )
 
 

@@ -65,6 +65,24 @@ def member(response: Response, key: str) -> Any:
     return body[key]
 
 
+def permission_level(user: Mapping[str, Any]) -> int | None:
+    """users/me's permission_level (0-8) as a number; None when it is absent or unreadable.
+
+    The docs' types are not a contract (reference §9.6): the level may come as a JSON number,
+    as text ("2") or not at all. Only whole, non-negative numbers and their decimal text are
+    read; anything else is None, which the permission gate refuses rather than guesses.
+    """
+    value = user.get("permission_level")
+    if isinstance(value, bool):  # a JSON true is not a level
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        value = int(text) if text.isascii() and text.isdigit() else None
+    return value if isinstance(value, int) and value >= 0 else None
+
+
 def created_contact(response: Response, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The created contact with its URL; the Location header when the body lacks it."""
     body = response.body

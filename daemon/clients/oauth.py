@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
+from daemon.clients.freeagent_answers import permission_level
 from daemon.clients.ratelimit import RateBudget
 from daemon.clients.transport import Transport, error_message
 from daemon.db.pool import translated
@@ -145,16 +146,45 @@ async def _token_request(
     return token_set(response.body, now=now, previous_refresh=client_row.refresh_token)
 
 
+def refused_grant(exc: ApiError) -> bool:
+    """Did the token endpoint refuse the grant itself (a dead refresh token, a used code),
+    so that only a person approving the app again can help?
+
+    invalid_grant says so whatever the status: RFC 6749 gives it 400, FreeAgent documents
+    no status and has been seen answering 401 (reference §2). A 400 to a refresh means the
+    same. A 401 without invalid_grant is FreeAgent's "HTTP Basic: Access denied.": the
+    client id or secret (for a code exchange, possibly the code).
+    """
+    if exc.service != OAUTH_SERVICE:
+        return False
+    return "invalid_grant" in error_message(exc.body) or exc.status == 400
+
+
 def _grant_error(client_row: FreeAgentClientRow, exc: ApiError, grant: str) -> AuthError:
     """Say what the operator must do: re-authorise, or fix the client id/secret."""
     words = error_message(exc.body) or str(exc)
     kwargs: dict[str, Any] = {"status": exc.status, "body": exc.body, "service": OAUTH_SERVICE}
     name = f"FreeAgent client {client_row.name}"
+    check = (
+        f"check the client id (`fa-sync client show {client_row.name}`) and secret "
+        "against the app at dev.freeagent.com"
+    )
     if "invalid_grant" in words or (exc.status == 400 and grant == "refresh token"):
         return AuthError(f"{name}: {grant} refused; {REAUTHORISE}", **kwargs)
-    if exc.status == 401:
+    if exc.status == 401 and grant == "authorisation code":
+        # FreeAgent answers a used code and wrong client credentials alike (reference §2).
         return AuthError(
-            f"{name}: client id or secret refused ({words}); check them with `fa-sync client`",
+            f"{name}: authorisation code refused, or the client id/secret is wrong "
+            f"({words}); approve the app again for a new code and {REAUTHORISE}; "
+            f"if that is refused too, {check}",
+            **kwargs,
+        )
+    if exc.status == 401:
+        # Without invalid_grant, a 401 is how FreeAgent refuses HTTP Basic client
+        # credentials; the refresh token was not even looked at.
+        return AuthError(
+            f"{name}: client id or secret refused ({words}); {check}; if they are right, "
+            f"the refresh token may have been revoked: {REAUTHORISE}",
             **kwargs,
         )
     return AuthError(
@@ -267,7 +297,7 @@ class TokenStore:
         try:
             return await self._renew_locked(seen)
         except AuthError as exc:
-            if exc.service == OAUTH_SERVICE and exc.status == 400:  # invalid_grant
+            if refused_grant(exc):
                 async with translated(f"FreeAgent client {self.client_id}: flag re-authorise"):
                     await self._pool.execute(
                         QUERIES["client_mark_reauth"], self.client_id, str(exc)
@@ -361,14 +391,14 @@ async def record_identity(
 ) -> None:
     """Remember whom the tokens act for (users/me) and the company: the budget key and the
     permission gate (contact details need level >= 3) are read from the row."""
-    level = user.get("permission_level")
+    level = permission_level(user)  # None when absent or unreadable: the gate refuses it
     async with translated(f"FreeAgent client {client_id}: save identity"):
         await pool.execute(
             QUERIES["client_save_identity"],
             client_id,
             user.get("url"),
             user.get("email"),
-            int(level) if level is not None else None,
+            level,
             company.get("name"),
             company.get("subdomain"),
         )

@@ -43,7 +43,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from daemon.clients.bodies import parse_body, read_capped
+from daemon.clients.bodies import is_json_type, parse_body, read_capped
 from daemon.clients.requestlog import RequestLog
 from daemon.errors import ApiError, RateLimited, RejectedRecord, TransientApiError
 from daemon.failures import error_class
@@ -94,6 +94,7 @@ class _Call:
     on_rate_limited: RateLimitHook | None = None
     authorize: Authorize | None = None
     after_send: AfterSend | None = None
+    expect_json: bool = False
 
     @cached_property
     def where(self) -> str:
@@ -186,6 +187,7 @@ class Transport:
         on_rate_limited: RateLimitHook | None = None,
         authorize: Authorize | None = None,
         after_send: AfterSend | None = None,
+        expect_json: bool = False,
     ) -> Response:
         """Send with retries and return a 1xx-3xx response, or raise the mapped ApiError.
 
@@ -195,9 +197,14 @@ class Transport:
         attempt (rate budget), authorize after it (headers that must be fresh per attempt),
         on_rate_limited(seconds) on every 429 (blocks the shared budget), after_send(answered)
         once the attempt's answer arrived or failed to.
+
+        expect_json: a success in another format than JSON (XML or HTML despite Accept, [F579])
+        is a TransientApiError, retried like a 5xx when retry allows. Only for requests safe to
+        repeat: a write so answered may have acted, and its caller reads what it can.
         """
         call = _Call(method, url, headers, service, json, data, params,
-                     before_send, on_rate_limited, authorize, after_send)  # fmt: skip
+                     before_send, on_rate_limited, authorize, after_send,
+                     expect_json)  # fmt: skip
         # The first attempt runs before tenacity is built: setting up its retry state for every
         # request cost about a sixth of an export's own CPU, and most requests need no retry.
         # A retryable failure is handed to tenacity as its first attempt's outcome, so the
@@ -254,6 +261,13 @@ class Transport:
         self._log(call, headers, response, None)
         self._count(call, response.status)
         error = status_error(response, where=call.where, service=call.service)
+        if error is None and call.expect_json and not is_json_type(response.headers):
+            kind = response.headers.get("Content-Type", "no content type")
+            error = TransientApiError(
+                f"{call.where}: HTTP {response.status} answered {kind}, not JSON",
+                status=response.status,
+                service=call.service,
+            )
         if error is None:
             return response
         if isinstance(error, RateLimited) and call.on_rate_limited is not None:

@@ -572,7 +572,8 @@ ON CONFLICT (profile_id, source_key) DO UPDATE
     OR contact_entity.website_id IS DISTINCT FROM EXCLUDED.website_id;
 
 -- name: entity_upsert_unstorable
--- A collected record PostgreSQL refuses even after cleaning: keep its key, skipped, with why.
+-- A collected record that cannot be queued (PostgreSQL refuses it even after cleaning, or a
+-- guest order has no e-mail at all): keep its key, skipped, with why.
 INSERT INTO contact_entity (profile_id, source_key, magento_customer_id, source_data, status,
                             last_error, collected_at)
 VALUES ($1, $2, $3, '{}'::jsonb, 'skipped', $4, now())
@@ -1108,9 +1109,27 @@ RETURNING id;
 -- The database clock (stamps compared with seen_at).
 SELECT now();
 
--- name: fa_contact_prune
--- After a full listing started at $2: contacts it did not list are gone from FreeAgent.
-DELETE FROM freeagent_contact WHERE client_id = $1 AND seen_at < $2;
+-- name: fa_contact_unseen
+-- After a full listing started at $2: the indexed contacts it did not list (deleted in
+-- FreeAgent, or skipped while records shifted between pages), to be looked up one by one.
+SELECT url FROM freeagent_contact WHERE client_id = $1 AND seen_at < $2 ORDER BY url;
+
+-- name: fa_contact_sweep_state
+-- Whether a refresh may sweep the index (never in a dry run's rehearsal: the rows it would
+-- delete and the sweep record would be held from other runs until the rehearsal ends), whether
+-- one is due (the last over $2 seconds ago, or none), and the clock it would start by.
+SELECT current_setting('fa_sync.rehearsal', true) IS DISTINCT FROM 'on' AS allowed,
+       current_setting('fa_sync.rehearsal', true) IS DISTINCT FROM 'on'
+       AND NOT EXISTS (SELECT 1 FROM freeagent_contact_sweep
+                        WHERE client_id = $1 AND swept_at > now() - make_interval(secs => $2))
+       AS due,
+       now() AS now;
+
+-- name: fa_contact_swept
+-- Record a sweep whose listing began at $2 (a later one already recorded is kept).
+INSERT INTO freeagent_contact_sweep (client_id, swept_at) VALUES ($1, $2)
+ON CONFLICT (client_id) DO UPDATE
+   SET swept_at = greatest(freeagent_contact_sweep.swept_at, EXCLUDED.swept_at);
 
 -- name: entity_links_of_client
 -- Which ledger row (lowest id, any profile of this FreeAgent client) links each contact.

@@ -56,6 +56,25 @@ def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
+#: The sandbox's request limit while requests send `X-RateLimit-Test: true` (reference §0).
+RATE_LIMIT_TEST_PER_MINUTE = 5
+
+
+def client_rate_limits(per_minute: int, per_hour: int, rate_limit_test: bool) -> tuple[int, int]:
+    """(per minute, per hour) a client's budget may spend: its configured limits, or, while
+    its requests send X-RateLimit-Test, what FreeAgent then allows.
+
+    The header lowers the sandbox's limit to 5 a minute; counting 120 would earn a 429 on the
+    sixth request of every minute. What it does to the hour is undocumented: fixed minute
+    windows cannot admit more than 5 x 60 in an hour, so 300 is the most we could spend
+    anyway and the hour budget shrinks to it (the status screen then shows what is usable).
+    """
+    if not rate_limit_test:
+        return per_minute, per_hour
+    minute = min(per_minute, RATE_LIMIT_TEST_PER_MINUTE)
+    return minute, min(per_hour, minute * 60)
+
+
 @dataclass(frozen=True)
 class FreeAgentClientRow(_FromRow):
     id: int  #: primary key
@@ -77,7 +96,7 @@ class FreeAgentClientRow(_FromRow):
     company_subdomain: str | None = None
     rate_limit_per_minute: int = 120
     rate_limit_per_hour: int = 3600
-    rate_limit_test: bool = False
+    rate_limit_test: bool = False  #: send X-RateLimit-Test: true (sandbox: 5 requests/min)
     config_data: dict[str, Any] = field(default_factory=dict)
     config_collected_at: datetime | None = None
 
@@ -90,6 +109,13 @@ class FreeAgentClientRow(_FromRow):
             return "https://api.sandbox.freeagent.com/v2/"
         assert self.base_url, "custom environment without base_url (schema forbids it)"
         return self.base_url
+
+    @property
+    def rate_limits(self) -> tuple[int, int]:
+        """(per minute, per hour) this client's requests may use (client_rate_limits)."""
+        return client_rate_limits(
+            self.rate_limit_per_minute, self.rate_limit_per_hour, self.rate_limit_test
+        )
 
     @property
     def budget_key(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from daemon.clients.freeagent_answers import permission_level
 from profiles.freeagent_contact_export.config import ContactExportSettings
 
 #: FreeAgent's permission level needed to read and write contacts' e-mail and address.
@@ -46,8 +47,14 @@ def _sales_tax(settings: ContactExportSettings, company: Mapping[str, Any]) -> l
 
 
 def _permission(user: Mapping[str, Any], client_name: str) -> list[str]:
-    level = user.get("permission_level")
-    if not isinstance(level, int) or level >= CONTACT_DETAILS_LEVEL:
+    level = permission_level(user)
+    if level is None:
+        return [
+            f"FreeAgent user {user.get('email') or '?'} of client {client_name} has no "
+            f"readable permission level: exports need level {CONTACT_DETAILS_LEVEL} "
+            "(Contacts & Projects) or more, and are refused until users/me shows one"
+        ]
+    if level >= CONTACT_DETAILS_LEVEL:
         return []
     return [
         f"FreeAgent user {user.get('email') or '?'} of client {client_name} has permission "

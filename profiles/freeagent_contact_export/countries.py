@@ -1,10 +1,13 @@
 """Magento codes → FreeAgent vocabulary: country names and invoice locales.
 
 FreeAgent's ``country`` is free text whose accepted spellings are undocumented; every doc
-example and live fixture uses English names ("United Kingdom"), so we send ISO 3166 English
-short names (pycountry) and never the ISO code Magento stores.  A few names are pinned here so
-that a pycountry upgrade cannot silently change what we send (a changed name would change every
-payload hash and re-write every contact).
+example and live fixture uses common English names ("United Kingdom"), and FreeAgent's only
+published list spells "Czech Republic" and "Netherlands" (reference §4 and addendum). So we
+send the common English name: pycountry's ``common_name`` where it has one ("South Korea",
+"Vietnam", "Iran"), a pinned name where ISO's is a formal one ("Turkey", not "Türkiye";
+"Russia", not "Russian Federation"), else the ISO 3166 short name; never the ISO code Magento
+stores. The pinned names also keep a pycountry upgrade from silently changing what we send (a
+changed name would change every payload hash and re-write every contact).
 
 FreeAgent's ``locale`` uses its own, partly non-ISO codes (``cz``, ``dk``, ``nk``, ``se``,
 ``rs``), so Magento locales (``cs_CZ``, ``nb_NO`` ...) are mapped explicitly, never guessed.
@@ -26,18 +29,37 @@ FreeAgentLocale = Literal[
 ]  # fmt: skip
 FREEAGENT_LOCALES: tuple[FreeAgentLocale, ...] = get_args(FreeAgentLocale)
 
-# Pinned names: GB/US/KR are the spellings FreeAgent shows; CZ is spelt as FreeAgent's only
-# published country list (the EC VAT MOSS place_of_supply values) spells it, "Czech Republic",
-# not pycountry's "Czechia" (with charge_sales_tax Auto a spelling FreeAgent does not know
-# changes the VAT; the other EU names already agree); TW avoids printing "Province of China"
-# on a Taiwanese customer's invoice.  XK (Kosovo) is in Magento's country list but not in
-# ISO 3166: with no known FreeAgent spelling it is left unmapped, so no country is sent.
+# Pinned names. CZ as FreeAgent's only published country list (the EC VAT MOSS
+# place_of_supply values) spells it, "Czech Republic", not pycountry's "Czechia" (with
+# charge_sales_tax Auto a spelling FreeAgent does not know changes the VAT; the other EU names
+# already agree). The rest are the common English names where ISO's short name is a formal or
+# a local one ("Türkiye", "Russian Federation", "Brunei Darussalam", "Cabo Verde"...); the
+# common_name pycountry gives (KR, VN, IR, TW ...) is pinned too, so an upgrade cannot move it.
+# XK (Kosovo) is in Magento's country list but not in ISO 3166: with no known FreeAgent
+# spelling it is left unmapped, so no country is sent and the record notes why.
 _PINNED_NAMES: Mapping[str, str] = {
     "GB": "United Kingdom",
     "US": "United States",
-    "KR": "Korea, Republic of",
     "CZ": "Czech Republic",
+    "TR": "Turkey",
+    "RU": "Russia",
+    "BN": "Brunei",
+    "CI": "Ivory Coast",
+    "CV": "Cape Verde",
+    "PS": "Palestine",
+    "VA": "Vatican City",
+    "FM": "Micronesia",
+    "BO": "Bolivia",
+    "IR": "Iran",
+    "KP": "North Korea",
+    "KR": "South Korea",
+    "LA": "Laos",
+    "MD": "Moldova",
+    "SY": "Syria",
     "TW": "Taiwan",
+    "TZ": "Tanzania",
+    "VE": "Venezuela",
+    "VN": "Vietnam",
 }
 
 # Codes that are not ISO alpha-2 but turn up in hand-edited data: "UK" for GB, and the EU's
@@ -46,8 +68,12 @@ _CODE_ALIASES: Mapping[str, str] = {"UK": "GB", "EL": "GR"}
 
 
 def _build_country_names() -> Mapping[str, str]:
-    """ISO alpha-2 → English name, pycountry's names overlaid with the pinned ones."""
-    names = {country.alpha_2: country.name for country in pycountry.countries}
+    """ISO alpha-2 → common English name: the pinned one, else pycountry's common_name, else
+    its short name."""
+    names = {
+        country.alpha_2: getattr(country, "common_name", None) or country.name
+        for country in pycountry.countries
+    }
     names.update(_PINNED_NAMES)
     return MappingProxyType(names)
 

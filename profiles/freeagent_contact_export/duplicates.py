@@ -2,7 +2,7 @@
 
 FreeAgent enforces no uniqueness and has no merge; its own advice is to hide the copies. The
 audit reads every contact (all views, Hidden included) into the index, drops index entries
-FreeAgent no longer lists, groups, and says which member a ledger row links.
+FreeAgent no longer has (resolve.py's sweep), groups, and says which member a ledger row links.
 
 `hide_unlinked` hides, in e-mail groups only, the Active copies no ledger row uses, and only
 when some member of the group is linked (otherwise nothing says which one is right). Groups
@@ -115,10 +115,9 @@ def render(groups: list[Group]) -> list[str]:
 
 
 async def audit(pool: asyncpg.Pool, index: ContactIndex, client_id: int) -> list[Group]:
-    """Refresh the index in full (dropping contacts FreeAgent no longer lists), then group."""
-    started = await pool.fetchval(QUERIES["db_now"])
+    """Refresh the index in full (a sweep: contacts FreeAgent no longer has are dropped),
+    then group."""
     await index.refresh(full=True)
-    await pool.execute(QUERIES["fa_contact_prune"], client_id, started)
     contacts = [dict(r["data"]) for r in await pool.fetch(QUERIES["fa_contact_list"], client_id)]
     links = {
         str(r["freeagent_url"]): int(r["id"])

@@ -45,6 +45,7 @@ from daemon.errors import (
     RejectedRecord,
     TransientApiError,
 )
+from daemon.failures import GONE
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.clean import Note, describe
 from profiles.freeagent_contact_export.config import ContactExportSettings
@@ -324,19 +325,9 @@ class Exporter:
             if decision.action == "send":
                 await self._fa.update_contact(url, decision.body)
         except RejectedRecord as exc:
-            if exc.status != 404:
+            if exc.status not in GONE:
                 raise
-            # The contact was deleted in FreeAgent: forget it and create a new one.
-            log.warning("contact_gone", entity_id=p.row.id, url=url)
-            intent = (await self.creates.decide(p, look=False, may_create=True)).intent
-            if intent is None:  # another row is creating this person: wait for it
-                return
-            contact = await self.creates.create(p, intent)
-            await self._finish(
-                p.row, EntityStatus.CREATED, url=str(contact["url"]), hash_=p.hash,
-                sent=p.payload, replaced=url, remember=contact,
-            )  # fmt: skip
-            self._ctx.counts.created += 1
+            await self._replace_gone(p, url, exc.status)
             return
         sent = decision.action == "send"
         if sent:
@@ -359,6 +350,30 @@ class Exporter:
         self._ctx.counts.unchanged += not sent and not linked_now
         if sent:
             log.info("contact_updated", entity_id=p.row.id, url=url, linked_existing=linked_now)
+
+    async def _replace_gone(self, p: Prepared, url: str, status: int | None) -> None:
+        """The contact was deleted in FreeAgent (404/410): it leaves the index, so nothing
+        links to it again, and a new one is created unless api_behaviour forbids creating."""
+        log.warning("contact_gone", entity_id=p.row.id, url=url, status=status)
+        await self._ctx.pool.execute(QUERIES["fa_contact_forget"], self._client_id, url)
+        if self._ctx.profile.api_behaviour == "update":
+            reason = (
+                f"FreeAgent contact {url} was deleted there (HTTP {status}); "
+                "api_behaviour is update: not recreated"
+            )
+            await self._finish(p.row, EntityStatus.SKIPPED, error={"reason": reason})
+            self._ctx.counts.skipped += 1
+            return
+        intent = (await self.creates.decide(p, look=False, may_create=True)).intent
+        if intent is None:  # another row is creating this person: wait for it
+            return
+        contact = await self.creates.create(p, intent)
+        await self._finish(
+            p.row, EntityStatus.CREATED, url=str(contact["url"]), hash_=p.hash,
+            sent=p.payload, replaced=url, remember=contact,
+        )  # fmt: skip
+        self._ctx.counts.created += 1
+        log.info("contact_created", entity_id=p.row.id, url=contact["url"], replaced=url)
 
     async def _check_drift(
         self, p: Prepared, url: str, body: dict[str, Any], linked_now: bool

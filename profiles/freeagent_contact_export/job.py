@@ -21,6 +21,7 @@ import dataclasses
 import time
 from typing import Any
 
+from daemon.clients.freeagent_answers import permission_level
 from daemon.clients.ratelimit import priority_lane
 from daemon.context import RunContext
 from daemon.db.queries import QUERIES
@@ -258,12 +259,16 @@ async def open_freeagent(ctx: RunContext, cfg: ContactExportSettings) -> Any:
         log_responses=cfg.logging.log_responses,
     )
     me = await freeagent.users_me(cached=True)
-    level = me.get("permission_level")
-    if isinstance(level, int) and level < MIN_PERMISSION_LEVEL:
-        raise ConfigError(
-            f"profile {ctx.profile.name}: FreeAgent user {me.get('email')} has permission level "
-            f"{level}; contacts' e-mail and address need level {MIN_PERMISSION_LEVEL} or more"
-        )
+    level = permission_level(me)
+    who = f"profile {ctx.profile.name}: FreeAgent user {me.get('email')}"
+    need = f"contacts' e-mail and address need level {MIN_PERMISSION_LEVEL} or more"
+    if level is None:
+        # Below level 3 FreeAgent hides e-mail and address, and exporting blind would write
+        # contacts without them: a level we cannot read is refused, not assumed high enough.
+        said = repr(me["permission_level"])[:40] if "permission_level" in me else "nothing"
+        raise ConfigError(f"{who} has no readable permission level (users/me says {said}); {need}")
+    if level < MIN_PERMISSION_LEVEL:
+        raise ConfigError(f"{who} has permission level {level}; {need}")
     return freeagent
 
 

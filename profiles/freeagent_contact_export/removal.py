@@ -10,6 +10,8 @@ applies the profile's delete_policy through `decide_removal` (pure: the dry run 
     policy delete . DELETE, row `deleted`; any 4xx (FreeAgent refuses contacts with invoices,
                     estimates, projects or bills; the status is undocumented, 403 was seen)
                     -> hidden instead, row `hidden` saying why
+    a contact FreeAgent answers 404 or 410 for (deleted there already): row `removed`, and
+    the contact leaves the index
     whatever the policy, a contact another live ledger row still uses (a shared e-mail,
     another website, a guest, another profile) is left alone: row `removed`, naming that row.
 
@@ -27,6 +29,7 @@ import asyncpg
 from daemon.db.queries import QUERIES
 from daemon.db.records import EntityStatus, Profile
 from daemon.errors import RejectedRecord
+from daemon.failures import GONE
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.config import (
     ContactExportSettings,
@@ -59,6 +62,7 @@ class Removal:
     action: Literal["keep", "hide", "delete"]  #: keep: close the row, leave the contact
     status: EntityStatus  #: the row's outcome if the action succeeds as planned
     reason: str
+    gone: bool = False  #: FreeAgent answered 404/410: the contact no longer exists there
 
     def as_json(self, policy: str) -> dict[str, str]:
         """metadata.removal on the row."""
@@ -112,22 +116,22 @@ async def apply_removal(freeagent: Any, removal: Removal, url: str | None) -> Re
                 "invoices, estimates, projects or bills): hidden instead",
             )
     except RejectedRecord as exc:
-        if exc.status not in (404, 410):
+        if exc.status not in GONE:
             raise
         gone = "customer deleted in Magento; contact already gone from FreeAgent"
-        return Removal("keep", EntityStatus.REMOVED, gone)
+        return Removal("keep", EntityStatus.REMOVED, gone, gone=True)
     return removal
 
 
 async def remove_contact(
     pool: asyncpg.Pool, freeagent: Any, client_id: int, policy: DeletePolicy, row: Any
 ) -> Removal:
-    """Decide and carry out the removal of one row's contact; a deleted contact also leaves
-    the contact index. Returns what was done, for the row."""
+    """Decide and carry out the removal of one row's contact; a contact deleted now, or found
+    gone already, also leaves the contact index. Returns what was done, for the row."""
     url = row.freeagent_url
     planned = decide_removal(policy, url=url, still_used_by=await live_user(pool, url, row.id))
     done = await apply_removal(freeagent, planned, url)
-    if done.status is EntityStatus.DELETED and url:
+    if url and (done.status is EntityStatus.DELETED or done.gone):
         await pool.execute(QUERIES["fa_contact_forget"], client_id, url)
     return done
 

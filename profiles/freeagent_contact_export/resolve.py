@@ -1,7 +1,11 @@
 """Resolve: which FreeAgent contact a ledger row maps to.
 
 FreeAgent has no search by e-mail and no uniqueness, so we keep an index of its contacts
-(`freeagent_contact`), refreshed incrementally with `updated_since`. A row's stored URL wins;
+(`freeagent_contact`), refreshed incrementally with `updated_since`. That never reports a
+deletion (reference §6), and a deleted contact left in the index could be linked to a customer
+(and, under api_behaviour create, never written again), so every SWEEP_EVERY the refresh is a
+sweep instead: a full listing, then each indexed contact it did not list looked up by URL and
+dropped if FreeAgent answers 404/410. A row's stored URL wins;
 else match.py asks the index by e-mail (identity.py says who is the same contact). A create
 whose outcome was unknown is looked for apart from that (`find_created_since`): by everything
 it sent, among contacts created after its intent.
@@ -21,16 +25,21 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from daemon.db.queries import QUERIES
-from daemon.errors import TransientApiError
+from daemon.errors import RejectedRecord, TransientApiError
 from daemon.logs import get_logger
 from profiles.freeagent_contact_export.collect import parse_magento_time
 
 log = get_logger(__name__)
 
 #: Re-read contacts updated this long before the newest one indexed (FreeAgent clock, commits).
+#: Listings are newest first, so a contact changed while one is read has an updated_at after
+#: the newest this refresh indexes and the next refresh lists it: no change is lost for good
+#: (the reasoning, and what only the sweep repairs: daemon/clients/freeagent_paging.py).
 REFRESH_OVERLAP = timedelta(minutes=5)
 #: Contacts indexed per round trip while refreshing.
 REMEMBER_CHUNK = 200
+#: How often a refresh is a sweep (a full listing that also drops deleted contacts).
+SWEEP_EVERY = timedelta(hours=24)
 #: What a reconciled contact must share with the create that was sent (absent = absent).
 IDENTIFYING = ("email", "first_name", "last_name", "organisation_name", "address1", "postcode")
 
@@ -61,20 +70,69 @@ def identifying(payload: dict[str, Any]) -> dict[str, str | None]:
 class ContactIndex:
     """The FreeAgent contacts of one client, as far as we have seen them."""
 
-    def __init__(self, *, pool: asyncpg.Pool, client_id: int, freeagent: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        client_id: int,
+        freeagent: Any,
+        sweep_every: timedelta = SWEEP_EVERY,
+    ) -> None:
         self._pool = pool
         self._client_id = client_id
         self._freeagent = freeagent
+        self._sweep_every = sweep_every
         #: The lookups' refreshes so far: (since, begun). One begun after a create settled,
         #: from no later than its `since`, has listed whatever that create made.
         self._looked: list[tuple[datetime, datetime]] = []
         self._looking = asyncio.Lock()
 
     async def refresh(self, *, since: datetime | None = None, full: bool = False) -> int:
-        """Read contacts changed since the newest indexed one (or since `since`)."""
-        if since is None and not full:
-            mark = await self._pool.fetchval(QUERIES["fa_contact_sync_mark"], self._client_id)
-            since = mark - REFRESH_OVERLAP if mark else None
+        """Read contacts changed since the newest indexed one (or since `since`).
+
+        A full read (asked for, an empty index, or the last sweep over `sweep_every` ago) is a
+        sweep: afterwards the index holds only contacts FreeAgent still has. A dry run never
+        sweeps (fa_contact_sweep_state)."""
+        started = None
+        if since is None:
+            state = await self._pool.fetchrow(
+                QUERIES["fa_contact_sweep_state"],
+                self._client_id,
+                self._sweep_every.total_seconds(),
+            )
+            if not (full or state["due"]):
+                mark = await self._pool.fetchval(QUERIES["fa_contact_sync_mark"], self._client_id)
+                since = mark - REFRESH_OVERLAP if mark else None
+            started = state["now"] if since is None and state["allowed"] else None
+        seen = await self._read(since)
+        if started is not None:
+            await self._sweep(started)
+        return seen
+
+    async def _sweep(self, started: datetime) -> None:
+        """After a full listing begun at `started` (database clock, as seen_at): each indexed
+        contact it did not list is looked up by URL, and dropped only when FreeAgent answers
+        404/410. Not listing is not proof: a contact moves a page earlier when one before it
+        is deleted mid-scan, and so is skipped."""
+        unseen = await self._pool.fetch(QUERIES["fa_contact_unseen"], self._client_id, started)
+        dropped = 0
+        for row in unseen:
+            url = str(row["url"])
+            try:
+                contact = await self._freeagent.get_contact(url)
+            except RejectedRecord as exc:  # not this API's URL, or a 4xx that is not 404/410
+                log.warning("contact_index_sweep_kept", url=url, error=str(exc))
+                continue
+            if contact is None:
+                await self._pool.execute(QUERIES["fa_contact_forget"], self._client_id, url)
+                dropped += 1
+            else:
+                await self._remember_page([contact])
+        await self._pool.execute(QUERIES["fa_contact_swept"], self._client_id, started)
+        log.info("contact_index_swept", unseen=len(unseen), dropped=dropped)
+
+    async def _read(self, since: datetime | None) -> int:
+        """List and index the contacts changed since `since` (all of them: None)."""
         seen = 0
         page: list[dict[str, Any]] = []
         # view=all may omit Hidden contacts (unverified): read hidden too, a duplicate of a

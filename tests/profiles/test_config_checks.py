@@ -37,6 +37,12 @@ OWNER = {"email": "owner@example.com", "permission_level": 8}
         # A user below Contacts & Projects cannot see or send e-mail and address.
         ({}, {"user": {**OWNER, "permission_level": 2}}, ["permission level 2"]),
         ({}, {"user": OWNER}, []),
+        # The level as text is still read (the docs' types are not a contract).
+        ({}, {"user": {**OWNER, "permission_level": "2"}}, ["permission level 2"]),
+        ({}, {"user": {**OWNER, "permission_level": "8"}}, []),
+        # No level, or one that is not a number: exports are refused, so say so.
+        ({}, {"user": {"email": "owner@example.com"}}, ["no readable permission level"]),
+        ({}, {"user": {**OWNER, "permission_level": "full"}}, ["no readable permission level"]),
         # Nothing cached, or a body of an unexpected shape: nothing to say.
         ({"contact": {"charge_sales_tax": "Always"}}, {}, []),
         ({"contact": {"charge_sales_tax": "Always"}}, {"company": "?", "user": []}, []),

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
+from daemon.secretbox import SecretBox
 from simulators.freeagent import FreeAgentState
 from simulators.magento import MagentoState
-from simulators.stack import Stack
+from simulators.stack import Stack, register, simulators
 from tests.fakes import FakeNow
 from tests.secretkeys import sealing_box
 
@@ -363,14 +367,26 @@ async def test_field_removed_in_magento_is_cleared_in_freeagent(
     assert contact["first_name"] == "Clara"
 
 
+@pytest.mark.parametrize(
+    ("country_id", "spelling"),
+    [
+        ("CZ", "Czech Republic"),  # FreeAgent's EU list, not "Czechia" (reference addendum)
+        ("KR", "South Korea"),  # not ISO's "Korea, Republic of"
+        ("VN", "Vietnam"),  # not "Viet Nam"
+        ("TR", "Turkey"),  # not "Türkiye"
+        ("RU", "Russia"),  # not "Russian Federation"
+        ("IR", "Iran"),  # not "Iran, Islamic Republic of"
+    ],
+)
 async def test_czech_customer_is_exported_with_freeagents_spelling(
-    pool: asyncpg.Pool, stack: Stack, run_profile
+    pool: asyncpg.Pool, stack: Stack, run_profile, country_id: str, spelling: str
 ) -> None:
     """A customer in CZ is created with "Czech Republic", the spelling of FreeAgent's list
-    (reference addendum); the strict simulator refuses "Czechia" with 422."""
+    (reference addendum), and one outside the EU with the common English name; the strict
+    simulator refuses "Czechia" and ISO's formal names with 422."""
     address = {
         "firstname": "Jana", "lastname": "Novak", "street": ["Vodickova 1"], "city": "Praha",
-        "postcode": "110 00", "country_id": "CZ", "default_billing": True,
+        "postcode": "110 00", "country_id": country_id, "default_billing": True,
     }  # fmt: skip
     customer = stack.magento.add_customer(
         email="jana.novak@example.cz", firstname="Jana", lastname="Novak", addresses=[address]
@@ -381,7 +397,7 @@ async def test_czech_customer_is_exported_with_freeagents_spelling(
     )
     assert row["status"] == "created", row["last_error"]
     contact = next(c for c in stack.freeagent.contacts_list() if c["url"] == row["freeagent_url"])
-    assert contact["country"] == "Czech Republic"
+    assert contact["country"] == spelling
 
 
 async def test_create_answered_in_xml_is_recorded_not_repeated(
@@ -403,6 +419,21 @@ async def test_create_answered_in_xml_is_recorded_not_repeated(
         "SELECT * FROM contact_entity WHERE source_key = $1", f"customer:{customer['id']}"
     )
     assert row["freeagent_url"] in {c["url"] for c in stack.freeagent.contacts_list()}
+
+
+async def test_reads_answered_in_xml_are_retried_and_the_run_completes(
+    pool: asyncpg.Pool, stack: Stack, run_profile
+) -> None:
+    """XML despite Accept JSON ([F579]) to users/me and the contact listing is transient: each
+    read is asked again, and the run exports every customer as usual."""
+    stack.freeagent.faults.xml_responses, stack.freeagent.faults.xml_methods = (
+        3,
+        frozenset({"GET"}),
+    )
+    outcome = await run_profile(stack.profile_id)
+    assert outcome.error is None
+    assert stack.freeagent.faults.xml_responses == 0
+    await _assert_exported_once(pool, stack)
 
 
 async def _set_settings(pool: asyncpg.Pool, settings: dict[str, Any]) -> None:
@@ -575,6 +606,63 @@ async def test_freeagent_user_without_contact_permission_is_refused(
     outcome = await run_profile(stack.profile_id)
     assert outcome.status == "error"
     assert "permission level 2" in (outcome.error or "")
+    assert stack.freeagent.write_count() == 0
+
+
+#: users/me without a permission_level at all.
+NO_LEVEL = object()
+
+
+def _users_me_level(level: object) -> Middleware:
+    """FreeAgent answering users/me with this permission_level (NO_LEVEL: none)."""
+
+    @web.middleware
+    async def rewrite(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path != "/v2/users/me" or not isinstance(response, web.Response):
+            return response
+        user = json.loads(response.body or b"{}")["user"]  # type: ignore[arg-type]
+        user.pop("permission_level")
+        if level is not NO_LEVEL:
+            user["permission_level"] = level
+        return web.json_response({"user": user})
+
+    return rewrite
+
+
+@pytest.mark.parametrize(
+    ("level", "refused"),
+    [
+        ("2", "permission level 2"),  # a number sent as text is still read, and is too low
+        (NO_LEVEL, "no readable permission level (users/me says nothing)"),
+        ("full", "no readable permission level (users/me says 'full')"),
+        (None, "no readable permission level (users/me says None)"),
+        ("8", None),  # text, and high enough: the export runs
+    ],
+)
+async def test_freeagent_permission_level_as_text_or_missing_is_read_or_refused(
+    pool: asyncpg.Pool,
+    freeagent_state: FreeAgentState,
+    magento_state: MagentoState,
+    secret_box: SecretBox,
+    run_profile: Any,
+    level: object,
+    refused: str | None,
+) -> None:
+    """The gate reads a level sent as text, and refuses a level it cannot read: it never lets
+    an export through because the level's type was not the one documented."""
+    middleware = [_users_me_level(level)]
+    async with simulators(
+        freeagent=freeagent_state, magento=magento_state, freeagent_middlewares=middleware
+    ) as running:
+        stack = await register(pool, running, secrets=secret_box)
+        outcome = await run_profile(stack.profile_id)
+    if refused is None:
+        assert outcome.error is None
+        assert stack.freeagent.write_count() > 0
+        return
+    assert outcome.status == "error"
+    assert refused in (outcome.error or "")
     assert stack.freeagent.write_count() == 0
 
 

@@ -7,6 +7,7 @@ import random
 import unicodedata
 from typing import Any
 
+import pycountry
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,7 @@ from profiles.freeagent_contact_export.payload import (
     build_contact_payload,
     email_key,
 )
-from simulators.freeagent_contacts import clean_value
+from simulators.freeagent_contacts import COUNTRIES, clean_value
 from tests.strategies import contact_options, guest_orders, magento_customers
 
 PROPERTIES = settings(max_examples=200, deadline=None)
@@ -188,7 +189,7 @@ class TestTable:
             (customer(addresses=[address(country_id="ZZ")]), {}, {"country": ABSENT}),
             # Codes map to English names, whatever the case.
             (customer(addresses=[address(country_id=" kr ")]), {},
-             {"country": "Korea, Republic of"}),
+             {"country": "South Korea"}),
             # VAT from the billing address vat_id wins and is compacted and upper-cased.
             (customer(taxvat="FR00000000000", addresses=[address(vat_id=" gb 123 456 789 ")]), {},
              {"sales_tax_registration_number": "GB123456789"}),
@@ -337,8 +338,12 @@ class TestVocabulary:
     @pytest.mark.parametrize(
         ("code", "name"),
         [
-            ("GB", "United Kingdom"), ("US", "United States"), ("KR", "Korea, Republic of"),
+            ("GB", "United Kingdom"), ("US", "United States"),
             ("CZ", "Czech Republic"), ("NL", "Netherlands"),  # FreeAgent's EU list (addendum)
+            # common English names, not ISO's formal ones (pinned or pycountry's common_name)
+            ("KR", "South Korea"), ("VN", "Vietnam"), ("TR", "Turkey"), ("RU", "Russia"),
+            ("IR", "Iran"), ("TW", "Taiwan"), ("BO", "Bolivia"), ("CI", "Ivory Coast"),
+            ("XK", None),  # Kosovo: not in ISO 3166, left out and noted
             ("IE", "Ireland"), ("gb", "United Kingdom"), ("UK", "United Kingdom"),
             ("GBR", "United Kingdom"), ("ZZ", None), ("", None), (None, None),
         ],
@@ -352,6 +357,11 @@ class TestVocabulary:
         FreeAgent's own list spells them: reference addendum)."""
         refused = [name for name in FREEAGENT_COUNTRY_NAMES if clean_value("country", name)[1]]
         assert refused == []
+
+    def test_the_simulator_accepts_one_spelling_per_country_the_one_we_send(self) -> None:
+        """The simulator's list and ours agree name for name: no second spelling passes."""
+        assert len(COUNTRIES) == len(pycountry.countries)
+        assert set(FREEAGENT_COUNTRY_NAMES) == set(COUNTRIES)
 
     @pytest.mark.parametrize(
         ("raw", "key"),

@@ -126,32 +126,56 @@ async def test_code_exchange_returns_bearer_tokens(client: Client) -> None:
     assert me.status == 200
 
 
-async def test_code_is_single_use(client: Client) -> None:
-    """A second exchange of the same code is invalid_grant."""
+async def assert_refused_code(response: aiohttp.ClientResponse, as_401: bool) -> None:
+    """A refused code: 401 "HTTP Basic: Access denied." (observed), or 400 invalid_grant."""
+    if as_401:
+        assert response.status == 401
+        assert await response.text() == "HTTP Basic: Access denied."
+    else:
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("as_401", [True, False])
+async def test_code_is_single_use(client: Client, state: FreeAgentState, as_401: bool) -> None:
+    """A second exchange of the same code is refused, in either form of refusal."""
+    state.refused_grants_401 = as_401
     code = await code_for(client)
     await token(client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT)
     response = await token(
         client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT
     )
-    assert response.status == 400
-    assert (await response.json())["error"] == "invalid_grant"
+    await assert_refused_code(response, as_401)
 
 
-async def test_code_expires(client: Client, clock: FakeClock) -> None:
+def test_refused_grants_answer_401_unless_switched_off() -> None:
+    """The harsher, observed form (401) is what the simulator answers by default."""
+    assert FreeAgentState().refused_grants_401
+
+
+@pytest.mark.parametrize("as_401", [True, False])
+async def test_code_expires(
+    client: Client, state: FreeAgentState, clock: FakeClock, as_401: bool
+) -> None:
     """A code older than auth_code_ttl is refused."""
+    state.refused_grants_401 = as_401
     code = await code_for(client)
     clock.now += 901
     response = await token(
         client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT
     )
-    assert response.status == 400
+    await assert_refused_code(response, as_401)
 
 
-async def test_code_exchange_needs_matching_redirect_uri(client: Client) -> None:
+@pytest.mark.parametrize("as_401", [True, False])
+async def test_code_exchange_needs_matching_redirect_uri(
+    client: Client, state: FreeAgentState, as_401: bool
+) -> None:
     """The redirect_uri sent at approval must be repeated at exchange."""
+    state.refused_grants_401 = as_401
     code = await code_for(client)
     response = await token(client, grant_type="authorization_code", code=code, redirect_uri="x:/")
-    assert (await response.json())["error"] == "invalid_grant"
+    await assert_refused_code(response, as_401)
 
 
 async def test_bad_client_credentials_are_denied(client: Client) -> None:
@@ -165,13 +189,18 @@ async def test_bad_client_credentials_are_denied(client: Client) -> None:
     assert await response.text() == "HTTP Basic: Access denied."
 
 
-async def test_refresh_rotates_and_rejects_reuse(client: Client, state: FreeAgentState) -> None:
-    """Each refresh returns a new refresh token; the old one is then invalid_grant."""
+@pytest.mark.parametrize(("as_401", "status"), [(True, 401), (False, 400)])
+async def test_refresh_rotates_and_rejects_reuse(
+    client: Client, state: FreeAgentState, as_401: bool, status: int
+) -> None:
+    """Each refresh returns a new refresh token; the old one is then invalid_grant (401 by
+    default, 400 with refused_grants_401 off)."""
+    state.refused_grants_401 = as_401
     _, old = state.issue_tokens()
     first = await (await token(client, grant_type="refresh_token", refresh_token=old)).json()
     reused = await token(client, grant_type="refresh_token", refresh_token=old)
     assert first["refresh_token"] != old
-    assert reused.status == 400 and (await reused.json())["error"] == "invalid_grant"
+    assert reused.status == status and (await reused.json())["error"] == "invalid_grant"
     assert state.reused_refresh_token_attempts == 1 and state.refresh_count == 1
 
 
@@ -403,6 +432,13 @@ async def test_country_names_are_accepted(client: Client, auth: dict[str, str]) 
         "Kingdom of the Netherlands",  # an official name, not FreeAgent's spelling
         "united kingdom",  # accepted spellings unverified (§4): case is not forgiven
         "GB",  # an ISO code, not a name (§4)
+        # ISO's formal names where a common English one exists: one spelling per country
+        "Korea, Republic of",
+        "Viet Nam",
+        "Türkiye",
+        "Russian Federation",
+        "Iran, Islamic Republic of",
+        "United States of America",
     ],
 )
 async def test_country_spellings_outside_freeagents_list_are_422(
@@ -460,6 +496,21 @@ async def test_delete_removes_contact(
     assert (await client.get(path, headers=auth)).status == 404
 
 
+async def test_a_deleted_contact_answers_the_gone_status(
+    client: Client, auth: dict[str, str], state: FreeAgentState
+) -> None:
+    """gone_status 410: a deleted contact answers 410 Gone to GET, PUT and DELETE; an id that
+    never existed is still 404."""
+    state.gone_status = 410
+    path = URL(state.add_contact({"organisation_name": "Acme"})).path
+    assert (await client.delete(path, headers=auth)).status == 200
+    body = {"contact": {"organisation_name": "Back"}}
+    assert (await client.get(path, headers=auth)).status == 410
+    assert (await client.put(path, json=body, headers=auth)).status == 410
+    assert (await client.delete(path, headers=auth)).status == 410
+    assert (await client.get("/v2/contacts/999", headers=auth)).status == 404
+
+
 async def test_delete_refused_with_invoices(
     client: Client, auth: dict[str, str], state: FreeAgentState
 ) -> None:
@@ -512,6 +563,24 @@ async def test_first_page_links_to_next(
     seed(state, wall, "A", "B", "C")
     response = await list_of(client, auth, per_page=2)
     assert "page=2&per_page=2>; rel='next'" in response.headers["Link"]
+
+
+async def test_links_carry_only_page_and_per_page(
+    client: Client, auth: dict[str, str], state: FreeAgentState, wall: FakeWallClock
+) -> None:
+    """The reference's example links carry page and per_page only (§6): view, sort and
+    updated_since are left out (the harsher reading), so a client must send them again."""
+    seed(state, wall, "A", "B", "C")
+    response = await list_of(
+        client, auth, view="all", sort="-updated_at", updated_since="2026-01-01T00:00:00Z",
+        per_page=1,
+    )  # fmt: skip
+    link = response.headers["Link"]
+    assert "rel='next'" in link
+    for target in link.split(", "):
+        query = URL(target.split(">")[0].lstrip("<")).query
+        assert set(query) == {"page", "per_page"}, target
+    assert state.requests[-1].query == response.url.query_string
 
 
 async def test_per_page_is_clamped(
@@ -660,7 +729,7 @@ async def test_per_ip_limit_spans_users_and_oauth(
     other = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
     assert (await client.get("/v2/company", headers=auth)).status == 200
     assert (await client.get("/v2/company", headers=other)).status == 200
-    assert (await token(client, grant_type="refresh_token", refresh_token="x")).status == 400
+    assert (await token(client, grant_type="refresh_token", refresh_token="x")).status == 401
     response = await client.get("/v2/company", headers=auth)
     assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
     assert await response.text() == "You must not exceed 3 requests per 60 seconds"

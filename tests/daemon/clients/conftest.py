@@ -156,8 +156,7 @@ def make_freeagent(pool: asyncpg.Pool, aiohttp_server: Any, transport: Transport
         budget = RateBudget(
             pool,
             row.budget_key,
-            row.rate_limit_per_minute,
-            row.rate_limit_per_hour,
+            *row.rate_limits,
             minute_window,
             3600.0,
         )

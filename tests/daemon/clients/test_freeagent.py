@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from daemon.clients.freeagent import parse_link_header
-from daemon.clients.transport import Response
+from daemon.clients.transport import Response, Transport
+from daemon.db.records import RATE_LIMIT_TEST_PER_MINUTE
 from daemon.errors import (
     ApiError,
     EndpointError,
@@ -16,10 +18,12 @@ from daemon.errors import (
     RejectedRecord,
     TransientApiError,
 )
+from daemon.resources import ClientFactory
+from daemon.settings import Settings
 from simulators.freeagent import FreeAgentState
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeNow
 
-from .conftest import FreeAgentRig, MakeFreeAgent, SleepRecorder
+from .conftest import BOX, FreeAgentRig, MakeFreeAgent, SleepRecorder
 
 
 @pytest.mark.parametrize(
@@ -45,15 +49,19 @@ def test_link_header_without_next_means_last_page() -> None:
     assert "next" not in parse_link_header(["<https://a/v2/contacts?page=1>; rel='first'"])
 
 
-async def test_link_paging_returns_every_contact_once(freeagent: FreeAgentRig) -> None:
-    """Following rel=next yields each of 23 contacts exactly once, 5 per page."""
+async def test_link_paging_returns_every_contact_once(make_freeagent: MakeFreeAgent) -> None:
+    """Following rel=next yields each of 23 contacts exactly once, 5 per page, then one
+    catch-up request finds nothing changed since the first page."""
+    now = FakeNow()
+    freeagent = await make_freeagent(FreeAgentState(wall_clock=now))
     names = {f"Company {i:02d}" for i in range(23)}
     for name in sorted(names):
         freeagent.state.add_contact({"organisation_name": name})
+        now.advance(60)
     seen = [c async for c in freeagent.client.iter_contacts(per_page=5)]
     assert sorted(c["organisation_name"] for c in seen) == sorted(names)
     assert len({c["url"] for c in seen}) == 23
-    assert freeagent.requests("GET", "/v2/contacts") == 5
+    assert freeagent.requests("GET", "/v2/contacts") == 5 + 1
 
 
 async def test_create_returns_the_contact_with_its_url(freeagent: FreeAgentRig) -> None:
@@ -122,14 +130,28 @@ async def test_requests_identify_the_app(freeagent: FreeAgentRig) -> None:
     assert await freeagent.client.business_categories()
 
 
-async def test_rate_limit_test_header_lowers_the_limit(make_freeagent: MakeFreeAgent) -> None:
-    """With rate_limit_test FreeAgent applies its test limit (X-RateLimit-Test: true)."""
-    state = FreeAgentState(test_mode_per_minute=1, minute_window=0.5)
-    rig = await make_freeagent(state, rate_limit_test=True)
-    await rig.client.users_me()
-    await rig.client.users_me()  # over the 1/window test limit: 429, blocked, retried
-    assert rig.state.count_429 == 1
-    assert rig.requests("GET", "/v2/users/me") == 3
+async def test_rate_limit_test_budget_paces_requests_without_a_429(
+    make_freeagent: MakeFreeAgent, pool: asyncpg.Pool, transport: Transport, settings: Settings
+) -> None:
+    """With rate_limit_test the budget spends FreeAgent's test limit (5 a window), not the
+    row's 120: a burst of requests is paced across windows and earns no 429."""
+    window = 0.5
+    rig = await make_freeagent(FreeAgentState(minute_window=window), rate_limit_test=True)
+    assert rig.row.rate_limit_per_minute == 120
+    factory = ClientFactory(
+        pool=pool,
+        settings=settings.model_copy(update={"rate_minute_window": window}),
+        transport=transport,
+        secrets=BOX,
+    )
+    client = await factory.freeagent(rig.row.id)
+    assert client.budget.per_minute == RATE_LIMIT_TEST_PER_MINUTE
+    for _ in range(RATE_LIMIT_TEST_PER_MINUTE + 1):
+        assert await client.business_categories()
+    sent = [r for r in rig.state.requests if r.path == "/v2/company/business_categories"]
+    assert rig.state.count_429 == 0
+    assert [r.status for r in sent] == [200] * (RATE_LIMIT_TEST_PER_MINUTE + 1)
+    assert sent[-1].time - sent[0].time >= window  # the last waited for a later window
 
 
 async def test_contact_urls_outside_the_api_are_refused(freeagent: FreeAgentRig) -> None:
@@ -176,6 +198,66 @@ async def test_delete_removes_a_contact_without_invoices(freeagent: FreeAgentRig
     url = freeagent.state.add_contact({"organisation_name": "Gone Ltd"})
     assert await freeagent.client.delete_contact(url) == "deleted"
     assert await freeagent.client.get_contact(url) is None
+
+
+@pytest.mark.parametrize("gone_status", [404, 410])
+async def test_a_deleted_contact_answered_404_or_410_is_gone(
+    freeagent: FreeAgentRig, gone_status: int
+) -> None:
+    """404 and 410 on one contact both mean FreeAgent no longer has it: GET finds none, a
+    DELETE counts as done, and a PUT fails that record only (never the run)."""
+    freeagent.state.gone_status = gone_status
+    url = freeagent.state.add_contact({"organisation_name": "Gone Ltd"})
+    freeagent.state.delete_contact(int(url.rsplit("/", 1)[1]))
+    assert await freeagent.client.get_contact(url) is None
+    assert await freeagent.client.delete_contact(url) == "deleted"
+    with pytest.raises(RejectedRecord) as info:
+        await freeagent.client.update_contact(url, {"organisation_name": "Back Ltd"})
+    assert info.value.status == gone_status
+    assert not isinstance(info.value, EndpointError)
+
+
+async def test_410_on_the_contact_list_stops_the_run(freeagent: FreeAgentRig) -> None:
+    """410 on a collection, like 404, is about the API address: an EndpointError."""
+    freeagent.state.fault_status, freeagent.state.fault_methods = 410, frozenset({"GET"})
+    with pytest.raises(EndpointError):
+        [c async for c in freeagent.client.iter_contacts()]
+
+
+async def test_a_listing_answered_in_xml_is_retried_and_completes(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """XML despite Accept JSON ([F579]) to a GET is a transient failure: the page is asked
+    for again under the retry policy, and the listing yields every contact once."""
+    for i in range(3):
+        freeagent.state.add_contact({"organisation_name": f"Company {i}"})
+    freeagent.state.faults.xml_responses = 2
+    freeagent.state.faults.xml_methods = frozenset({"GET"})
+    seen = [c async for c in freeagent.client.iter_contacts(per_page=5)]
+    assert len({c["url"] for c in seen}) == 3
+    assert freeagent.state.faults.xml_responses == 0
+    assert freeagent.requests("GET", "/v2/contacts") == 3  # the one page, asked twice more
+    assert len(sleeps.waits) == 2
+
+
+async def test_users_me_answered_in_xml_is_retried(
+    freeagent: FreeAgentRig, sleeps: SleepRecorder
+) -> None:
+    """users/me answered in XML once is asked again and read."""
+    freeagent.state.faults.xml_responses = 1
+    user = await freeagent.client.users_me()
+    assert user["permission_level"] == freeagent.state.permission_level
+    assert freeagent.requests("GET", "/v2/users/me") == 2
+    assert len(sleeps.waits) == 1
+
+
+async def test_a_create_answered_in_xml_is_not_repeated(freeagent: FreeAgentRig) -> None:
+    """A POST answered in XML may have acted: it is sent once, its URL read from Location."""
+    freeagent.state.faults.xml_responses = 1
+    contact = await freeagent.client.create_contact({"organisation_name": "Xml Ltd"})
+    assert freeagent.requests("POST", "/v2/contacts") == 1
+    assert len(freeagent.state.contacts) == 1
+    assert contact["url"].endswith("/v2/contacts/1")
 
 
 async def test_a_listing_whose_empty_pages_never_end_is_an_endpoint_error(

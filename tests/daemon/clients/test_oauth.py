@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from daemon.clients.oauth import TokenStore, approve_url, exchange_code
+from daemon.clients.oauth import TokenStore, approve_url, exchange_code, record_identity
 from daemon.clients.transport import Transport
 from daemon.db.queries import QUERIES
 from daemon.errors import AuthError
@@ -46,12 +46,33 @@ async def test_code_exchange_returns_a_token_set(freeagent: FreeAgentRig) -> Non
     assert tokens.access_expires_at < tokens.refresh_expires_at
 
 
-async def test_used_code_is_refused_with_a_reauthorise_hint(freeagent: FreeAgentRig) -> None:
-    """A code used twice is an AuthError telling the operator to approve again."""
+@pytest.mark.parametrize("as_401", [True, False])
+async def test_used_code_is_refused_with_a_reauthorise_hint(
+    freeagent: FreeAgentRig, as_401: bool
+) -> None:
+    """A code used twice is an AuthError telling the operator to approve again, whether
+    FreeAgent answers 400 invalid_grant or 401 "HTTP Basic: Access denied."."""
+    freeagent.state.refused_grants_401 = as_401
     code = freeagent.state.new_code("demo-client", "urn:ietf:wg:oauth:2.0:oob")
     await exchange_code(freeagent.transport, freeagent.row, code)
-    with pytest.raises(AuthError, match="authorisation code refused"):
+    with pytest.raises(AuthError, match="authorisation code refused") as info:
         await exchange_code(freeagent.transport, freeagent.row, code)
+    assert "fa-sync client authorize" in str(info.value)
+
+
+async def test_code_exchange_answered_401_names_code_and_client_credentials(
+    freeagent: FreeAgentRig,
+) -> None:
+    """A 401 to a code exchange cannot tell a used code from a wrong secret (FreeAgent
+    answers both alike): the message names both, and never the secret."""
+    freeagent.state.clients["demo-client"] = "rotated-secret"  # the app's secret changed
+    code = freeagent.state.new_code("demo-client", "urn:ietf:wg:oauth:2.0:oob")
+    with pytest.raises(AuthError) as info:
+        await exchange_code(freeagent.transport, freeagent.row, code)
+    message = str(info.value)
+    assert info.value.status == 401
+    assert "authorisation code refused, or the client id/secret is wrong" in message
+    assert "demo-secret" not in message and "demo-secret" not in repr(info.value.body)
 
 
 async def test_expired_token_is_refreshed_and_rotation_persisted(
@@ -130,15 +151,53 @@ async def test_force_refresh_adopts_another_replicas_token(
     assert rig.state.refresh_count == 1
 
 
+@pytest.mark.parametrize("as_401", [True, False])
 async def test_refused_refresh_token_asks_for_reauthorisation(
-    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent, as_401: bool
 ) -> None:
-    """invalid_grant becomes an AuthError naming the client and the fix."""
+    """invalid_grant, with 401 or 400, becomes an AuthError naming the client and the fix."""
     rig = await make_freeagent(access_expires_in=-10)
+    rig.state.refused_grants_401 = as_401
     rig.state.rotate("demo-client", rig.row.refresh_token or "")  # someone else used it
     with pytest.raises(AuthError) as info:
         await rig.client.users_me()
     message = str(info.value)
+    assert info.value.status == (401 if as_401 else 400)
     assert message.startswith("FreeAgent client demo: refresh token refused")
     assert "fa-sync client authorize" in message
     assert rig.row.refresh_token and rig.row.refresh_token not in message
+
+
+async def test_refresh_with_a_wrong_client_secret_says_so(
+    pool: asyncpg.Pool, make_freeagent: MakeFreeAgent
+) -> None:
+    """A refresh answered 401 without invalid_grant is FreeAgent refusing the client
+    credentials: the message says to check them, quoting neither secret nor token."""
+    rig = await make_freeagent(access_expires_in=-10)
+    rig.state.clients["demo-client"] = "rotated-secret"
+    with pytest.raises(AuthError) as info:
+        await rig.client.users_me()
+    message = str(info.value)
+    assert message.startswith("FreeAgent client demo: client id or secret refused")
+    assert "dev.freeagent.com" in message
+    for secret in ("demo-secret", "rotated-secret", rig.row.refresh_token or "?"):
+        assert secret not in message
+    assert rig.state.refresh_count == 0
+
+
+@pytest.mark.parametrize(
+    ("user", "stored"),
+    [
+        ({"url": "u", "permission_level": 8}, 8),
+        ({"url": "u", "permission_level": "2"}, 2),  # text, read as the number it names
+        ({"url": "u", "permission_level": "full"}, None),  # unreadable: unknown, not a crash
+        ({"url": "u"}, None),
+    ],
+)
+async def test_identity_keeps_a_readable_permission_level_or_none(
+    pool: asyncpg.Pool, freeagent: FreeAgentRig, user: dict[str, object], stored: int | None
+) -> None:
+    """`client authorize` records the level users/me gives, as a number or as unknown."""
+    await record_identity(pool, freeagent.row.id, user=user, company={"name": "Acme"})
+    row = await pool.fetchrow(QUERIES["client_get"], freeagent.row.id)
+    assert row["permission_level"] == stored
