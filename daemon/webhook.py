@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -189,11 +190,16 @@ class WebhookServer:
     async def _queue_now(self, sender: Sender, sent: Sent, event: MagentoEvent) -> web.Response:
         try:
             queued = await self._on_event(event)
-        except FaSyncError as exc:
-            # Magento or PostgreSQL unavailable, or a dry run holds a profile: the sender
-            # retries; forget the signature so the retry is not taken for a replay.
+        except Exception as exc:
+            # Not queued, whatever the reason (Magento or PostgreSQL unavailable, a dry run
+            # holding a profile, a bug meeting this event): the sender retries, so forget the
+            # signature or the retry would be taken for a replay and the event lost.
             if sent.signature is not None:
-                await self._pool.execute(QUERIES["webhook_forget"], sent.signature)
+                with contextlib.suppress(*UNREACHABLE):
+                    await self._pool.execute(QUERIES["webhook_forget"], sent.signature)
+            if not isinstance(exc, (FaSyncError, *UNREACHABLE)):
+                log.exception("webhook_crashed", customer_id=event.customer_id)
+                return _answer(sender, 500, "not queued, try again")
             log.warning("webhook_failed", customer_id=event.customer_id, error=str(exc))
             return _answer(sender, 503, "not queued, try again")
         log.info("webhook_queued", kind=str(event.kind), customer_id=event.customer_id, rows=queued)

@@ -190,6 +190,34 @@ async def test_replayed_delivery_queues_once(pool: asyncpg.Pool, stack: Stack, h
     assert len(gets) == 1
 
 
+async def test_a_delivery_that_fails_to_queue_is_queued_when_sent_again(
+    pool: asyncpg.Pool, stack: Stack, secret_box: SecretBox
+) -> None:
+    """Whatever stops queueing (here a bug meeting the event), the signed delivery is
+    answered as not queued and its signature forgotten: the sender's retry of the very same
+    delivery is queued, not refused as a replay."""
+    await pool.execute(QUERIES["webhook_secret_set"], stack.connection_id, secret_box.seal(SECRET))
+    calls: list[MagentoEvent] = []
+
+    async def on_event(event: MagentoEvent) -> int:
+        calls.append(event)
+        if len(calls) == 1:
+            raise RuntimeError("a bug meeting this event")
+        return 1
+
+    server = WebhookServer(pool=pool, secrets=secret_box, on_event=on_event, clock=utcnow)
+    url = f"http://127.0.0.1:{await server.start('127.0.0.1', 0)}/webhooks/magento"
+    try:
+        stamp = time.time()
+        first = await _post(url, _saved(7), stamp=stamp)
+        again = await _post(url, _saved(7), stamp=stamp)
+    finally:
+        await server.stop()
+    assert first == (500, {"status": "not queued, try again"})
+    assert again == (202, {"status": "queued", "queued": 1})
+    assert [e.customer_id for e in calls] == [7, 7]
+
+
 def _contact_number(url: str) -> int:
     return int(url.rstrip("/").rsplit("/", 1)[1])
 
