@@ -204,13 +204,21 @@ async def test_refresh_rotates_and_rejects_reuse(
     assert state.reused_refresh_token_attempts == 1 and state.refresh_count == 1
 
 
-async def test_old_access_token_survives_refresh(client: Client, state: FreeAgentState) -> None:
-    """Refreshing does not revoke the access token issued before it."""
+@pytest.mark.parametrize("revoke", [True, False])
+async def test_refresh_ends_the_access_token_issued_with_it(
+    client: Client, state: FreeAgentState, revoke: bool
+) -> None:
+    """A refresh ends the access token issued beside the refresh token it spends (the harsher
+    reading, revoke_access_on_refresh); another pair's access token lives on. Off: both live."""
+    state.revoke_access_on_refresh = revoke
     access, refresh = state.issue_tokens()
-    await token(client, grant_type="refresh_token", refresh_token=refresh)
-    headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
-    response = await client.get("/v2/company", headers=headers)
-    assert response.status == 200
+    other, _ = state.issue_tokens()
+    body = await (await token(client, grant_type="refresh_token", refresh_token=refresh)).json()
+    statuses = []
+    for bearer in (access, other, body["access_token"]):
+        headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
+        statuses.append((await client.get("/v2/company", headers=headers)).status)
+    assert statuses == [401 if revoke else 200, 200, 200]
 
 
 async def test_refresh_cap_is_enforced(client: Client, state: FreeAgentState) -> None:
