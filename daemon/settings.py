@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     #: Events sent while the shop's transaction is still open (Adobe Commerce Webhooks,
     #: Mageplaza) are answered at once and queued this many seconds later, once it committed.
     webhook_settle_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: The contact index is swept (every contact listed, those FreeAgent no longer has
+    #: dropped) at most this often per FreeAgent client (hours): updated_since never reports
+    #: a deletion, and a deleted contact left in the index could be linked to.
+    contact_sweep_hours: float = Field(default=24.0, gt=0, le=24 * 365)
 
     #: Alerts (daemon/alerts/): both channels unset turns them off. A Slack-compatible
     #: incoming webhook; its URL holds a secret, so it is never logged.

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from datetime import timedelta
 from typing import Any
 
 from daemon.clients.freeagent_answers import permission_level
@@ -172,7 +173,10 @@ async def export(
 ) -> None:
     """Resolve and export what is due (or import, or the priority lane), in an export slot."""
     freeagent = await open_freeagent(ctx, cfg)
-    index = ContactIndex(pool=ctx.pool, client_id=_client_id(ctx), freeagent=freeagent)
+    index = ContactIndex(
+        pool=ctx.pool, client_id=_client_id(ctx), freeagent=freeagent,
+        sweep_every=timedelta(hours=ctx.settings.contact_sweep_hours),
+    )  # fmt: skip
     if ctx.options.import_only:
         await index.refresh(full=True)
         linked = await ctx.pool.fetch(
