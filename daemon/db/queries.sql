@@ -1117,13 +1117,15 @@ SELECT url FROM freeagent_contact WHERE client_id = $1 AND seen_at < $2 ORDER BY
 -- name: fa_contact_sweep_state
 -- Whether a refresh may sweep the index (never in a dry run's rehearsal: the rows it would
 -- delete and the sweep record would be held from other runs until the rehearsal ends), whether
--- one is due (the last over $2 seconds ago, or none), and the clock it would start by.
+-- one is due (the last over $2 seconds ago, or none), the clock it would start by, and the
+-- newest FreeAgent updated_at indexed for the client (where an incremental read starts).
 SELECT current_setting('fa_sync.rehearsal', true) IS DISTINCT FROM 'on' AS allowed,
        current_setting('fa_sync.rehearsal', true) IS DISTINCT FROM 'on'
        AND NOT EXISTS (SELECT 1 FROM freeagent_contact_sweep
                         WHERE client_id = $1 AND swept_at > now() - make_interval(secs => $2))
        AS due,
-       now() AS now;
+       now() AS now,
+       (SELECT max(fa_updated_at) FROM freeagent_contact WHERE client_id = $1) AS mark;
 
 -- name: fa_contact_swept
 -- Record a sweep whose listing began at $2 (a later one already recorded is kept).
@@ -1157,10 +1159,6 @@ SELECT f.* FROM freeagent_contact f
 -- name: fa_contact_count
 -- How many contacts are indexed for a client.
 SELECT count(*)::int FROM freeagent_contact WHERE client_id = $1;
-
--- name: fa_contact_sync_mark
--- The newest FreeAgent updated_at indexed for a client (start of the next incremental read).
-SELECT max(fa_updated_at) FROM freeagent_contact WHERE client_id = $1;
 
 -- name: fa_contact_list
 -- Indexed FreeAgent contacts of a client.

@@ -100,9 +100,8 @@ class ContactIndex:
                 self._client_id,
                 self._sweep_every.total_seconds(),
             )
-            if not (full or state["due"]):
-                mark = await self._pool.fetchval(QUERIES["fa_contact_sync_mark"], self._client_id)
-                since = mark - REFRESH_OVERLAP if mark else None
+            if not (full or state["due"]) and state["mark"] is not None:
+                since = state["mark"] - REFRESH_OVERLAP
             started = state["now"] if since is None and state["allowed"] else None
         seen = await self._read(since)
         if started is not None:
