@@ -15,6 +15,7 @@ from daemon.db.records import Profile
 from daemon.describe import describe_cron
 from daemon.errors import ConfigError
 from daemon.logs import scrub
+from daemon.numbers import whole_number
 from daemon.process import Services, open_services
 from daemon.profile_screen import FIRES_SHOWN, gather_profile, render_profile
 from daemon.runner import utcnow
@@ -38,9 +39,9 @@ PROFILE_COLUMNS = [
 async def profile_by_name(services: Services, name: str) -> Profile:
     """A profile by name or, when no profile has that name, by id (`--profile=1`)."""
     row = await services.pool.fetchrow(QUERIES["profile_get_by_name"], name)
-    digits = name.strip()
-    if row is None and digits.isascii() and digits.isdigit() and int(digits) < 2**63:
-        row = await services.pool.fetchrow(QUERIES["profile_get"], int(digits))
+    number = whole_number(name)
+    if row is None and number is not None and number < 2**63:
+        row = await services.pool.fetchrow(QUERIES["profile_get"], number)
     if row is None:
         raise ConfigError(f"profile {name!r} does not exist (fa-sync profile list)")
     return Profile.from_row(row)

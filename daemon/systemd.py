@@ -20,6 +20,7 @@ import socket
 from collections.abc import Mapping
 
 from daemon.logs import get_logger
+from daemon.numbers import whole_number
 
 log = get_logger(__name__)
 
@@ -43,7 +44,8 @@ class Notifier:
         pid = env.get("WATCHDOG_PID", "")
         if not pid or pid == str(os.getpid()):
             raw = env.get("WATCHDOG_USEC", "")
-            usec = int(raw) if raw.isdigit() and int(raw) > 0 else None
+            number = whole_number(raw)
+            usec = number if number is not None and number > 0 else None
         return cls(env.get("NOTIFY_SOCKET") or None, watchdog_usec=usec)
 
     @property

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from daemon.numbers import whole_number
+
 
 class EventKind(StrEnum):
     SAVED = "saved"
@@ -113,12 +115,8 @@ class RefusedDelivery(ValueError):
 
 
 def _customer_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-        number = int(value)
-        return number if 0 < number < 2**63 else None
-    return None
+    number = whole_number(value)
+    return number if number is not None and 0 < number < 2**63 else None
 
 
 def sender_of(doc: dict[str, Any], name: str) -> Sender:

@@ -13,6 +13,7 @@ from yarl import URL
 
 from daemon.clients.transport import Response
 from daemon.errors import ApiError, EndpointError, OutcomeUnknown
+from daemon.numbers import whole_number
 
 SERVICE = "freeagent"
 #: Pages one listing may take (10 000 pages of 100 = a million contacts): past this the
@@ -73,14 +74,10 @@ def permission_level(user: Mapping[str, Any]) -> int | None:
     read; anything else is None, which the permission gate refuses rather than guesses.
     """
     value = user.get("permission_level")
-    if isinstance(value, bool):  # a JSON true is not a level
-        return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        value = int(text) if text.isascii() and text.isdigit() else None
-    return value if isinstance(value, int) and value >= 0 else None
+    level = whole_number(value)  # a JSON true is not a level
+    return level if level is not None and level >= 0 else None
 
 
 def created_contact(response: Response, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from daemon.clients.transport import Response, Transport
 from daemon.db.records import MagentoConnectionRow
 from daemon.errors import AuthError, ConfigError, RejectedRecord, TransientApiError
 from daemon.logs import get_logger
+from daemon.numbers import whole_number
 
 SERVICE = "magento"
 SIGNATURE_HMAC_SHA256 = "HMAC-SHA256"
@@ -341,12 +342,8 @@ def _items(value: Any) -> list[Any]:
 
 def _item_id(item: Any, key: str) -> int | None:
     """An item's positive integer id (a number, or digits as a string); None otherwise."""
-    value = item.get(key) if isinstance(item, dict) else None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
-        return value
-    return None
+    number = whole_number(item.get(key) if isinstance(item, dict) else None)
+    return number if number is not None and 0 < number < 2**63 else None
 
 
 def _json(response: Response, kind: type[dict[Any, Any]] | type[list[Any]]) -> Any:

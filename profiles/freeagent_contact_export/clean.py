@@ -26,6 +26,7 @@ import unicodedata
 from collections import Counter
 from typing import Any
 
+from daemon.numbers import whole_number
 from profiles.freeagent_contact_export.models import MAX_STORED_TEXT
 
 #: Control characters that carry layout, not noise.
@@ -168,8 +169,5 @@ def describe(notes: list[Note]) -> str:
 def small_int(value: Any) -> int | None:
     """An id Magento may send as a number or a numeric string; None when it is neither, or
     outside PostgreSQL's integer range (the ledger's id columns)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
-        return value
-    return None
+    number = whole_number(value)
+    return number if number is not None and 0 <= number < 2**31 else None
